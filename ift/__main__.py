@@ -1,0 +1,5 @@
+import sys
+
+from ift.cli import main
+
+sys.exit(main())

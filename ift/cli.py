@@ -1,0 +1,93 @@
+"""`ift` command line: each verb is a thin function over the library."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ift.config import UserError, load_config
+
+log = logging.getLogger("ift")
+
+
+def _config_and_overrides(args, extras: list[str]):
+    bad = [e for e in extras if "=" not in e or e.startswith("-")]
+    if bad:
+        raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
+    return load_config(args.config, extras)
+
+
+def cmd_mix(args, extras) -> None:
+    from ift.data.mixture import mixture_table, plot_rates, task_rates
+    from ift.data.sources import load_tasks
+
+    cfg = _config_and_overrides(args, extras)
+    tasks = load_tasks(cfg.data, cfg.run.seed)
+    rates = task_rates(cfg.data.mixture, {t.name: len(t) for t in tasks})
+    t = cfg.train
+    planned = t.max_steps * t.micro_batch_size * t.grad_accum * args.world_size
+    rows = mixture_table(tasks, rates, cfg.data.mixture, planned, args.samples, cfg.run.seed)
+    width = max(12, *(len(r["task"]) for r in rows))
+    realized = f"  {'realized':>8}" if args.samples else ""
+    print(f"{'task':<{width}}  {'schema':<17} {'examples':>8} {'skipped':>7} {'cap':>6} {'rate':>7} {'epochs':>7}{realized}")
+    for r in rows:
+        cap = "-" if r["cap"] is None else str(r["cap"])
+        real = f"  {r['realized']:>8.4f}" if args.samples else ""
+        print(f"{r['task']:<{width}}  {r['schema']:<17} {r['examples']:>8} {r['skipped']:>7} {cap:>6} "
+              f"{r['rate']:>7.4f} {r['epochs']:>7.2f}{real}")
+    examples, skipped = sum(r["examples"] for r in rows), sum(r["skipped"] for r in rows)
+    print(f"{len(rows)} tasks, {examples + skipped} records: {examples} examples, {skipped} bad records skipped")
+    for t in tasks:
+        for reason, n in t.skipped.items():
+            print(f"  skipped in {t.name}: {n} x {reason}")
+    print(f"epochs: over train.max_steps x global batch = {planned} sequences at world size {args.world_size} "
+          "(one example per sequence; packing fits several)")
+    if args.plot:
+        if not args.samples:
+            raise UserError("--plot needs --samples N to show realized rates")
+        plot_rates(rows, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def _not_yet(provider: str):
+    def run(args, extras):
+        raise UserError(f"'ift {args.verb}' is not built yet: {provider}")
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) on DeepSpeed ZeRO.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name, help, fn, config=True):
+        sp = sub.add_parser(name, help=help, description=help)
+        if config:
+            sp.add_argument("config", help="YAML run config; then key.sub=value overrides")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    verb("train", "train a model (instruction or single-task fine-tuning)", _not_yet("the trainer issue"))
+    verb("submit", "submit a training job to Slurm", _not_yet("the Slurm issue"))
+    m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
+    m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
+    m.add_argument("--plot", help="write a PNG bar chart of target vs realized rates")
+    m.add_argument("--world-size", type=int, default=1, help="data-parallel ranks for the epochs column")
+    verb("eval", "evaluate a run or model on (held-out) tasks", _not_yet("the evaluation issue"), config=False)
+    verb("compare", "compare evaluation results of several runs", _not_yet("the evaluation issue"), config=False)
+    verb("export", "export a checkpoint to a Hugging Face folder", _not_yet("the checkpoint issue"), config=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args, extras = build_parser().parse_known_args(argv)
+    try:
+        args.fn(args, extras)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
