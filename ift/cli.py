@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ift.config import UserError, load_config
@@ -49,6 +50,37 @@ def cmd_mix(args, extras) -> None:
         print(f"plot: {args.plot}")
 
 
+def cmd_train(args, extras) -> None:
+    cfg = _config_and_overrides(args, extras)
+    if args.only_task:
+        from ift.config import MixtureConfig
+
+        # Single-task baseline: same model, optimizer, steps and global batch (so the same token
+        # budget with packing); only the mixture shrinks to one task.
+        cfg.data.mixture = MixtureConfig()
+        if not any(o.startswith("run.name=") for o in extras):
+            cfg.run.name = f"{cfg.run.name}-ft-{args.only_task}"
+    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        code = launch_torchrun(args.nproc_per_node, args.argv)
+        if code:
+            raise SystemExit(code)
+        return
+    from ift.train import train
+
+    train(cfg, only_task=args.only_task)
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this same command under torch.distributed.run with N local processes."""
+    import subprocess
+
+    from ift.engine import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--master-port={free_port()}", "-m", "ift", *argv]
+    return subprocess.call(cmd)
+
+
 def _not_yet(provider: str):
     def run(args, extras):
         raise UserError(f"'ift {args.verb}' is not built yet: {provider}")
@@ -66,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    verb("train", "train a model (instruction or single-task fine-tuning)", _not_yet("the trainer issue"))
+    tr = verb("train", "train a model (instruction or single-task fine-tuning)", cmd_train)
+    tr.add_argument("--nproc-per-node", type=int, default=1, help="local processes (torchrun)")
+    tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
     verb("submit", "submit a training job to Slurm", _not_yet("the Slurm issue"))
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
     m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
@@ -81,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args, extras = build_parser().parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.fn(args, extras)
     except UserError as e:

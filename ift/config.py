@@ -105,7 +105,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 10
     lr_schedule: str = "cosine"  # cosine | linear | constant
     min_lr_ratio: float = 0.1
@@ -116,7 +116,7 @@ class TrainConfig:
     keep_last: int = 2
     keep_every: int = 0
     resume: str = "auto"  # auto | never | <checkpoint path>
-    resume_allow_mismatch: list = field(default_factory=list)
+    resume_allow_mismatch: list[str] = field(default_factory=list)
     export_final: bool = False
     skip_nonfinite: bool = False
     peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = unknown (CPU)
@@ -135,7 +135,7 @@ class WandbConfig:
     project: str = "ift"
     entity: Optional[str] = None
     name: Optional[str] = None
-    tags: list = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     mode: str = "offline"  # offline | online | disabled
 
 
@@ -155,7 +155,7 @@ class SlurmConfig:
     account: Optional[str] = None
     qos: Optional[str] = None
     constraint: Optional[str] = None
-    extra_sbatch: list = field(default_factory=list)  # extra "#SBATCH" lines, e.g. ["--exclusive"]
+    extra_sbatch: list[str] = field(default_factory=list)  # extra "#SBATCH" lines, e.g. ["--exclusive"]
     max_requeues: int = 3
     signal_delay_s: int = 120
     folder: Optional[str] = None  # submitit logs; default <run dir>/slurm
@@ -265,7 +265,10 @@ def _coerce(value: Any, tp, path: str) -> Any:
 
 def _unknown_key(key: str, path: str, known) -> ConfigError:
     dotted = f"{path}.{key}" if path else key
-    close = difflib.get_close_matches(key, list(known), n=1)
+    known = list(known)
+    close = (difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+             or [k for k in known if key.startswith(k + "_") or key.endswith("_" + k)][:1]
+             or difflib.get_close_matches(key, known, n=1))
     hint = f" (did you mean '{f'{path}.' if path else ''}{close[0]}'?)" if close else ""
     return ConfigError(f"unknown config key '{dotted}'{hint}")
 
@@ -321,9 +324,9 @@ def apply_override(raw: dict, override: str) -> None:
             raise _unknown_key(part, prefix, hints)
         if i == len(parts) - 1:
             node[part] = yaml.safe_load(text) if text.strip() else ""
-            if isinstance(node[part], (int, float)) and not isinstance(node[part], bool) and hints is not None:
+            if isinstance(node[part], (int, float)) and hints is not None:
                 # keep `run.name=007` a string: only fields typed as numbers take YAML's number reading
-                if str in _plain_types(hints[part]) and not ({int, float} & _plain_types(hints[part])):
+                if str in _plain_types(hints[part]) and not ({int, float, bool} & _plain_types(hints[part])):
                     node[part] = text
             return
         tp = hints[part] if hints is not None else None

@@ -17,6 +17,10 @@ from ift.config import DataConfig, TaskSource, UserError
 from ift.data import builtin
 
 CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category")
+CANONICAL_FEATURES = datasets.Features({
+    **{c: datasets.Value("string") for c in CANONICAL}, "references": datasets.List(datasets.Value("string")),
+    "_bad": datasets.Value("string"),
+})
 FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -121,7 +125,7 @@ def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str,
         if col not in ds.column_names:
             raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {ds.column_names})")
     ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task},
-                remove_columns=ds.column_names, desc=f"normalize {task}")
+                remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
     bad = ds["_bad"]
     skipped = collections.Counter(reason for reason in bad if reason)
     if skipped:
@@ -191,6 +195,17 @@ def _read_sni_task_file(path: str) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows)
 
 
+def _reader_kwargs(kind: str, path: str) -> dict:
+    """CSV cells are text: no type guessing (007 stays 007) and empty cells stay empty strings."""
+    if kind != "csv":
+        return {}
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    return {"features": datasets.Features({c: datasets.Value("string") for c in header}), "keep_default_na": False}
+
+
 def _load_files(paths: list[str]) -> list[datasets.Dataset]:
     """Load files through `datasets` (Arrow, memory-mapped cache); one builder call per file kind."""
     out: dict[str, datasets.Dataset] = {}
@@ -201,6 +216,9 @@ def _load_files(paths: list[str]) -> list[datasets.Dataset]:
         else:
             by_kind[FILE_KINDS[os.path.splitext(p)[1]]].append(p)
     for kind, files in by_kind.items():
+        if kind == "csv":  # headers differ per file, so one builder call each
+            out.update({p: datasets.load_dataset(kind, data_files=p, split="train", **_reader_kwargs(kind, p)) for p in files})
+            continue
         try:
             # Split names must be identifiers, so files become splits f0, f1, ...
             dd = datasets.load_dataset(kind, data_files={f"f{i}": p for i, p in enumerate(files)})

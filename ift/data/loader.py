@@ -1,0 +1,136 @@
+"""The distributed, resumable loader: mixture stream -> packing windows -> global rows -> ranks.
+
+Every rank computes the same global row stream (cheap: lengths only) and collates only its own
+rows: global row k of a step goes to rank k mod world_size. So the set of rows in an optimizer
+step, and the number of target tokens the loss is normalized by, do not depend on world size.
+State is (stream state at the current window's start, window index, next row): a resume re-packs
+at most one window and replays nothing before it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ift.config import UserError
+from ift.data.mixture import MixtureStream
+from ift.data.packing import best_fit_decreasing, collate
+from ift.data.tokenize import TokenizedTask
+
+CARRY_BELOW = 0.95  # a packed row filled less than this waits for the next window's examples
+
+
+@dataclass
+class Step:
+    micro_batches: list  # grad_accum dicts of tensors for this rank
+    target_tokens: int  # target tokens in the whole global batch (all ranks, all micro-batches)
+    tokens: int  # non-padding tokens in the global batch
+    slots: int  # token slots (incl. padding) in the global batch
+
+
+class PackedLoader:
+    def __init__(self, tasks: list[TokenizedTask], rates: dict[str, float], *, seed: int, seq_len: int,
+                 window: int, packing: bool, micro_batch_size: int, grad_accum: int, train_on_prompt: bool,
+                 pad_id: int, world_size: int = 1, rank: int = 0):
+        self.tasks = tasks
+        self.seed, self.seq_len, self.window, self.packing = seed, seq_len, window, packing
+        self.micro_batch_size, self.grad_accum = micro_batch_size, grad_accum
+        self.world_size, self.rank = world_size, rank
+        self.train_on_prompt, self.pad_id = train_on_prompt, pad_id
+        names = [t.name for t in tasks]
+        self.stream = MixtureStream(names, [len(t) for t in tasks], [rates[n] for n in names], seed)
+        self.window_index = -1
+        self.window_start = self.stream.state_dict()
+        self.rows: list[list[tuple[int, int]]] = []
+        self.next_row = 0
+        # Examples of a window's under-filled rows move to the next window once (fill >= 99.5%).
+        self.carried_in: list[tuple[int, int]] = []
+        self.carry_out: list[tuple[int, int]] = []
+        self.steps = 0
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.world_size
+
+    def _target_tokens(self, t: int, e: int) -> int:
+        task = self.tasks[t]
+        return int(task.lengths[e] - 1 if self.train_on_prompt else task.lengths[e] - max(task.n_prompt[e], 1))
+
+    def _fill_window(self, carried: list[tuple[int, int]]) -> None:
+        self.window_start, self.carried_in = self.stream.state_dict(), list(carried)
+        draws = [tuple(d) for d in carried] + self.stream.take(self.window)
+        self.carry_out = []
+        if self.packing:
+            lengths = [self.tasks[t].lengths[e] for t, e in draws]
+            bins = best_fit_decreasing(lengths, self.seq_len)
+            keep = []
+            for b in bins:
+                fill = sum(lengths[i] for i in b) / self.seq_len
+                if fill < CARRY_BELOW and all(i >= len(carried) for i in b):
+                    self.carry_out += [draws[i] for i in b]
+                else:
+                    keep.append(b)
+            # Shuffle rows so that batches are not ordered by length (BFD opens the longest first).
+            order = np.random.default_rng([self.seed, 0xB1F, self.window_index]).permutation(len(keep))
+            self.rows = [[draws[i] for i in keep[b]] for b in order]
+        else:
+            self.rows = [[d] for d in draws]
+        self.next_row = 0
+
+    def _take_rows(self, n: int) -> list[list[tuple[int, int]]]:
+        out = []
+        while len(out) < n:
+            if self.next_row == len(self.rows):
+                self.window_index += 1
+                self._fill_window(self.carry_out)
+            out.append(self.rows[self.next_row])
+            self.next_row += 1
+        return out
+
+    def _collate(self, rows) -> dict:
+        data = [[(self.tasks[t].dataset[int(e)]["input_ids"], int(self.tasks[t].n_prompt[e]), t) for t, e in row]
+                for row in rows]
+        return collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt)
+
+    def next_step(self) -> Step:
+        rows = self._take_rows(self.rows_per_step)
+        mine = rows[self.rank::self.world_size]
+        mb = self.micro_batch_size
+        micro = [self._collate(mine[j * mb:(j + 1) * mb]) for j in range(self.grad_accum)]
+        tokens = sum(int(self.tasks[t].lengths[e]) for row in rows for t, e in row)
+        if self.packing:
+            slots = len(rows) * self.seq_len
+        else:  # each micro-batch pads to its longest row; count slots over the global batch
+            per_micro = [rows[j * mb * self.world_size:(j + 1) * mb * self.world_size] for j in range(self.grad_accum)]
+            slots = 0
+            for group in per_micro:
+                for r in range(self.world_size):
+                    part = group[r::self.world_size]
+                    slots += len(part) * max(int(self.tasks[t].lengths[e]) for row in part for t, e in row)
+        self.steps += 1
+        return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots)
+
+    @property
+    def examples_drawn(self) -> int:
+        """Examples consumed by the steps taken so far (drawn minus the unconsumed rest of the window)."""
+        pending = sum(len(r) for r in self.rows[self.next_row:]) + len(self.carry_out)
+        return self.stream.drawn - pending
+
+    def state_dict(self) -> dict:
+        return {"window_index": self.window_index, "window_start": self.window_start,
+                "carried_in": [list(d) for d in self.carried_in], "next_row": self.next_row, "steps": self.steps,
+                "settings": self._settings()}
+
+    def _settings(self) -> dict:
+        return {"seq_len": self.seq_len, "window": self.window, "packing": self.packing, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["settings"] != self._settings():
+            raise UserError(f"loader state was saved with {state['settings']}, this run has {self._settings()}; "
+                            "the data order cannot continue exactly")
+        self.stream.load_state_dict(state["window_start"])
+        self.window_index = state["window_index"]
+        self.steps = state["steps"]
+        if self.window_index >= 0:
+            self._fill_window([tuple(d) for d in state["carried_in"]])
+        self.next_row = state["next_row"]

@@ -1,0 +1,77 @@
+"""Best-fit-decreasing packing and the collation of packed rows.
+
+A packed row concatenates whole examples; `position_ids` restart at 0 for every example, which is
+what lets the model keep attention inside each example (see ift/model.py), and labels are shifted
+*within* each example so no token is ever predicted from another example.
+"""
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import torch
+
+IGNORE = -100
+
+
+def best_fit_decreasing(lengths, capacity: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into bins of at most `capacity`; each item goes to the fullest
+    bin it still fits in, largest items first. Deterministic: ties break by index."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
+    for i in order:
+        size = int(lengths[i])
+        k = bisect.bisect_left(free, (size, -1))
+        if k < len(free):
+            remaining, b = free.pop(k)
+            bins[b].append(i)
+        else:
+            b, remaining = len(bins), capacity
+            bins.append([i])
+        remaining -= size
+        if remaining > 0:
+            bisect.insort(free, (remaining, b))
+    return [sorted(b) for b in bins]
+
+
+def example_labels(ids: np.ndarray, n_prompt: int, train_on_prompt: bool) -> np.ndarray:
+    """labels[t] = ids[t+1] where token t+1 is a target token of the same example, else IGNORE."""
+    labels = np.full(len(ids), IGNORE, dtype=np.int64)
+    labels[:-1] = ids[1:]
+    if not train_on_prompt:
+        labels[: max(n_prompt - 1, 0)] = IGNORE
+    return labels
+
+
+def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, pad_id: int,
+            train_on_prompt: bool) -> dict[str, torch.Tensor]:
+    """rows: per row, a list of (token ids, n_prompt, task index). Packed rows are padded to
+    `seq_len`; with seq_len=None (no packing) rows pad to the longest row and carry an attention_mask."""
+    width = seq_len or max(sum(len(e[0]) for e in row) for row in rows)
+    n = len(rows)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    labels = np.full((n, width), IGNORE, dtype=np.int64)
+    position_ids = np.zeros((n, width), dtype=np.int64)
+    task_ids = np.full((n, width), -1, dtype=np.int64)
+    attention_mask = np.zeros((n, width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        at = 0
+        for ids, n_prompt, task in row:
+            end = at + len(ids)
+            input_ids[r, at:end] = ids
+            labels[r, at:end] = example_labels(ids, n_prompt, train_on_prompt)
+            position_ids[r, at:end] = np.arange(len(ids))
+            task_ids[r, at:end] = task
+            attention_mask[r, at:end] = 1
+            at = end
+        position_ids[r, at:] = np.arange(width - at)  # padding acts as one more (ignored) sequence
+    batch = {
+        "input_ids": torch.from_numpy(input_ids),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(position_ids),
+        "task_ids": torch.from_numpy(task_ids),
+    }
+    if seq_len is None:
+        batch["attention_mask"] = torch.from_numpy(attention_mask)
+    return batch

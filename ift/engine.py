@@ -1,0 +1,147 @@
+"""Parallelism: the distributed environment, the DeepSpeed config from the typed config, and
+`deepspeed.initialize` with the optimizer and LR schedule."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+
+import torch
+
+from ift.config import Config, UserError
+
+log = logging.getLogger(__name__)
+
+
+def setup_environment() -> None:
+    """CUDA + NCCL on GPUs, CPU + gloo otherwise. Must run before deepspeed is imported. A
+    process started without a launcher becomes rank 0 of a world of 1."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, int]:
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+        torch.cuda.set_device(local_rank)
+    return rank, world, local_rank
+
+
+def deepspeed_config(cfg: Config, world_size: int) -> dict:
+    """The DeepSpeed config: from deepspeed.config_file (checked against the typed config), or
+    generated. The optimizer and schedule are ours (see build_optimizer), so "optimizer" and
+    "scheduler" entries are refused to keep one source of truth."""
+    t, d = cfg.train, cfg.deepspeed
+    expected = {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": t.grad_clip,
+    }
+    if d.config_file:
+        with open(d.config_file) as f:
+            try:
+                ds = json.load(f)
+            except json.JSONDecodeError as e:
+                raise UserError(f"deepspeed.config_file {d.config_file}:{e.lineno}: invalid JSON: {e.msg}") from None
+        names = {"train_micro_batch_size_per_gpu": "train.micro_batch_size",
+                 "gradient_accumulation_steps": "train.grad_accum", "gradient_clipping": "train.grad_clip"}
+        for key, value in expected.items():
+            if key in ds and ds[key] != "auto" and ds[key] != value:
+                raise UserError(f"deepspeed.config_file {d.config_file}: {key}={ds[key]} conflicts with "
+                                f"{names[key]}={value}; make them agree or set it to \"auto\"")
+        stage = ds.get("zero_optimization", {}).get("stage", 0)
+        if stage != t.zero_stage:
+            raise UserError(f"deepspeed.config_file {d.config_file}: zero_optimization.stage={stage} "
+                            f"conflicts with train.zero_stage={t.zero_stage}")
+        for key in ("optimizer", "scheduler"):
+            if key in ds:
+                raise UserError(f"deepspeed.config_file {d.config_file}: remove '{key}'; set it with train.* "
+                                "(lr, betas, weight_decay, warmup_steps, lr_schedule)")
+    else:
+        zero: dict = {"stage": t.zero_stage}
+        if d.offload_optimizer and t.zero_stage > 0:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        if d.offload_param and t.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        if t.zero_stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = False
+        ds = {"zero_optimization": zero}
+    ds.update(expected)
+    ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * world_size
+    ds.setdefault("bf16", {"enabled": cfg.model.dtype == "bf16"})
+    ds.setdefault("fp16", {"enabled": cfg.model.dtype == "fp16"})
+    ds.setdefault("steps_per_print", 10**9)  # we log ourselves
+    ds.setdefault("wall_clock_breakdown", False)
+    # A torch optimizer on CPU, DeepSpeed's CPU Adam when ZeRO offloads (see build_optimizer)
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    ds.setdefault("zero_force_ds_cpu_optimizer", False)
+    _merge(ds, d.extra)
+    return ds
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def lr_lambda(cfg: Config):
+    t = cfg.train
+
+    def factor(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / (t.warmup_steps + 1)
+        if t.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+
+    return factor
+
+
+def build_optimizer(cfg: Config, model, ds_config: dict):
+    t = cfg.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu"
+    if offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.betas), adamw_mode=True)
+    fused = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=fused or None)
+
+
+def initialize(cfg: Config, model, ds_config: dict):
+    import deepspeed
+
+    optimizer = build_optimizer(cfg, model, ds_config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine, optimizer, scheduler
