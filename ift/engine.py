@@ -72,6 +72,12 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
         if stage != t.zero_stage:
             raise UserError(f"deepspeed.config_file {d.config_file}: zero_optimization.stage={stage} "
                             f"conflicts with train.zero_stage={t.zero_stage}")
+        for key, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
+            on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
+            if (on is True and cfg.model.dtype != dtype) or (on is False and cfg.model.dtype == dtype):
+                raise UserError(f"deepspeed.config_file {d.config_file}: {key}.enabled={on} conflicts with "
+                                f"model.dtype={cfg.model.dtype}")
+            ds[key] = {**ds.get(key, {}), "enabled": cfg.model.dtype == dtype}
         for key in ("optimizer", "scheduler"):
             if key in ds:
                 raise UserError(f"deepspeed.config_file {d.config_file}: remove '{key}'; set it with train.* "

@@ -1,0 +1,102 @@
+"""Shared utilities for tests (and bench/) that run real `ift train` jobs: a tiny-run YAML
+config written into a temporary folder, the `ift train` subprocess, and metrics.jsonl reading."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A Llama small enough that a step takes milliseconds on one CPU core. vocab_size >= 259: the
+# byte-level BPE trained for an inline model has 256 byte tokens + 3 specials before any merge.
+TINY_MODEL = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 320,
+              "max_position_embeddings": 128}
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def tiny_config(tmp_path, name: str = "tiny", *, cache_dir=None, **sections) -> dict:
+    """A complete tiny-run config as a dict; keyword sections (run=..., train=...) are deep-merged."""
+    tmp_path = Path(tmp_path)
+    cfg = {
+        "run": {"name": name, "output_dir": str(tmp_path / "runs"), "seed": 0},
+        "model": {"config": dict(TINY_MODEL)},
+        "data": {"tasks": [{"builtin": "reverse_word", "n": 64}], "template": "zero_shot",
+                 "max_seq_len": 64, "cache_dir": str(cache_dir or tmp_path / "cache")},
+        "train": {"max_steps": 4, "micro_batch_size": 4, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 0,
+                  "lr_schedule": "constant", "log_every": 1, "zero_stage": 2},
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    return _merge(cfg, sections)
+
+
+def write_config(tmp_path, name: str = "tiny", **sections) -> Path:
+    """Write tiny_config(...) to <tmp_path>/<name>.yaml and return its path."""
+    cfg = tiny_config(tmp_path, name, **sections)
+    path = Path(tmp_path) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_dir(config_path, only_task: str | None = None) -> Path:
+    cfg = yaml.safe_load(Path(config_path).read_text())
+    name = cfg["run"]["name"] + (f"-ft-{only_task}" if only_task else "")
+    return Path(cfg["run"]["output_dir"]) / name
+
+
+def train_env(threads: int = 1) -> dict:
+    env = dict(os.environ)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", WANDB_MODE=env.get("WANDB_MODE", "offline"),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)  # never inherit a launcher's world
+    return env
+
+
+def run_train(config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
+              check: bool = True, timeout: float = 600, threads: int = 1) -> subprocess.CompletedProcess:
+    """`python -m ift train CONFIG [overrides] [--nproc-per-node N] [--only-task T]` in a subprocess.
+    With check=True a non-zero exit fails with the tail of the output."""
+    cmd = [sys.executable, "-m", "ift", "train", str(config_path), *overrides]
+    if nproc > 1:
+        cmd += ["--nproc-per-node", str(nproc)]
+    if only_task:
+        cmd += ["--only-task", only_task]
+    proc = subprocess.run(cmd, cwd=str(REPO), env=train_env(threads), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def read_metrics(run: Path) -> list[dict]:
+    with open(Path(run) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def final_checkpoint(run: Path) -> Path:
+    ckpts = sorted(p for p in (Path(run) / "checkpoints").glob("step_*") if (p / "COMPLETE").exists())
+    assert ckpts, f"no complete checkpoint under {run}/checkpoints"
+    return ckpts[-1]
+
+
+def consolidated_state(run: Path) -> dict:
+    """fp32 state dict of the run's newest checkpoint, gathered from every ZeRO shard."""
+    from ift.export import load_consolidated
+
+    model, _ = load_consolidated(str(final_checkpoint(run)))
+    return {k: v.detach().float().clone() for k, v in model.state_dict().items()}
