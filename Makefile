@@ -24,8 +24,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The whole story on the built-in suite: instruction FT, single-task FT, held-out eval, report.
 demo: $(VENV)/.installed
 	$(BIN)/ift mix configs/demo.yaml
+	$(BIN)/ift train configs/demo.yaml
+	$(BIN)/ift train configs/demo_ft.yaml
+	$(BIN)/ift eval runs/demo_ift
+	$(BIN)/ift eval runs/demo_ft
+	$(BIN)/ift compare runs/demo_ift runs/demo_ft --out runs/comparison
+	@echo "runs: runs/demo_ift runs/demo_ft (metrics.jsonl, checkpoints/, wandb/ offline runs)"
+	@echo "report: runs/comparison/COMPARISON.md runs/comparison/comparison.png"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -37,7 +37,7 @@ DEFAULT_TOKENIZER = os.path.join(HERE, "tokenizer_sni")
 # (JSON parsing, normalization and tokenization all run) and the user's ~/.cache is never touched.
 _TMP = tempfile.mkdtemp(prefix="ift_data_bench_")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_TMP, "hf_default")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # silences deepspeed's accelerator probe (imported via trl)
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=int, default=8, help="rows per micro-batch (loader step, pad-to-longest)")
     p.add_argument("--window", type=int, default=DataConfig().pack_window, help="ift data.pack_window")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=2,
+                   help="timed runs of each pipeline (interleaved, each cold run on fresh caches); the best is "
+                        "reported, which damps noise from other processes on shared cores")
     p.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="N",
                    help="also run the cold ift pipeline under cProfile and print the top N functions")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL side (fill and throughput)")
@@ -177,7 +180,7 @@ def run_ift(args, source: TaskSource, tok, cache: str, hf: str, record: bool = F
                       on_bad_record="skip")
     out = {}
     with hf_cache(hf):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         tasks = load_tasks(data, args.seed)
         t1 = time.perf_counter()
         tt = tokenize_tasks(tasks, tok, data, args.seed)
@@ -185,8 +188,8 @@ def run_ift(args, source: TaskSource, tok, cache: str, hf: str, record: bool = F
         loader = make_loader(tt, tok, args, packing=True, record=record)
         n_examples = sum(len(t) for t in tt)
         p = one_pass(loader, n_examples)
-        t3 = time.perf_counter()
-    out.update(p, tasks=tasks, tt=tt, loader=loader, n_examples=n_examples,
+        t3, c3 = time.perf_counter(), time.process_time()
+    out.update(p, tasks=tasks, cpu=c3 - c0, tt=tt, loader=loader, n_examples=n_examples,
                total_tokens=int(sum(int(t.lengths.sum()) for t in tt)),
                t_load=t1 - t0, t_tokenize=t2 - t1, t_pack=t3 - t2, t_total=t3 - t0,
                truncated=sum(t.counts["truncated"] for t in tt), dropped=sum(t.counts["dropped"] for t in tt))
@@ -241,17 +244,17 @@ def minimal_sft_trainer(tok, args, sample: datasets.Dataset):
     return SFTTrainer(model=model, args=sft_args, train_dataset=sample, processing_class=tok)
 
 
-def run_trl_prepare(args, tok, tasks) -> dict:
+def run_trl_prepare(args, tok, tasks, run: int = 0) -> dict:
     t0 = time.perf_counter()
     ds = prompt_completion_dataset(tasks)
     t_build = time.perf_counter() - t0
     trainer = minimal_sft_trainer(tok, args, ds.select(range(min(8, len(ds)))))
-    with hf_cache("hf_trl"):
-        t0 = time.perf_counter()
+    with hf_cache(f"hf_trl{run}"):
+        c0, t0 = time.process_time(), time.perf_counter()
         packed = trainer._prepare_dataset(ds, tok, trainer.args, trainer.args.packing, None, "train")
-        t_prep = time.perf_counter() - t0
+        t_prep, cpu = time.perf_counter() - t0, time.process_time() - c0
     tokens = int(sum(sum(x) for x in packed["seq_lengths"]))
-    return {"examples": len(ds), "rows": len(packed), "tokens": tokens, "t_build": t_build, "t": t_prep,
+    return {"examples": len(ds), "rows": len(packed), "tokens": tokens, "t_build": t_build, "t": t_prep, "cpu": cpu,
             "completion_only_loss": trainer.completion_only_loss, "padding_free": trainer.padding_free,
             "fill": tokens / (len(packed) * args.seq_len)}
 
@@ -301,63 +304,86 @@ def profile_cold(args, source, tok, top: int):
         print(text[start:].rstrip())
 
 
+def load_avg() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def main(argv=None):
     args = parse_args(argv)
     quiet()
+    if args.num_proc > 1:  # forked tokenizers disable their thread pool anyway; this just skips the warning
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t_start = time.perf_counter()
     if args.data != "builtin" and (os.path.exists(args.data) or any(c in args.data for c in "*?[")):
         source = TaskSource(path=os.path.abspath(args.data))
         data_desc = os.path.relpath(os.path.abspath(args.data), REPO)
+        warmup_source = TaskSource(path=_first_file(source.path))
     else:
+        from ift.data import builtin
+
         source = TaskSource(builtin="train", n=2000)
         data_desc = "built-in suite TaskSource(builtin='train', n=2000)"
         if args.data != "builtin":
             data_desc += f" ({args.data} not found)"
+        warmup_source = TaskSource(builtin=builtin.task_names("train")[0], n=50)
     data_cfg = DataConfig(tasks=[source], max_seq_len=args.seq_len, on_bad_record="skip")
+
+    import transformers
+    import trl
 
     print("== ift data benchmark")
     print(f"data       : {data_desc}")
     tok, how = get_tokenizer(args, source, data_cfg)
     print(f"tokenizer  : {how}; {len(tok)} tokens, eos={tok.eos_token!r} pad={tok.pad_token!r}")
     print(f"settings   : seq_len={args.seq_len} num_proc={args.num_proc} micro_batch={args.micro_batch} "
-          f"pack_window={args.window} seed={args.seed} template=zero_shot truncation={data_cfg.truncation}")
-    print(f"cores      : {os.cpu_count()} (affinity {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'})")
-    import trl
-    import transformers
+          f"pack_window={args.window} seed={args.seed} template=zero_shot truncation={data_cfg.truncation} "
+          f"on_bad_record=skip repeat={args.repeat}")
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print(f"machine    : {os.cpu_count()} cores (affinity {affinity}), load average {load_avg()}")
     print(f"versions   : python {sys.version.split()[0]}, datasets {datasets.__version__}, "
           f"transformers {transformers.__version__}, trl {trl.__version__}")
 
-    # Warm-up on a throwaway cache: first-call imports (json builder, arrow writers) are not cache effects.
-    run_ift(args, source if source.builtin else TaskSource(path=_first_file(source.path)), tok,
-            os.path.join(_TMP, "ift_cache_warmup"), "hf_warmup")
+    # Warm-up on throwaway caches: first-call imports (json builder, arrow writers) are not cache effects.
+    run_ift(args, warmup_source, tok, os.path.join(_TMP, "ift_cache_warmup"), "hf_warmup")
 
-    cache = os.path.join(_TMP, "ift_cache")  # fresh: nothing tokenized yet
-    cold = run_ift(args, source, tok, cache, "hf_ift", record=True)
-    warm = run_ift(args, source, tok, cache, "hf_ift")
-    tt, n_ex = cold["tt"], cold["n_examples"]
-    ift_fill = cold["tokens"] / cold["slots"]
-    used_rows = cold["loader"].taken
-    assert len(used_rows) == cold["rows"]
+    colds, warms, trls = [], [], []
+    for r in range(max(1, args.repeat)):
+        cache = os.path.join(_TMP, f"ift_cache{r}")  # fresh: nothing tokenized or loaded yet
+        colds.append(run_ift(args, source, tok, cache, f"hf_ift{r}", record=(r == 0)))
+        warms.append(run_ift(args, source, tok, cache, f"hf_ift{r}"))  # same caches: warm
+        if not args.no_trl:
+            trls.append(run_trl_prepare(args, tok, colds[0]["tasks"], r))
+        for x in colds[-1:] + warms[-1:]:  # keep only what the report needs
+            if x is not colds[0]:
+                x.pop("tasks"), x.pop("tt"), x.pop("loader")
+    first = colds[0]
+    cold = min(colds, key=lambda x: x["t_total"])
+    warm = min(warms, key=lambda x: x["t_total"])
+    trl_prep = min(trls, key=lambda x: x["t"]) if trls else None
 
+    tt, n_ex = first["tt"], first["n_examples"]
+    ift_fill = first["tokens"] / first["slots"]
+    used_rows = first["loader"].taken
+    assert len(used_rows) == first["rows"]
     pad = padding_fills(tt, tok, args, n_ex)
-    trl_fill = trl_prep = None
-    if not args.no_trl:
-        trl_fill = trl_bfd_fill(tt, used_rows, args.seq_len)
-        trl_prep = run_trl_prepare(args, tok, cold["tasks"])
+    trl_fill = None if args.no_trl else trl_bfd_fill(tt, used_rows, args.seq_len)
 
     # ------------------------------------------------------------------ report
-    print(f"\nexamples   : {n_ex} in {len(tt)} tasks; {cold['total_tokens']} tokens (ift tokenizer); "
-          f"length mean {pad['mean_len']:.0f}, max {pad['max_len']}; truncated {cold['truncated']}, "
-          f"dropped {cold['dropped']}; bad records skipped {sum(sum(t.skipped.values()) for t in cold['tasks'])}")
+    skipped = sum(sum(t.skipped.values()) for t in first["tasks"])
+    print(f"\nexamples   : {n_ex} in {len(tt)} tasks; {first['total_tokens']} tokens (ift tokenizer); "
+          f"length mean {pad['mean_len']:.0f}, max {pad['max_len']}; truncated {first['truncated']}, "
+          f"dropped {first['dropped']}; bad records skipped {skipped}")
 
     print(f"\n== Fill (non-padding tokens / token slots), seq_len {args.seq_len}")
-    rows = [["ift packing (PackedLoader, one pass)", cold["examples"], cold["rows"], cold["tokens"],
-             cold["slots"], f"{100 * ift_fill:.2f}%"]]
+    rows = [["ift packing (PackedLoader, one pass)", first["examples"], first["rows"], first["tokens"],
+             first["slots"], f"{100 * ift_fill:.2f}%"]]
     if trl_fill:
         rows.append(["TRL pack_dataset bfd (same examples/ids)", trl_fill["examples"], trl_fill["rows"],
                      trl_fill["tokens"], trl_fill["slots"], f"{100 * trl_fill['fill']:.2f}%"])
-    n_all = n_ex
-    rows.append(["no packing, pad to seq_len", n_all, n_all, cold["total_tokens"], n_all * args.seq_len,
+    rows.append(["no packing, pad to seq_len", n_ex, n_ex, first["total_tokens"], n_ex * args.seq_len,
                  f"{100 * pad['pad_max']:.2f}%"])
     rows.append([f"no packing, pad to longest of {args.micro_batch}", pad["examples"], pad["rows"], "", "",
                  f"{100 * pad['pad_longest']:.2f}%"])
@@ -366,17 +392,26 @@ def main(argv=None):
         print(f"(TRL _prepare_dataset's own BFD over all {trl_prep['examples']} examples: "
               f"{100 * trl_prep['fill']:.2f}% in {trl_prep['rows']} rows)")
 
-    print("\n== End-to-end throughput (example tokens / s; tokens = total example tokens processed)")
+    best = f"best of {len(colds)}" if len(colds) > 1 else "one run"
+    print(f"\n== End-to-end throughput ({best}; tokens = total example tokens processed; wall = perf_counter, "
+          "cpu = process_time)")
     rows = []
     for name, r in (("ift cold cache", cold), ("ift warm cache", warm)):
         rows.append([name, f"{r['t_load']:.2f}", f"{r['t_tokenize']:.2f}", f"{r['t_pack']:.2f}", f"{r['t_total']:.2f}",
-                     r["total_tokens"], f"{r['total_tokens'] / r['t_total']:,.0f}"])
+                     f"{r['cpu']:.2f}", r["total_tokens"], f"{r['total_tokens'] / r['t_total']:,.0f}",
+                     f"{r['total_tokens'] / r['cpu']:,.0f}"])
     if trl_prep:
-        rows.append(["TRL SFTTrainer._prepare_dataset", "-", "-", "-", f"{trl_prep['t']:.2f}", trl_prep["tokens"],
-                     f"{trl_prep['tokens'] / trl_prep['t']:,.0f}"])
-    table(rows, ["pipeline", "load s", "tokenize s", "pack s", "total s", "tokens", "tokens/s"])
+        rows.append(["TRL SFTTrainer._prepare_dataset", "-", "-", "-", f"{trl_prep['t']:.2f}", f"{trl_prep['cpu']:.2f}",
+                     trl_prep["tokens"], f"{trl_prep['tokens'] / trl_prep['t']:,.0f}",
+                     f"{trl_prep['tokens'] / trl_prep['cpu']:,.0f}"])
+    table(rows, ["pipeline", "load s", "tokenize s", "pack s", "wall s", "cpu s", "tokens", "tokens/s",
+                 "tokens/cpu-s"])
+    if len(colds) > 1:
+        runs = lambda xs, k: ", ".join(f"{x[k]:.1f}" for x in xs)  # noqa: E731
+        print(f"all runs, wall s: ift cold [{runs(colds, 't_total')}], ift warm [{runs(warms, 't_total')}]"
+              + (f", TRL [{runs(trls, 't')}]" if trls else ""))
     print("ift      = load_tasks (JSON -> canonical) + tokenize_tasks (render zero_shot + tokenize; fresh cache dir) "
-          f"+ PackedLoader one pass ({cold['steps']} steps x {args.micro_batch} rows, collated)")
+          f"+ PackedLoader one pass ({first['steps']} steps x {args.micro_batch} rows, collated)")
     if trl_prep:
         print("TRL      = a real minimal SFTTrainer (tiny random Llama, built untimed), then timed "
               "trainer._prepare_dataset(dataset, tokenizer, args, packing=True, None, 'train'): add EOS -> tokenize "
@@ -386,15 +421,17 @@ def main(argv=None):
               f"{trl_prep['padding_free']}, dataset_num_proc={args.num_proc if args.num_proc > 1 else None})")
         print(f"           input: prompt/completion dataset of the same rendered zero-shot prompts/targets, built "
               f"untimed from the loaded tasks in {trl_prep['t_build']:.2f}s (ift's time includes loading and rendering)")
-        if trl_prep["tokens"] != cold["total_tokens"]:
-            print(f"           note: token totals differ (TRL {trl_prep['tokens']} vs ift {cold['total_tokens']}): "
+        if trl_prep["tokens"] != first["total_tokens"]:
+            print(f"           note: token totals differ (TRL {trl_prep['tokens']} vs ift {first['total_tokens']}): "
                   "TRL's bfd truncates overlong examples at the end, ift truncates the prompt on the left")
 
     print("\n== Ratios and targets")
     rows = [["ift fill >= 99.5%", f"{100 * ift_fill:.2f}%", "99.50%", pf(ift_fill >= TARGET_FILL)]]
     if trl_fill and trl_prep:
-        sp_cold = (cold["total_tokens"] / cold["t_total"]) / (trl_prep["tokens"] / trl_prep["t"])
-        sp_warm = (warm["total_tokens"] / warm["t_total"]) / (trl_prep["tokens"] / trl_prep["t"])
+        trl_tps = trl_prep["tokens"] / trl_prep["t"]
+        sp_cold = (cold["total_tokens"] / cold["t_total"]) / trl_tps
+        sp_warm = (warm["total_tokens"] / warm["t_total"]) / trl_tps
+        cpu_cold = (cold["total_tokens"] / cold["cpu"]) / (trl_prep["tokens"] / trl_prep["cpu"])
         rows += [
             ["ift fill / TRL BFD fill (>= 1)", f"{ift_fill / trl_fill['fill']:.4f}", "1.0000",
              pf(ift_fill >= trl_fill["fill"])],
@@ -402,12 +439,13 @@ def main(argv=None):
              pf(sp_cold >= TARGET_SPEEDUP)],
             ["ift / TRL throughput, warm cache (>= 2x)", f"{sp_warm:.2f}x", f"{TARGET_SPEEDUP:.2f}x",
              pf(sp_warm >= TARGET_SPEEDUP)],
+            ["(info) ift / TRL tokens per cpu-s, cold", f"{cpu_cold:.2f}x", "", ""],
         ]
     table(rows, ["target", "value", "target", "result"])
 
     if args.profile:
         profile_cold(args, source, tok, args.profile)
-    print(f"\nbenchmark wall time {time.perf_counter() - t_start:.1f}s")
+    print(f"\nload average at the end {load_avg()}; benchmark wall time {time.perf_counter() - t_start:.1f}s")
 
 
 def _first_file(path: str) -> str:

@@ -67,6 +67,26 @@ def _checkpoint_step(ckpt: str) -> int | None:
         return None
 
 
+def _materialize(model):
+    """A model rebuilt on the meta device keeps its non-persistent buffers (e.g. rotary inv_freq) there
+    after `load_state_dict(assign=True)`, and cannot run: rebuild it for real with the loaded weights."""
+    import itertools
+
+    if not any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        return model
+    from transformers import AutoModelForCausalLM
+
+    state = model.state_dict()
+    if any(t.is_meta for t in state.values()):
+        raise UserError("the consolidated checkpoint left weights unloaded (on the meta device)")
+    dtype = next(iter(state.values())).dtype
+    fresh = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
+    fresh.load_state_dict(state, assign=True)
+    if getattr(model.config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    return fresh.eval()
+
+
 def load_model(source: str):
     """(model, tokenizer, info) for a run directory, a checkpoint folder or a local HF folder.
 
@@ -87,6 +107,7 @@ def load_model(source: str):
             raise UserError(f"{run_dir}: run directory without config.yaml (needed to rebuild the model)")
         cfg = load_config(cfg_path)
         model, tokenizer = export.load_consolidated(ckpt)
+        model = _materialize(model)
         info = {"kind": "run", "run_dir": run_dir, "checkpoint": ckpt, "step": _checkpoint_step(ckpt), "cfg": cfg}
     elif os.path.isfile(os.path.join(path, "config.json")):
         from transformers import AutoModelForCausalLM, AutoTokenizer

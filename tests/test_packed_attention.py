@@ -1,0 +1,151 @@
+"""The key correctness property of packing: an example inside a packed row sees exactly what it
+would see alone. Checked on a tiny random Llama (fp32, CPU) for sdpa and eager attention."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ift.data.packing import IGNORE, collate
+from ift.model import forward_logits, packed_attention_mask, token_losses
+
+VOCAB = 97
+PAD = 0
+TOL = 1e-5
+
+
+def tiny_llama(attn: str) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256,
+                         pad_token_id=PAD, bos_token_id=1, eos_token_id=2)
+    config._attn_implementation = attn
+    model = LlamaForCausalLM(config).float().eval()
+    assert model.config._attn_implementation == attn
+    return model
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def model(request):
+    return tiny_llama(request.param)
+
+
+def make_examples(spec, seed=0):
+    """spec: [(length, n_prompt, task)] -> collate's (ids, n_prompt, task) triples."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(3, VOCAB, size=n).astype(np.int32), p, t) for n, p, t in spec]
+
+
+# row 0: four examples of different lengths + 9 padding; row 1: two examples + 31 padding
+ROW0 = [(7, 3, 0), (13, 5, 1), (5, 1, 2), (30, 12, 0)]
+ROW1 = [(11, 4, 3), (22, 9, 1)]
+WIDTH = 64
+
+
+@pytest.fixture(scope="module")
+def packed():
+    rows = [make_examples(ROW0, 1), make_examples(ROW1, 2)]
+    return rows, collate(rows, WIDTH, pad_id=PAD, train_on_prompt=False)
+
+
+def alone_logits(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.as_tensor(ids, dtype=torch.long)[None], use_cache=False).logits[0]
+
+
+def alone_loss(model, ids, n_prompt) -> torch.Tensor:
+    """Standard HF causal-LM loss on the example alone: shift by one, ignore prompt targets; summed."""
+    logits = alone_logits(model, ids)
+    targets = torch.as_tensor(ids, dtype=torch.long)[1:].clone()
+    targets[: max(n_prompt - 1, 0)] = IGNORE
+    return F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE, reduction="none")
+
+
+def spans(row):
+    at, out = 0, []
+    for ids, _, _ in row:
+        out.append((at, at + len(ids)))
+        at += len(ids)
+    return out
+
+
+def test_packed_logits_equal_each_example_alone(model, packed):
+    rows, batch = packed
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        logits = forward_logits(model, batch)
+    assert logits.shape == (2, WIDTH, VOCAB)
+    worst = 0.0
+    for r, row in enumerate(rows):
+        for (ids, _, _), (s, e) in zip(row, spans(row)):
+            diff = (logits[r, s:e] - alone_logits(model, ids)).abs().max().item()
+            worst = max(worst, diff)
+    assert worst < TOL, worst
+
+
+def test_packed_token_losses_equal_sum_of_losses_alone(model, packed):
+    rows, batch = packed
+    with torch.no_grad():
+        losses = token_losses(model, batch)
+    assert losses.shape == batch["labels"].shape and losses.dtype == torch.float32
+    assert (losses[batch["labels"] == IGNORE] == 0).all()  # prompt, boundaries and padding cost nothing
+    total_alone = 0.0
+    for r, row in enumerate(rows):
+        for (ids, n_prompt, _), (s, e) in zip(row, spans(row)):
+            alone = alone_loss(model, ids, n_prompt)
+            # token by token: position t of the packed row predicts token t+1 of the same example
+            assert torch.allclose(losses[r, s:e - 1], alone, atol=1e-5, rtol=1e-5)
+            assert losses[r, e - 1] == 0  # the last token of an example predicts nothing
+            total_alone += alone.sum().item()
+        assert (losses[r, spans(row)[-1][1]:] == 0).all()
+    assert losses.sum().item() == pytest.approx(total_alone, rel=1e-6)
+    # the number of loss tokens is exactly the number of target tokens
+    n_targets = sum(len(ids) - p for row in rows for ids, p, _ in row)
+    assert int((batch["labels"] != IGNORE).sum()) == n_targets
+
+
+def test_without_block_mask_examples_leak(model, packed):
+    """Same restarted position_ids but only a plain causal mask over the row: later examples then
+    attend to earlier ones and their logits change, so the block-diagonal mask is what isolates them."""
+    rows, batch = packed
+    with torch.no_grad():
+        masked = forward_logits(model, batch)
+        causal_only = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                            attention_mask=torch.ones_like(batch["input_ids"]), use_cache=False).logits
+    first_s, first_e = spans(rows[0])[0]
+    assert (causal_only[0, first_s:first_e] - masked[0, first_s:first_e]).abs().max() < TOL  # nothing before it
+    for s, e in spans(rows[0])[1:]:
+        assert (causal_only[0, s:e] - masked[0, s:e]).abs().max() > 1e-3
+
+
+def test_packed_attention_mask_is_block_diagonal_causal(packed):
+    _, batch = packed
+    mask = packed_attention_mask(batch["position_ids"], torch.float32)
+    assert mask.shape == (2, 1, WIDTH, WIDTH) and mask.dtype == torch.float32
+    allowed = mask[:, 0] == 0
+    assert set(mask.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
+    for r, row in enumerate([ROW0, ROW1]):
+        seg = np.zeros(WIDTH, dtype=int)
+        at = 0
+        for k, (n, _, _) in enumerate(row):
+            seg[at:at + n] = k
+            at += n
+        seg[at:] = len(row)  # padding is one more (ignored) segment
+        expected = (seg[:, None] == seg[None, :]) & np.tri(WIDTH, dtype=bool)
+        assert np.array_equal(allowed[r].numpy(), expected)
+    mask16 = packed_attention_mask(batch["position_ids"], torch.bfloat16)
+    assert mask16.dtype == torch.bfloat16 and torch.equal(mask16 == 0, mask == 0)
+
+
+def test_padded_unpacked_batch_matches_alone(model):
+    exs = make_examples([(9, 3, 0), (25, 10, 1), (4, 1, 2), (17, 6, 3)], seed=3)
+    batch = collate([[e] for e in exs], None, pad_id=PAD, train_on_prompt=False)
+    assert "attention_mask" in batch and batch["input_ids"].shape == (4, 25)
+    with torch.no_grad():
+        logits = forward_logits(model, batch)
+        losses = token_losses(model, batch)
+    for r, (ids, n_prompt, _) in enumerate(exs):
+        n = len(ids)
+        assert (logits[r, :n] - alone_logits(model, ids)).abs().max() < TOL
+        assert torch.allclose(losses[r, :n - 1], alone_loss(model, ids, n_prompt), atol=1e-5, rtol=1e-5)
+        assert (losses[r, n - 1:] == 0).all()
