@@ -169,10 +169,6 @@ def read_state(path: str) -> dict:
         return json.load(f)
 
 
-def saved_world_size(path: str) -> int:
-    return len([n for n in os.listdir(path) if n.endswith("_optim_states.pt")]) or 1
-
-
 def check_match(saved: dict, current: dict, allow: list[str], path: str) -> list[str]:
     """Compare fingerprints of what defines the run; returns the allowed mismatches."""
     allowed = []
@@ -186,25 +182,28 @@ def check_match(saved: dict, current: dict, allow: list[str], path: str) -> list
     return allowed
 
 
-def load(engine, path: str, world_size: int) -> dict:
-    """Load engine state (same world size: the ZeRO shards directly; another world size: via
-    DeepSpeed's universal checkpoint, converted once and kept beside the checkpoint)."""
-    ckpt_dir, tag = os.path.split(path.rstrip("/"))
+def prepare_universal(path: str) -> str:
+    """The universal form of a checkpoint, for loading at another world size: converted once by
+    rank 0 with DeepSpeed's ds_to_universal and kept beside it as `<checkpoint>_universal`."""
+    universal = path.rstrip("/") + "_universal"
     rank = dist.get_rank() if dist.is_initialized() else 0
-    saved_world = saved_world_size(path)
-    if saved_world == world_size:
-        load_path, _ = engine.load_checkpoint(ckpt_dir, tag=tag, load_module_strict=True)
-    else:
-        universal = path + "_universal"
-        if rank == 0 and not os.path.exists(os.path.join(universal, DONE_FILE)):
-            convert_to_universal(path, universal)
-        _barrier()
-        engine._config.load_universal_checkpoint = True
-        load_path, _ = engine.load_checkpoint(os.path.dirname(universal), tag=os.path.basename(universal))
+    if rank == 0 and not os.path.exists(os.path.join(universal, DONE_FILE)):
+        convert_to_universal(path, universal)
+    _barrier()
+    return universal
+
+
+def load(engine, path: str, universal: str | None = None) -> dict:
+    """Load engine state from the ZeRO shards (same world size) or from the universal form made by
+    prepare_universal (the engine must then be initialized with checkpoint.load_universal)."""
+    source = universal or path
+    ckpt_dir, tag = os.path.split(source.rstrip("/"))
+    load_path, _ = engine.load_checkpoint(ckpt_dir, tag=tag, load_module_strict=True)
     if load_path is None:
-        raise UserError(f"DeepSpeed could not load checkpoint {path}")
+        raise UserError(f"DeepSpeed could not load checkpoint {source}")
+    rank = dist.get_rank() if dist.is_initialized() else 0
     rng_file = os.path.join(path, "rng", f"rank_{rank}.pt")
-    if saved_world == world_size and os.path.exists(rng_file):
+    if universal is None and os.path.exists(rng_file):  # per-rank RNG only means something at the same world size
         set_rng_state(torch.load(rng_file, weights_only=True))
     return read_state(path)
 
@@ -215,7 +214,7 @@ def convert_to_universal(path: str, out: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("converting %s to a universal checkpoint (world size changed)", path)
     cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", path,
-           "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1", "--no_strict"]
+           "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"ds_to_universal failed on {path}:\n{done.stderr[-3000:]}")

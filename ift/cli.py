@@ -81,6 +81,24 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_export(args, extras) -> None:
+    if extras:
+        raise UserError(f"unrecognized argument(s): {' '.join(extras)}")
+    from ift.export import export_checkpoint
+
+    print(f"exported to {export_checkpoint(args.source, args.out_dir)}")
+
+
+def _user_errors(fn):
+    """The report raises ValueError for bad inputs; show those as user errors."""
+    def run(args, extras):
+        try:
+            return fn(args, extras)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return run
+
+
 def _not_yet(provider: str):
     def run(args, extras):
         raise UserError(f"'ift {args.verb}' is not built yet: {provider}")
@@ -106,9 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
     m.add_argument("--plot", help="write a PNG bar chart of target vs realized rates")
     m.add_argument("--world-size", type=int, default=1, help="data-parallel ranks for the epochs column")
-    verb("eval", "evaluate a run or model on (held-out) tasks", _not_yet("the evaluation issue"), config=False)
-    verb("compare", "compare evaluation results of several runs", _not_yet("the evaluation issue"), config=False)
-    verb("export", "export a checkpoint to a Hugging Face folder", _not_yet("the checkpoint issue"), config=False)
+    from ift.eval.evaluate import add_eval_args, cmd_eval
+    from ift.eval.report import add_compare_args, cmd_compare
+    add_eval_args(verb("eval", "evaluate a run or model on (held-out) tasks", cmd_eval, config=False))
+    add_compare_args(verb("compare", "compare evaluation results of several runs", _user_errors(cmd_compare), config=False))
+    ex = verb("export", "export a checkpoint to a Hugging Face folder", cmd_export, config=False)
+    ex.add_argument("source", help="run directory or checkpoint folder")
+    ex.add_argument("out_dir", help="output Hugging Face folder")
     return p
 
 

@@ -159,6 +159,9 @@ class SlurmConfig:
     max_requeues: int = 3
     signal_delay_s: int = 120
     folder: Optional[str] = None  # submitit logs; default <run dir>/slurm
+    gres: bool = True  # request --gpus-per-node; false on CPU-only clusters (gpus_per_node = tasks per node)
+    setup: list[str] = field(default_factory=list)  # shell lines run in the job before srun (module load, ...)
+    python: Optional[str] = None  # python command in the job; default: the interpreter running `ift submit`
 
 
 @dataclass
@@ -415,6 +418,7 @@ def validate(cfg: Config) -> None:
     for i, g in enumerate(mx.groups):
         gp = f"data.mixture.groups[{i}]"
         _check(bool(g.name), f"{gp}.name", g.name, "must be set")
+        _check(g.name not in [h.name for h in mx.groups[:i]], f"{gp}.name", g.name, "repeats an earlier group's name")
         ok = math.isfinite(g.weight) and g.weight > 0
         _check(ok, f"{gp}.weight", g.weight, "must be > 0")
         _check(len(g.tasks) > 0, f"{gp}.tasks", g.tasks, "must list at least one task (empty group)")

@@ -15,11 +15,16 @@ from ift.config import Config, UserError
 log = logging.getLogger(__name__)
 
 
-def setup_environment() -> None:
-    """CUDA + NCCL on GPUs, CPU + gloo otherwise. Must run before deepspeed is imported. A
-    process started without a launcher becomes rank 0 of a world of 1."""
+def select_accelerator() -> None:
+    """DeepSpeed on CUDA when there is a GPU, on CPU otherwise. Must run before deepspeed is imported."""
     if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
         os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def setup_environment() -> None:
+    """CUDA + NCCL on GPUs, CPU + gloo otherwise. A process started without a launcher becomes
+    rank 0 of a world of 1."""
+    select_accelerator()
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

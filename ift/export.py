@@ -34,6 +34,9 @@ def run_dir_of(ckpt: str) -> str:
 def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     """(model, tokenizer) rebuilt from a checkpoint: the architecture from the run's config, the
     weights gathered from every ZeRO shard."""
+    from ift.engine import select_accelerator
+
+    select_accelerator()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,8 +49,9 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = model_config(cfg.model, tokenizer)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Built on CPU, not on the meta device: buffers that checkpoints do not hold (rotary inv_freq)
+    # must come out initialized.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = get_fp32_state_dict_from_zero_checkpoint(os.path.dirname(ckpt), tag=os.path.basename(ckpt))
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in state:

@@ -97,6 +97,15 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
             json.dump(report, f, indent=1)
 
     ds_config = deepspeed_config(cfg, world)
+    resume_path = checkpoint.find_resume(t.resume, run_dir)
+    universal = None
+    if resume_path:
+        saved_world = checkpoint.read_state(resume_path)["world_size"]
+        if saved_world != world and t.zero_stage > 0:  # ZeRO shards are per rank: re-shard via universal
+            if main:
+                log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint", saved_world, world)
+            universal = checkpoint.prepare_universal(resume_path)
+            ds_config["checkpoint"] = {"load_universal": True}
     model = build_model(cfg.model, tokenizer, ds_config, cfg.run.seed)
     n_params = count_parameters(model)
     engine, _, scheduler = initialize(cfg, model, ds_config)
@@ -109,13 +118,12 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                     "tokenizer": _fingerprint(tokenizer.get_vocab()),
                     "mixture": _fingerprint({"rates": rates, "data": to_dict(cfg)["data"]})}
 
-    step, wandb_id, resumed_at = 0, None, None
-    resume_path = checkpoint.find_resume(t.resume, run_dir)
+    step, resumed_at = 0, None
     if resume_path:
         loaded_at = time.perf_counter()
         saved = checkpoint.read_state(resume_path)
         allowed = checkpoint.check_match(saved, fingerprints, t.resume_allow_mismatch, resume_path)
-        state = checkpoint.load(engine, resume_path, world)
+        state = checkpoint.load(engine, resume_path, universal)
         step = state["step"]
         if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
             loader = PackedLoader(tokenized, rates, seed=cfg.run.seed + step, seq_len=cfg.data.max_seq_len,
@@ -129,6 +137,10 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         resumed_at = loaded_at
         if main:
             truncate_metrics(run_dir, step)
+            id_path = os.path.join(run_dir, "wandb_run_id")
+            if state.get("wandb_id") and not os.path.exists(id_path):  # continue the same W&B run
+                with open(id_path, "w") as f:
+                    f.write(state["wandb_id"])
             log.info("resumed from %s at step %d", resume_path, step)
 
     tracker = Tracker(cfg, run_dir, enabled=main)
@@ -216,6 +228,8 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                                    _stop_inside=os.environ.get("IFT_TEST_DIE_IN_SAVE") == str(step))
             if main:
                 log.info("saved %s", path)
+        if os.environ.get("IFT_TEST_KILL_AT_STEP") == str(step):  # test hook: an unclean death
+            os.kill(os.getpid(), signal.SIGKILL)
         if stop:
             if main:
                 log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it", step, STOP["why"] or "stop requested")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -33,7 +35,7 @@ def tiny_config(tmp_path, name: str = "tiny", *, cache_dir=None, **sections) -> 
         "run": {"name": name, "output_dir": str(tmp_path / "runs"), "seed": 0},
         "model": {"config": dict(TINY_MODEL)},
         "data": {"tasks": [{"builtin": "reverse_word", "n": 64}], "template": "zero_shot",
-                 "max_seq_len": 64, "cache_dir": str(cache_dir or tmp_path / "cache")},
+                 "max_seq_len": 64, "cache_dir": str(cache_dir or tmp_path / "cache" / name)},
         "train": {"max_steps": 4, "micro_batch_size": 4, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 0,
                   "lr_schedule": "constant", "log_every": 1, "zero_stage": 2},
         "tracking": {"wandb": {"mode": "disabled"}},
@@ -58,7 +60,7 @@ def run_dir(config_path, only_task: str | None = None) -> Path:
 def train_env(threads: int = 1) -> dict:
     env = dict(os.environ)
     env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", WANDB_MODE=env.get("WANDB_MODE", "offline"),
+               TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
@@ -66,21 +68,72 @@ def train_env(threads: int = 1) -> dict:
     return env
 
 
-def run_train(config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
-              check: bool = True, timeout: float = 600, threads: int = 1) -> subprocess.CompletedProcess:
-    """`python -m ift train CONFIG [overrides] [--nproc-per-node N] [--only-task T]` in a subprocess.
-    With check=True a non-zero exit fails with the tail of the output."""
+def train_command(config_path, *overrides: str, nproc: int = 1, only_task: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "ift", "train", str(config_path), *overrides]
     if nproc > 1:
         cmd += ["--nproc-per-node", str(nproc)]
     if only_task:
         cmd += ["--only-task", only_task]
-    proc = subprocess.run(cmd, cwd=str(REPO), env=train_env(threads), capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                             f"\n--- stderr\n{proc.stderr[-8000:]}")
-    return proc
+    return cmd
+
+
+class TrainJob:
+    """A started `ift train` subprocess; .wait() returns a CompletedProcess (stdout, stderr, returncode)."""
+
+    def __init__(self, config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
+                 threads: int = 1):
+        self.config_path, self.only_task = Path(config_path), only_task
+        self.cmd = train_command(config_path, *overrides, nproc=nproc, only_task=only_task)
+        # Output goes to files, not pipes: several jobs run at once and a full pipe would stall one.
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(self.cmd, cwd=str(REPO), env=train_env(threads), stdout=self._out,
+                                     stderr=self._err, text=True, start_new_session=True)
+        self.result: subprocess.CompletedProcess | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir(self.config_path, self.only_task)
+
+    @staticmethod
+    def _read(f) -> str:
+        f.seek(0)
+        text = f.read()
+        f.close()
+        return text
+
+    def wait(self, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+        if self.result is None:
+            timed_out = False
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: torchrun and its workers
+                self.proc.wait()
+            out, err = self._read(self._out), self._read(self._err)
+            if timed_out:
+                raise AssertionError(f"{' '.join(self.cmd)} timed out after {timeout}s\n{err[-4000:]}")
+            self.result = subprocess.CompletedProcess(self.cmd, self.proc.returncode, out, err)
+        if check and self.result.returncode != 0:
+            raise AssertionError(f"{' '.join(self.cmd)} exited {self.result.returncode}\n--- stdout\n"
+                                 f"{self.result.stdout[-3000:]}\n--- stderr\n{self.result.stderr[-8000:]}")
+        return self.result
+
+
+def run_train(config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
+              check: bool = True, timeout: float = 900, threads: int = 1) -> subprocess.CompletedProcess:
+    """`python -m ift train CONFIG [overrides] [--nproc-per-node N] [--only-task T]` in a subprocess.
+    With check=True a non-zero exit fails with the tail of the output."""
+    return TrainJob(config_path, *overrides, nproc=nproc, only_task=only_task, threads=threads).wait(timeout, check)
+
+
+def run_concurrently(jobs: dict) -> dict:
+    """Start every {name: (config_path, kwargs)} at once (subprocess start-up, mostly imports, dominates
+    tiny runs) and wait for all; returns {name: TrainJob} without checking exit codes."""
+    started = {name: TrainJob(path, **kwargs) for name, (path, kwargs) in jobs.items()}
+    for job in started.values():
+        job.wait(check=False)
+    return started
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -466,7 +466,7 @@ def test_examples_drawn_counts_consumed_examples(small, tokenizer):
     assert fresh.examples_drawn == consumed
 
 
-def test_every_example_is_served_once_per_task_epoch(small, tokenizer):
+def test_packing_neither_loses_nor_duplicates_examples(small, tokenizer):
     """Across packing (and carrying of under-filled rows), no example is lost or duplicated:
     the served multiset of (task, example) equals the stream's draws so far."""
     ld = make_loader(small, tokenizer.pad_token_id, window=24, mb=2, ga=2)

@@ -80,7 +80,7 @@ class PackedLoader:
     def _take_rows(self, n: int) -> list[list[tuple[int, int]]]:
         out = []
         while len(out) < n:
-            if self.next_row == len(self.rows):
+            while self.next_row == len(self.rows):  # a window may carry all of its rows forward
                 self.window_index += 1
                 self._fill_window(self.carry_out)
             out.append(self.rows[self.next_row])
@@ -129,6 +129,7 @@ class PackedLoader:
             raise UserError(f"loader state was saved with {state['settings']}, this run has {self._settings()}; "
                             "the data order cannot continue exactly")
         self.stream.load_state_dict(state["window_start"])
+        self.rows, self.carry_out, self.carried_in = [], [], []
         self.window_index = state["window_index"]
         self.steps = state["steps"]
         if self.window_index >= 0:

@@ -2,7 +2,7 @@
 
 The stream depends only on (seed, rates, task sizes): not on world size, batch size or workers.
 Task choice is low-discrepancy (smooth weighted round-robin with seeded offsets): after n draws
-every task has been drawn n*rate (+/- 1) times, for every prefix, where plain multinomial
+every task has been drawn n*rate (+/- 2) times, for every prefix, where plain multinomial
 sampling would wander by sqrt(n). Within a task, examples follow a fresh seeded permutation
 each epoch, and each task's epoch advances on its own.
 """

@@ -19,8 +19,6 @@ import os
 import re
 import string
 
-import torch
-
 from ift.config import Config, DataConfig, EvalConfig, TaskSource, UserError, load_config, read_yaml
 from ift.data import templates
 from ift.eval import metrics
@@ -67,31 +65,9 @@ def _checkpoint_step(ckpt: str) -> int | None:
         return None
 
 
-def _materialize(model):
-    """A model rebuilt on the meta device keeps its non-persistent buffers (e.g. rotary inv_freq) there
-    after `load_state_dict(assign=True)`, and cannot run: rebuild it for real with the loaded weights."""
-    import itertools
-
-    if not any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
-        return model
-    from transformers import AutoModelForCausalLM
-
-    state = model.state_dict()
-    if any(t.is_meta for t in state.values()):
-        raise UserError("the consolidated checkpoint left weights unloaded (on the meta device)")
-    dtype = next(iter(state.values())).dtype
-    fresh = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
-    fresh.load_state_dict(state, assign=True)
-    if getattr(model.config, "tie_word_embeddings", False):
-        fresh.tie_weights()
-    return fresh.eval()
-
-
-def load_model(source: str):
-    """(model, tokenizer, info) for a run directory, a checkpoint folder or a local HF folder.
-
-    info: {"kind": "run" | "hf", "run_dir", "checkpoint", "step", "cfg" (the run's Config or None)}.
-    """
+def locate(source: str) -> dict:
+    """What `source` is, without loading weights: {"kind": "run" | "hf", "path", "run_dir", "checkpoint",
+    "step", "cfg" (the run's Config, or None for a model folder)}."""
     from ift import export
 
     path = os.path.abspath(os.path.expanduser(source))
@@ -105,26 +81,35 @@ def load_model(source: str):
         cfg_path = os.path.join(run_dir, "config.yaml")
         if not os.path.isfile(cfg_path):
             raise UserError(f"{run_dir}: run directory without config.yaml (needed to rebuild the model)")
-        cfg = load_config(cfg_path)
-        model, tokenizer = export.load_consolidated(ckpt)
-        model = _materialize(model)
-        info = {"kind": "run", "run_dir": run_dir, "checkpoint": ckpt, "step": _checkpoint_step(ckpt), "cfg": cfg}
-    elif os.path.isfile(os.path.join(path, "config.json")):
+        return {"kind": "run", "path": path, "run_dir": run_dir, "checkpoint": ckpt, "step": _checkpoint_step(ckpt),
+                "cfg": load_config(cfg_path)}
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return {"kind": "hf", "path": path, "run_dir": None, "checkpoint": None, "step": None, "cfg": None}
+    raise UserError(f"{source}: not a run directory (no checkpoints/), a checkpoint (no COMPLETE marker) "
+                    "or a Hugging Face model folder (no config.json)")
+
+
+def load_model(source: str, info: dict | None = None):
+    """(model, tokenizer, info) for a run directory, a checkpoint folder or a local HF folder (see `locate`)."""
+    import torch
+
+    from ift import export
+
+    info = info or locate(source)
+    if info["kind"] == "run":
+        model, tokenizer = export.load_consolidated(info["checkpoint"])
+    else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a tokenizer from the model folder: {e}") from None
         dtype = "auto" if torch.cuda.is_available() else torch.float32
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a causal LM from the model folder: {e}") from None
-        info = {"kind": "hf", "run_dir": None, "checkpoint": None, "step": None, "cfg": None}
-    else:
-        raise UserError(f"{source}: not a run directory (no checkpoints/), a checkpoint (no COMPLETE marker) "
-                        "or a Hugging Face model folder (no config.json)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
@@ -285,11 +270,11 @@ def context_limit(model, cfg: Config | None) -> int | None:
     return min(limits) if limits else None
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
              progress=None) -> list[str]:
     """Greedy continuations of token-id prompts, batched with left padding; returns stripped texts
     in the order of `prompt_ids` (batches are formed from prompts sorted by length)."""
+    import torch
     from transformers import GenerationConfig
 
     tokenizer.padding_side = "left"
@@ -311,7 +296,8 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
             if p:
                 ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
                 mask[row, width - len(p):] = 1
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+        with torch.inference_mode():
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
         for row, i in enumerate(idx):
             new = gen[row, width:].tolist()
             cut = next((j for j, t in enumerate(new) if t in eos), len(new))
@@ -348,6 +334,10 @@ def markdown(result: dict) -> str:
     m = result["mean"]
     lines.append(f"| **mean** ({m['tasks']} tasks) | {m['n']} | **{m['exact_match']:.1f}** | **{m['rougeL']:.1f}** | "
                  f"{m['exact_match_cased']:.1f} |")
+    cut = sum(sc.get("truncated", 0) for sc in result["tasks"].values())
+    if cut:
+        lines += ["", f"{cut} prompt(s) were longer than the context allows and kept only their end "
+                  "(left truncation, as in training); see `truncated` per task in the JSON."]
     return "\n".join(lines) + "\n"
 
 
@@ -395,6 +385,7 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
              name: str | None = None, wandb: bool = True) -> dict:
     """Evaluate a run directory, checkpoint or local HF model folder; write `<out>/<name>.json` and
     `.md` (out defaults to `<run dir>/eval`) and return the result (plus "files")."""
+    import torch
     from tqdm.auto import tqdm
 
     from ift.data.sources import load_tasks
@@ -409,7 +400,7 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     if plain and out is None:
         raise UserError(f"{source} is a model folder, not a run: --out DIR is required (where to write the results)")
 
-    model, tokenizer, info = load_model(source)
+    info = locate(source)
     cfg: Config | None = info["cfg"]
     sources, data_cfg, base, tasks_setting = resolve_tasks(tasks, cfg)
     defaults = cfg.eval if cfg is not None else _eval_section(tasks) or EvalConfig()
@@ -431,6 +422,7 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     task_list = [t for t in task_list if len(t) or log.warning("task %s has no examples; skipped", t.name)]
     if not task_list:
         raise UserError(f"no evaluation tasks matched {tasks_setting}")
+    model, tokenizer, info = load_model(source, info)  # after the tasks: a typo must not cost a model load
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template if cfg is not None else "auto")
     ctx = context_limit(model, cfg)
     budget = None if ctx is None else ctx - max_new_tokens
@@ -470,7 +462,7 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     mean.update(tasks=k, n=sum(s["n"] for s in result_tasks.values()))
     result = {
         "name": name,
-        "model": path,
+        "model": info["path"],
         "checkpoint": info["checkpoint"],
         "step": info["step"],
         "chat": chat,
