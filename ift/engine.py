@@ -137,7 +137,8 @@ def build_optimizer(cfg: Config, model, ds_config: dict):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            # ZeRO-3 (zero.Init) leaves an empty 1-D placeholder; ds_shape is the real shape
+            (no_decay if len(getattr(p, "ds_shape", p.shape)) < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu"
     if offload:

@@ -180,14 +180,10 @@ def _only_task(cfg: Config, task: str, overrides) -> None:
         cfg.run.name = f"{cfg.run.name}-ft-{task}"
 
 
-try:
-    from submitit.helpers import Checkpointable as _Checkpointable
-except ImportError:  # submitit is a dependency; keep `import ift.slurm` working without it
-    _Checkpointable = object  # type: ignore
-
-
-class SlurmTrainJob(_Checkpointable):
-    """The callable `ift submit` pickles: one instance runs in every task of the job."""
+class SlurmTrainJob:
+    """The callable `ift submit` pickles: one instance runs in every task of the job. Like
+    submitit.helpers.Checkpointable (submitit only looks for a `checkpoint` method; not subclassed
+    so that importing this module, and so the `ift` CLI, does not import submitit)."""
 
     def __init__(self, cfg: Config, only_task: Optional[str] = None):
         self.cfg = cfg
@@ -517,9 +513,12 @@ def cmd_submit(args, extras: list[str]) -> None:
 
 
 def _note_existing(cfg: Config) -> None:
+    ckpt_dir = os.path.join(cfg.run_dir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return
     from ift.checkpoint import complete_checkpoints
 
-    done = complete_checkpoints(os.path.join(cfg.run_dir, "checkpoints"))
+    done = complete_checkpoints(ckpt_dir)
     if done and cfg.train.resume == "auto":
         print(f"note: {cfg.run_dir} has a checkpoint at step {done[-1][0]}: the job resumes from it (train.resume=auto)")
 

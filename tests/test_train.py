@@ -315,6 +315,9 @@ def test_shipped_deepspeed_configs_load(path, monkeypatch):
     raw = json.loads(path.read_text())
     stage = raw.get("zero_optimization", {}).get("stage", 0)
     overrides = [f"deepspeed.config_file={path}", f"train.zero_stage={stage}"]
+    for dtype in ("bf16", "fp16"):
+        if raw.get(dtype, {}).get("enabled") is True:
+            overrides.append(f"model.dtype={dtype}")
     for key, field in (("train_micro_batch_size_per_gpu", "micro_batch_size"),
                        ("gradient_accumulation_steps", "grad_accum"), ("gradient_clipping", "grad_clip")):
         if raw.get(key, "auto") != "auto":
@@ -323,3 +326,9 @@ def test_shipped_deepspeed_configs_load(path, monkeypatch):
     parsed = DeepSpeedConfig(ds)  # DeepSpeed's own validation of every section
     assert parsed.zero_optimization_stage == stage
     assert parsed.train_batch_size == ds["train_batch_size"]
+    # and the same file with an fp32 model is refused, naming both sides
+    if any(raw.get(k, {}).get("enabled") is True for k in ("bf16", "fp16")):
+        from ift.config import UserError
+
+        with pytest.raises(UserError, match="model.dtype=fp32"):
+            deepspeed_config(_cfg(*[o for o in overrides if not o.startswith("model.dtype=")]), 1)

@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Training-throughput benchmark: `ift train` versus a bare DeepSpeed loop and versus
+`transformers.Trainer`, side by side in one run, on the same model and the same packed batches.
+
+  (a) ift      `ift train` (the CLI entry point, run inside the torchrun workers); tokens/s read
+               from its metrics.jsonl, the first logged window left out as warm-up.
+  (b) bare     `deepspeed.initialize` with the same model, DeepSpeed config (ZeRO-2) and optimizer
+               settings, looping over the very micro-batches ift's PackedLoader yields: plain
+               `model(input_ids, position_ids, attention_mask, labels).loss`, backward, step. No
+               per-task bookkeeping, no token-level loss, no metrics.
+  (c) Trainer  `transformers.Trainer` with `TrainingArguments(deepspeed=<the same config dict>)`
+               over a torch Dataset of the same packed rows, in an order that hands every rank the
+               rows ift gives it; Trainer computes its own loss.
+All three use the same block-diagonal attention mask of packed rows (ift.model.packed_attention_mask),
+so the comparison is of the training loops, not of attention kernels. Each step's tokens are the
+non-padding tokens of the global batch; (b) and (c) are timed over the same steps as (a).
+
+Targets: ift >= 0.95x bare, ift >= 1.0x Trainer.
+
+Run from the repo root:   python bench/train_bench.py          (2 local processes, ~3-5 min on 2 cores)
+Options:                  python bench/train_bench.py --help
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+# configs/demo.yaml's model and data, made short enough for a CPU benchmark
+DEMO_MODEL = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1024,
+              "max_position_embeddings": 512, "tie_word_embeddings": True}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nproc", type=int, default=2, help="local processes (default 2)")
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps per method (default 30)")
+    p.add_argument("--warmup-steps", type=int, default=10,
+                   help="steps left out as warm-up = ift's log window (default 10)")
+    p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--examples-per-task", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--out", default="/tmp/ift_train_bench", help="work folder (wiped first)")
+    return p.parse_args(argv)
+
+
+def write_config(args) -> str:
+    import yaml
+
+    cfg = {
+        "run": {"name": "ift", "output_dir": os.path.join(args.out, "runs"), "seed": 0},
+        "model": {"config": DEMO_MODEL},
+        "data": {"tasks": [{"builtin": "train", "n": args.examples_per_task}],
+                 "template": {"zero_shot": 0.7, "few_shot": 0.3}, "max_seq_len": args.seq_len,
+                 "mixture": {"strategy": "proportional", "cap": 3000}, "packing": True,
+                 "cache_dir": os.path.join(args.out, "cache")},
+        "train": {"max_steps": args.steps, "micro_batch_size": args.micro_batch_size, "grad_accum": args.grad_accum,
+                  "lr": 2e-3, "warmup_steps": 5, "zero_stage": 2, "log_every": args.warmup_steps,
+                  "resume": "never"},
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    path = os.path.join(args.out, "bench.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+# --------------------------------------------------------------------------- launcher
+
+
+def launch(args) -> int:
+    from ift.engine import free_port
+
+    if args.warmup_steps >= args.steps:
+        sys.exit("--warmup-steps must be < --steps")
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.makedirs(args.out)
+    write_config(args)
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}",
+           os.path.abspath(__file__), *sys.argv[1:]]
+    print(f"train_bench: {args.nproc} processes, ZeRO-2, demo-size Llama, seq_len {args.seq_len}, "
+          f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
+          f"({args.warmup_steps} warm-up)", flush=True)
+    started = time.perf_counter()
+    code = subprocess.call(cmd, cwd=REPO, env=env)
+    print(f"total wall time {time.perf_counter() - started:.0f}s", flush=True)
+    return code
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def hf_labels(labels):
+    """ift's labels are shifted inside each example (labels[t] predicts token t+1); HF models shift
+    internally, so hand them labels aligned with input_ids: hf[t+1] = ift[t]."""
+    import torch
+
+    return torch.cat([torch.full_like(labels[:, :1], -100), labels[:, :-1]], dim=1)
+
+
+def log0(rank, *msg):
+    if rank == 0:
+        print("train_bench:", *msg, flush=True)
+
+
+def run_ift(cfg_path, rank) -> dict:
+    from ift.cli import main
+
+    started = time.perf_counter()
+    code = main(["train", cfg_path])
+    if code:
+        raise SystemExit(f"ift train exited {code}")
+    return {"wall": time.perf_counter() - started}
+
+
+def ift_result(run_dir: str, steps: list, warmup: int) -> dict:
+    """Tokens/s of ift's windows after the first: each window's tokens_per_s is its tokens over the
+    summed time of its steps, and the steps' tokens are known (the same batches), so the windows
+    combine exactly: total tokens / total time."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    tokens = seconds = 0.0
+    prev = 0
+    for r in rows:
+        window_tokens = sum(s["tokens"] for s in steps[prev:r["step"]])
+        if prev >= warmup:
+            tokens += window_tokens
+            seconds += window_tokens / r["tokens_per_s"]
+        prev = r["step"]
+    return {"tokens_per_s": tokens / seconds, "windows": [round(r["tokens_per_s"]) for r in rows],
+            "loss": rows[-1]["loss"]}
+
+
+def same_batches(cfg, rank, local_rank, world):
+    """Every rank's micro-batches for every step, exactly as ift's PackedLoader makes them."""
+    from ift.data.loader import PackedLoader
+    from ift.train import prepare_data
+
+    _, tokenizer, tokenized, rates = prepare_data(cfg, rank, local_rank)
+    t = cfg.train
+    loaders = [PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=cfg.data.max_seq_len,
+                            window=cfg.data.pack_window, packing=cfg.data.packing,
+                            micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
+                            train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
+                            world_size=world, rank=r) for r in range(world)]
+    steps = []
+    for _ in range(t.max_steps):
+        per_rank = [loader.next_step() for loader in loaders]
+        assert len({s.tokens for s in per_rank}) == 1
+        steps.append({"tokens": per_rank[0].tokens,
+                      "micro": [[{"input_ids": m["input_ids"], "position_ids": m["position_ids"],
+                                  "labels": hf_labels(m["labels"])} for m in s.micro_batches] for s in per_rank]})
+    return tokenizer, steps
+
+
+def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
+    import deepspeed
+    import torch
+
+    from ift.engine import deepspeed_config, lr_lambda
+    from ift.model import build_model, packed_attention_mask
+
+    ds = deepspeed_config(cfg, world)
+    model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
+    t = cfg.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
+    engine.train()
+    times, losses = [], []
+    for step in steps:
+        began = time.perf_counter()
+        for micro in step["micro"][rank]:
+            mask = packed_attention_mask(micro["position_ids"], torch.float32)
+            out = engine(input_ids=micro["input_ids"], position_ids=micro["position_ids"], attention_mask=mask,
+                         labels=micro["labels"], use_cache=False)
+            engine.backward(out.loss)
+            engine.step()
+            losses.append(out.loss.item())
+        times.append(time.perf_counter() - began)
+    # rank 0's step times, as ift's metrics are (every step ends in collectives, so ranks agree)
+    tokens = sum(s["tokens"] for s in steps[warmup:])
+    last = torch.tensor(sum(losses[-t.grad_accum * warmup:]) / (t.grad_accum * warmup))
+    torch.distributed.all_reduce(last)
+    return {"tokens_per_s": tokens / sum(times[warmup:]), "loss": last.item() / world}
+
+
+def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from ift.engine import deepspeed_config
+    from ift.model import build_model, packed_attention_mask
+
+    t = cfg.train
+
+    class Rows(torch.utils.data.Dataset):
+        """Rows ordered so that Trainer's sequential, batch-sharded loading gives rank r exactly
+        ift's rows of rank r: per step, per micro-batch j, the micro-batch of every rank in turn."""
+
+        def __init__(self):
+            self.rows = []
+            for step in steps:
+                for j in range(t.grad_accum):
+                    for r in range(world):
+                        m = step["micro"][r][j]
+                        self.rows += [{k: v[i] for k, v in m.items()} for i in range(len(m["input_ids"]))]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return self.rows[i]
+
+    def collate(rows):
+        batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+        batch["attention_mask"] = packed_attention_mask(batch["position_ids"], torch.float32)
+        return batch
+
+    class SameOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.ends = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    ds = deepspeed_config(cfg, world)
+    model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
+    model.config.use_cache = False
+    args = TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=t.micro_batch_size, gradient_accumulation_steps=t.grad_accum,
+        max_steps=t.max_steps, learning_rate=t.lr, adam_beta1=t.betas[0], adam_beta2=t.betas[1],
+        weight_decay=t.weight_decay, max_grad_norm=t.grad_clip, lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_steps, optim="adamw_torch", deepspeed=ds, logging_steps=warmup, save_strategy="no",
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.run.seed,
+        use_cpu=True, ddp_backend="gloo",
+    )
+    clock = Clock()
+    trainer = SameOrder(model=model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock])
+    trainer.train()
+    ends = clock.ends  # rank 0's clock, wall time from the end of the last warm-up step
+    assert len(ends) == len(steps), (len(ends), len(steps))
+    tokens = sum(s["tokens"] for s in steps[warmup:])
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"tokens_per_s": tokens / (ends[-1] - ends[warmup - 1]), "loss": losses[-1] if losses else float("nan")}
+
+
+def worker(args) -> None:
+    import logging
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    from ift.config import load_config
+    from ift.engine import init_distributed, setup_environment
+
+    cfg_path = os.path.join(args.out, "bench.yaml")
+    cfg = load_config(cfg_path)
+    setup_environment()
+    rank, world, local_rank = init_distributed()
+    for name in ("DeepSpeed", "deepspeed", "transformers", "accelerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    log0(rank, "(a) ift train ...")
+    run_ift(cfg_path, rank)
+    logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep (b), (c) quiet
+
+    tokenizer, steps = same_batches(cfg, rank, local_rank, world)
+    a = ift_result(cfg.run_dir, steps, args.warmup_steps) if rank == 0 else None
+    log0(rank, "(b) bare deepspeed.initialize loop ...")
+    b = run_bare(cfg, tokenizer, steps, rank, world, args.warmup_steps)
+    log0(rank, "(c) transformers.Trainer ...")
+    c = run_trainer(cfg, tokenizer, steps, rank, world, args.warmup_steps, os.path.join(args.out, "trainer"))
+    if rank == 0:
+        report(args, a, b, c)
+    torch.distributed.barrier()
+
+
+def report(args, a, b, c) -> None:
+    measured = args.steps - args.warmup_steps
+    ift_tps = a["tokens_per_s"]
+    print()
+    print(f"tokens/s over steps {args.warmup_steps + 1}-{args.steps} ({measured} steps; global non-padding tokens; "
+          f"{args.nproc} processes, ZeRO-2)")
+    print(f"{'method':<34} {'tokens/s':>10} {'loss (last window)':>19}")
+    print(f"{'(a) ift train':<34} {ift_tps:>10.0f} {a['loss']:>19.4f}")
+    print(f"{'(b) bare deepspeed.initialize':<34} {b['tokens_per_s']:>10.0f} {b['loss']:>19.4f}")
+    print(f"{'(c) transformers.Trainer':<34} {c['tokens_per_s']:>10.0f} {c['loss']:>19.4f}")
+    print(f"ift metrics.jsonl windows (tokens/s, every {args.warmup_steps} steps; first = warm-up): {a['windows']}")
+    print()
+    rows = [("ift / bare", ift_tps / b["tokens_per_s"], 0.95), ("ift / Trainer", ift_tps / c["tokens_per_s"], 1.0)]
+    print(f"{'ratio':<16} {'value':>7} {'target':>8}  result")
+    for name, value, target in rows:
+        print(f"{name:<16} {value:>7.3f} {'>= ' + str(target):>8}  {'PASS' if value >= target else 'FAIL'}")
+    print(f"(loss columns are indicative: ift = global token mean; bare = mean of micro-batch means; "
+          f"Trainer = its own logged loss)")
+    if not all(math.isfinite(x) for x in (ift_tps, b["tokens_per_s"], c["tokens_per_s"])):
+        print("warning: a throughput is not finite")
+
+
+if __name__ == "__main__":
+    parsed = parse_args()
+    if "RANK" in os.environ:
+        worker(parsed)
+    else:
+        sys.path.insert(0, REPO)
+        sys.exit(launch(parsed))
