@@ -196,6 +196,8 @@ class SlurmTrainJob:
         self._box: dict = {}
         self._started = time.time()
         self._sigterm = False
+        self._reason_sent = False
+        self._recorded = False
 
     def __getstate__(self) -> dict:  # threads and runtime state stay out of the requeue pickle
         return {"cfg": self.cfg, "only_task": self.only_task, "stops": self.stops}
@@ -267,10 +269,14 @@ class SlurmTrainJob:
         training thread has saved on all ranks and returned, then hand back the same callable."""
         from submitit.helpers import DelayedSubmission
 
-        from ift.train import request_stop
+        from ift.train import STOP, request_stop
 
-        reason = self._reason()
-        request_stop(reason)
+        if STOP["requested"] and self._reason_sent:  # a second signal while stopping: same wait
+            reason = STOP["why"]
+        else:
+            reason = self._reason()
+            request_stop(reason)
+            self._reason_sent = True
         wait_s = max(10.0, self.cfg.slurm.signal_delay_s - 20.0)
         log.warning("%s: asking all ranks to checkpoint at the next step boundary (waiting up to %.0fs)", reason, wait_s)
         if self._thread is not None:
@@ -284,9 +290,12 @@ class SlurmTrainJob:
         elif "error" in self._box:
             log.error("training failed while stopping: %r; not requeueing", self._box["error"])
             return None
-        rec = record_requeue(self.cfg.run_dir, reason, result)
-        self.stops.append(rec)
-        log.info("checkpoint at step %s saved by all ranks; requeueing job %s", rec["step"], rec["job_id"])
+        if not self._recorded:
+            self._recorded = True
+            self.stops.append(record_requeue(self.cfg.run_dir, reason, result))
+        rec = self.stops[-1]
+        if rec["saved"]:
+            log.info("checkpoint at step %s saved by all ranks; requeueing job %s", rec["step"], rec["job_id"])
         return DelayedSubmission(self, *args, **kwargs)
 
 

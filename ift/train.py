@@ -67,6 +67,15 @@ def prepare_data(cfg: Config, rank: int, local_rank: int, only_task: str | None 
     return tasks, tokenizer, tokenized, rates
 
 
+def mixture_definition(cfg: Config, rates: dict) -> dict:
+    """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
+    data or the cache live)."""
+    d = cfg.data
+    return {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
+            "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
+            "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
+
+
 def _barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -116,7 +125,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                           world_size=world, rank=rank)
     fingerprints = {"model": _fingerprint(engine.module.config.to_dict()),
                     "tokenizer": _fingerprint(tokenizer.get_vocab()),
-                    "mixture": _fingerprint({"rates": rates, "data": to_dict(cfg)["data"]})}
+                    "mixture": _fingerprint(mixture_definition(cfg, rates))}
 
     step, resumed_at = 0, None
     if resume_path:

@@ -6,7 +6,8 @@ is started at once by a module fixture and the tests then check the finished run
 - ZeRO-2 and ZeRO-3 on 2 processes: loss falls, metrics, per-task losses, W&B offline files,
   run-directory layout, consolidated checkpoints.                                   (slow)
 - Loss normalization: micro-batch 4 x 1 process == micro-batch 1 x grad_accum 4 == 2 ranks x
-  micro-batch 2, step by step and in the final weights, padded and packed.          (slow)
+  micro-batch 2, step by step and in the final weights: padded rows on ZeRO-2, packed rows on
+  ZeRO-3.                                                                           (slow)
 - A local `from_pretrained` folder trains; DeepSpeed config-file conflicts and shipped configs;
   a non-finite loss stops the run naming the step.
 """
@@ -108,10 +109,10 @@ LAYOUTS = {  # name: (train overrides, processes); every layout has 4 rows per o
 
 
 def _layout_train(packing: bool, name: str) -> dict:
-    train = {**EQUIV_TRAIN, **LAYOUTS[name][0]}
-    if packing and name == "w2":
-        train["zero_stage"] = 3  # the packed variant also checks ZeRO-3's sharded gradients
-    return train
+    # The packed variant runs every layout on ZeRO-3 (its own gradient partitioning and accumulation
+    # path). All layouts of one variant share the ZeRO stage: a from-scratch init under zero.Init
+    # draws different random weights than a plain init with the same seed.
+    return {**EQUIV_TRAIN, **LAYOUTS[name][0], "zero_stage": 3 if packing else 2}
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +153,8 @@ def test_loss_normalization_is_independent_of_batch_layout(equivalence_runs, pac
             # same gradient: a wrong scale (which Adam would mostly hide) shows here
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5, abs=0), where
 
+    assert all(m["grad_norm"] > 0 and m["lr"] == EQUIV_TRAIN["lr"] for m in ref)  # the weights did move
     weights = {name: consolidated_state(job.run_dir) for name, job in runs.items()}
-    initial_loss = ref[0]["loss"]
-    assert ref[-1]["loss"] < initial_loss  # the weights did move
     for name in ("ga4", "w2"):
         assert weights[name].keys() == weights["mb4"].keys()
         worst = max(((weights[name][k] - v).abs().max().item(), k) for k, v in weights["mb4"].items())
@@ -241,7 +241,8 @@ def test_nonfinite_loss_stops_naming_the_step(solo_runs):
     job = solo_runs["diverge"]
     result = job.wait(check=False)
     assert result.returncode == 2, result.stderr[-3000:]
-    found = re.search(r"^error: non-finite loss \((nan|inf|-inf)\) at step (\d+)", result.stderr, re.M)
+    # (the progress bar's carriage returns can put the message mid-line)
+    found = re.search(r"error: non-finite loss \((nan|inf|-inf)\) at step (\d+)", result.stderr)
     assert found, result.stderr[-3000:]
     step = int(found.group(2))
     logged = read_metrics(job.run_dir)
