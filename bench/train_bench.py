@@ -15,9 +15,13 @@ All three use the same block-diagonal attention mask of packed rows (ift.model.p
 so the comparison is of the training loops, not of attention kernels. Each step's tokens are the
 non-padding tokens of the global batch; (b) and (c) are timed over the same steps as (a).
 
+The three run one after another in the same two torchrun workers (one start-up), in --rounds
+rounds of alternating order (a b c, c b a): other processes' load drifts, and the ratios are
+of the per-method means over the rounds.
+
 Targets: ift >= 0.95x bare, ift >= 1.0x Trainer.
 
-Run from the repo root:   python bench/train_bench.py          (2 local processes, ~3-5 min on 2 cores)
+Run from the repo root:   python bench/train_bench.py          (2 local processes, ~4-5 min on 2 cores)
 Options:                  python bench/train_bench.py --help
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--examples-per-task", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=2, help="rounds of (a, b, c), alternating order (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--out", default="/tmp/ift_train_bench", help="work folder (wiped first)")
     return p.parse_args(argv)
@@ -88,14 +93,14 @@ def launch(args) -> int:
     os.makedirs(args.out)
     write_config(args)
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", IFT_BENCH_OUT=args.out, HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}",
            os.path.abspath(__file__), *sys.argv[1:]]
     print(f"train_bench: {args.nproc} processes, ZeRO-2, demo-size Llama, seq_len {args.seq_len}, "
           f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
-          f"({args.warmup_steps} warm-up)", flush=True)
+          f"({args.warmup_steps} warm-up), {args.rounds} rounds", flush=True)
     started = time.perf_counter()
     code = subprocess.call(cmd, cwd=REPO, env=env)
     print(f"total wall time {time.perf_counter() - started:.0f}s", flush=True)
@@ -118,11 +123,11 @@ def log0(rank, *msg):
         print("train_bench:", *msg, flush=True)
 
 
-def run_ift(cfg_path, rank) -> dict:
+def run_ift(cfg_path, *overrides) -> dict:
     from ift.cli import main
 
     started = time.perf_counter()
-    code = main(["train", cfg_path])
+    code = main(["train", cfg_path, *overrides])
     if code:
         raise SystemExit(f"ift train exited {code}")
     return {"wall": time.perf_counter() - started}
@@ -203,6 +208,7 @@ def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
 def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from ift.engine import deepspeed_config
     from ift.model import build_model, packed_attention_mask
@@ -256,6 +262,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     )
     clock = Clock()
     trainer = SameOrder(model=model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)  # keep its log dicts out of the output (log_history keeps them)
     trainer.train()
     ends = clock.ends  # rank 0's clock, wall time from the end of the last warm-up step
     assert len(ends) == len(steps), (len(ends), len(steps))
@@ -282,40 +289,80 @@ def worker(args) -> None:
     for name in ("DeepSpeed", "deepspeed", "transformers", "accelerate"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    log0(rank, "(a) ift train ...")
-    run_ift(cfg_path, rank)
-    logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep (b), (c) quiet
-
-    tokenizer, steps = same_batches(cfg, rank, local_rank, world)
-    a = ift_result(cfg.run_dir, steps, args.warmup_steps) if rank == 0 else None
-    log0(rank, "(b) bare deepspeed.initialize loop ...")
-    b = run_bare(cfg, tokenizer, steps, rank, world, args.warmup_steps)
-    log0(rank, "(c) transformers.Trainer ...")
-    c = run_trainer(cfg, tokenizer, steps, rank, world, args.warmup_steps, os.path.join(args.out, "trainer"))
+    # Rounds alternate the order (a b c, c b a, ...) so that drifting load from other processes
+    # falls on every method alike; the table shows every round and the mean.
+    results = {"ift": [], "bare": [], "trainer": []}
+    tokenizer = steps = None
+    for r in range(args.rounds):
+        order = ["ift", "bare", "trainer"] if r % 2 == 0 else ["trainer", "bare", "ift"]
+        for method in order:
+            if method == "ift":
+                name = f"ift-r{r + 1}"
+                log0(rank, f"round {r + 1}: (a) ift train ...")
+                with quiet_bar(rank):
+                    run_ift(cfg_path, f"run.name={name}")
+                logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep the rest quiet
+                if steps is None:
+                    tokenizer, steps = same_batches(load_config(cfg_path, [f"run.name={name}"]), rank, local_rank, world)
+                if rank == 0:
+                    results["ift"].append(ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps))
+            elif method == "bare":
+                log0(rank, f"round {r + 1}: (b) bare deepspeed.initialize loop ...")
+                results["bare"].append(run_bare(cfg, tokenizer, steps, rank, world, args.warmup_steps))
+            else:
+                if steps is None:  # only when a round starts with Trainer before any ift run
+                    tokenizer, steps = same_batches(cfg, rank, local_rank, world)
+                log0(rank, f"round {r + 1}: (c) transformers.Trainer ...")
+                results["trainer"].append(run_trainer(cfg, tokenizer, steps, rank, world, args.warmup_steps,
+                                                      os.path.join(args.out, f"trainer-r{r + 1}")))
     if rank == 0:
-        report(args, a, b, c)
+        report(args, results)
     torch.distributed.barrier()
 
 
-def report(args, a, b, c) -> None:
+class quiet_bar:
+    """ift's tqdm bar redraws every step; keep it out of the benchmark's output (stderr to a file)."""
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.log = open(os.path.join(os.environ.get("IFT_BENCH_OUT", "/tmp"), f"ift_stderr_rank{self.rank}.log"), "a")
+        os.dup2(self.log.fileno(), 2)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.log.close()
+
+
+def report(args, results) -> None:
     measured = args.steps - args.warmup_steps
-    ift_tps = a["tokens_per_s"]
+    mean = {k: sum(r["tokens_per_s"] for r in v) / len(v) for k, v in results.items()}
+    rounds = len(results["ift"])
     print()
-    print(f"tokens/s over steps {args.warmup_steps + 1}-{args.steps} ({measured} steps; global non-padding tokens; "
-          f"{args.nproc} processes, ZeRO-2)")
-    print(f"{'method':<34} {'tokens/s':>10} {'loss (last window)':>19}")
-    print(f"{'(a) ift train':<34} {ift_tps:>10.0f} {a['loss']:>19.4f}")
-    print(f"{'(b) bare deepspeed.initialize':<34} {b['tokens_per_s']:>10.0f} {b['loss']:>19.4f}")
-    print(f"{'(c) transformers.Trainer':<34} {c['tokens_per_s']:>10.0f} {c['loss']:>19.4f}")
-    print(f"ift metrics.jsonl windows (tokens/s, every {args.warmup_steps} steps; first = warm-up): {a['windows']}")
+    print(f"tokens/s (global non-padding tokens per second) over steps {args.warmup_steps + 1}-{args.steps} "
+          f"({measured} steps) of each run; {args.nproc} processes, ZeRO-2, {rounds} rounds in alternating order")
+    head = "".join(f"{'round ' + str(i + 1):>10}" for i in range(rounds))
+    print(f"{'method':<32}{head}{'mean':>10}{'last loss':>11}")
+    labels = {"ift": "(a) ift train", "bare": "(b) bare deepspeed.initialize", "trainer": "(c) transformers.Trainer"}
+    for key, label in labels.items():
+        cells = "".join(f"{r['tokens_per_s']:>10.0f}" for r in results[key])
+        print(f"{label:<32}{cells}{mean[key]:>10.0f}{results[key][-1]['loss']:>11.4f}")
+    print("ift metrics.jsonl windows (tokens/s per window of %d steps; the first is warm-up): %s"
+          % (args.warmup_steps, "; ".join(str(r["windows"]) for r in results["ift"])))
     print()
-    rows = [("ift / bare", ift_tps / b["tokens_per_s"], 0.95), ("ift / Trainer", ift_tps / c["tokens_per_s"], 1.0)]
-    print(f"{'ratio':<16} {'value':>7} {'target':>8}  result")
-    for name, value, target in rows:
-        print(f"{name:<16} {value:>7.3f} {'>= ' + str(target):>8}  {'PASS' if value >= target else 'FAIL'}")
-    print(f"(loss columns are indicative: ift = global token mean; bare = mean of micro-batch means; "
-          f"Trainer = its own logged loss)")
-    if not all(math.isfinite(x) for x in (ift_tps, b["tokens_per_s"], c["tokens_per_s"])):
+    print(f"{'ratio (of means)':<18}{'value':>7}{'target':>9}  result   per round")
+    for name, other, target in (("ift / bare", "bare", 0.95), ("ift / Trainer", "trainer", 1.0)):
+        value = mean["ift"] / mean[other]
+        per_round = " ".join(f"{a['tokens_per_s'] / b['tokens_per_s']:.3f}" for a, b in zip(results["ift"], results[other]))
+        print(f"{name:<18}{value:>7.3f}{'>= ' + str(target):>9}  {'PASS' if value >= target else 'FAIL':<8} {per_round}")
+    print("(last loss is indicative: ift = global token mean of its last window; bare = mean of micro-batch "
+          "means; Trainer = its own logged loss)")
+    if not all(math.isfinite(x) for x in mean.values()):
         print("warning: a throughput is not finite")
 
 

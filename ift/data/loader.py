@@ -88,7 +88,7 @@ class PackedLoader:
         return out
 
     def _collate(self, rows) -> dict:
-        data = [[(self.tasks[t].dataset[int(e)]["input_ids"], int(self.tasks[t].n_prompt[e]), t) for t, e in row]
+        data = [[(self.tasks[t].ids(e), int(self.tasks[t].n_prompt[e]), t) for t, e in row]
                 for row in rows]
         return collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt)
 

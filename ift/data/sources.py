@@ -126,7 +126,7 @@ def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str,
             raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {ds.column_names})")
     ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task},
                 remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
-    bad = ds["_bad"]
+    bad = ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist()  # whole column, not row by row
     skipped = collections.Counter(reason for reason in bad if reason)
     if skipped:
         first = next(i for i, reason in enumerate(bad) if reason)

@@ -31,9 +31,16 @@ class TokenizedTask:
     lengths: np.ndarray  # tokens per example
     n_prompt: np.ndarray  # prompt tokens per example
     counts: collections.Counter = field(default_factory=collections.Counter)  # truncated / dropped
+    # All token ids end to end with per-example offsets: a zero-copy view of the Arrow column,
+    # so fetching an example is a slice, not a row lookup through `datasets`.
+    flat_ids: np.ndarray = None
+    offsets: np.ndarray = None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.lengths)
+
+    def ids(self, i: int) -> np.ndarray:
+        return self.flat_ids[self.offsets[i]:self.offsets[i + 1]]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -45,6 +52,22 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def cache_dir(data: DataConfig) -> str:
     return os.path.expanduser(data.cache_dir or os.environ.get("IFT_CACHE", "~/.cache/ift"))
+
+
+def _encode_with_shared_prefix(tokenizer, prompts: list[str], prefixes: list[str]) -> list[list[int]] | None:
+    """Encode each distinct instruction once and the rest of every prompt in one batch (most of a
+    prompt's tokens are its task's instruction). Only used when, on this batch's first prompt, the
+    joined encoding equals the full one (true for byte-level BPE, whose pre-tokenizer splits at the
+    blank line); otherwise None, and the caller encodes prompts whole."""
+    if not all(p.startswith(x) for p, x in zip(prompts, prefixes)):
+        return None
+    distinct = sorted(set(prefixes))
+    head = dict(zip(distinct, tokenizer(distinct, add_special_tokens=True)["input_ids"]))
+    rest = tokenizer([p[len(x):] for p, x in zip(prompts, prefixes)], add_special_tokens=False)["input_ids"]
+    joined = [head[x] + r for x, r in zip(prefixes, rest)]
+    if joined[0] != tokenizer(prompts[0], add_special_tokens=True)["input_ids"]:
+        return None
+    return joined
 
 
 def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig, seed: int, task: str,
@@ -62,7 +85,9 @@ def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig
         prompts.append(prompt)
         targets.append(target)
     # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
-    p_ids = tokenizer(prompts, add_special_tokens=not chat)["input_ids"]
+    p_ids = None if chat else _encode_with_shared_prefix(tokenizer, prompts, [s.strip() for s in batch["instruction"]])
+    if p_ids is None:
+        p_ids = tokenizer(prompts, add_special_tokens=not chat)["input_ids"]
     t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
     out = {"input_ids": [], "n_prompt": [], "length": [], "status": []}
     for i, p, t in zip(indices, p_ids, t_ids):
@@ -84,10 +109,15 @@ def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig
     return out
 
 
-def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int) -> TokenizedTask:
+def _column(ds: datasets.Dataset, name: str):
+    """A whole column as one Arrow array (reading ds[name] walks it row by row)."""
+    return ds.with_format("arrow", columns=[name])[:][name].combine_chunks()
+
+
+def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int, tok_fingerprint: str | None = None) -> TokenizedTask:
     chat = templates.uses_chat_template(tokenizer, data.chat_template)
     settings = {
-        "v": CACHE_VERSION, "data": task.dataset._fingerprint, "tok": tokenizer_fingerprint(tokenizer),
+        "v": CACHE_VERSION, "data": task.dataset._fingerprint, "tok": tok_fingerprint or tokenizer_fingerprint(tokenizer),
         "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "task": task.name,
         "max_len": data.max_seq_len, "truncation": data.truncation,
     }
@@ -102,18 +132,21 @@ def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int) -> Tokeniz
         new_fingerprint=fingerprint, cache_file_name=os.path.join(folder, f"{fingerprint}.arrow"),
         load_from_cache_file=True, desc=f"tokenize {task.name}",
     )
-    status = np.asarray(ds["status"])
+    status = _column(ds, "status").to_numpy()
     counts = collections.Counter({"truncated": int((status == TRUNCATED).sum()), "dropped": int((status == DROPPED).sum())})
     if counts["dropped"]:
         ds = ds.filter(lambda s: [x != DROPPED for x in s], input_columns="status", batched=True,
                        cache_file_name=os.path.join(folder, f"{fingerprint}.kept.arrow"))
     if len(ds) == 0:
         raise UserError(f"task {task.name}: every example is longer than data.max_seq_len={data.max_seq_len}")
-    return TokenizedTask(task.name, ds.with_format("numpy", columns=["input_ids"]),
-                         np.asarray(ds["length"], dtype=np.int64), np.asarray(ds["n_prompt"], dtype=np.int64), counts)
+    ids = _column(ds, "input_ids")
+    return TokenizedTask(task.name, ds, _column(ds, "length").to_numpy().astype(np.int64),
+                         _column(ds, "n_prompt").to_numpy().astype(np.int64), counts,
+                         flat_ids=ids.values.to_numpy(zero_copy_only=False), offsets=ids.offsets.to_numpy())
 
 
 def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:
     if tokenizer.eos_token_id is None:
         raise UserError("the tokenizer has no EOS token; set one (model.tokenizer) so targets can end")
-    return [tokenize_task(t, tokenizer, data, seed) for t in tasks]
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    return [tokenize_task(t, tokenizer, data, seed, fingerprint) for t in tasks]
