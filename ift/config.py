@@ -90,7 +90,7 @@ class DataConfig:
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     max_seq_len: int = 512
     packing: bool = True
-    pack_window: int = 1024  # examples per best-fit-decreasing window
+    pack_window: int = 8192  # examples per best-fit-decreasing window (resume re-packs at most one)
     truncation: str = "truncate_prompt_left"  # drop | truncate_prompt_left | error
     train_on_prompt: bool = False
     num_proc: int = 1

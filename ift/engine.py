@@ -98,7 +98,8 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
         ds = {"zero_optimization": zero}
     ds.update(expected)
     ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * world_size
-    ds.setdefault("bf16", {"enabled": cfg.model.dtype == "bf16"})
+    # check_grad_overflow: bf16 updates with a non-finite gradient are skipped (train.skip_nonfinite)
+    ds.setdefault("bf16", {"enabled": cfg.model.dtype == "bf16", "check_grad_overflow": t.skip_nonfinite})
     ds.setdefault("fp16", {"enabled": cfg.model.dtype == "fp16"})
     ds.setdefault("steps_per_print", 10**9)  # we log ourselves
     ds.setdefault("wall_clock_breakdown", False)

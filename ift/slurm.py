@@ -246,6 +246,8 @@ class SlurmTrainJob:
             self._box["error"] = e
 
     def _on_sigterm(self, signum, frame) -> None:
+        if self._recorded:  # our own `scontrol requeue` is ending the job
+            return
         self._sigterm = True
         _stop_handler("preemption or cancel (SIGTERM)")(signum, frame)
 

@@ -165,6 +165,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         from tqdm import tqdm
         bar = tqdm(total=t.max_steps, initial=step, desc=cfg.run.name, dynamic_ncols=True)
     log_sum = torch.zeros(2 * len(names) + 1, dtype=torch.float64)
+    nonfinite_skipped = 0
     window = {"tokens": 0, "slots": 0, "rows": 0, "time": 0.0, "steps": 0}
     last = {}
 
@@ -177,6 +178,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         if t.epochs is not None and loader.examples_drawn >= t.epochs * total_examples:
             break
         began = time.perf_counter()
+        skipped_before = engine.skipped_steps
         batch = loader.next_step()
         sums = torch.zeros(2 * len(names) + 1, dtype=torch.float64)
         for micro in batch.micro_batches:
@@ -196,14 +198,20 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         loss = sums[: len(names)].sum().item() / batch.target_tokens
         step += 1
         if not math.isfinite(loss):
-            if not t.skip_nonfinite:
-                raise UserError(f"non-finite loss ({loss}) at step {step}; stopping (train.skip_nonfinite=true skips such steps)")
-            log.warning("non-finite loss at step %d, skipped by DeepSpeed's overflow check", step)
+            # ZeRO's overflow check drops an update whose gradient norm is not finite (and counts it);
+            # without it (stage 0) the weights are already spoiled, so the run stops either way.
+            skipped = engine.skipped_steps > skipped_before
+            if not (t.skip_nonfinite and skipped):
+                why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
+                raise UserError(f"non-finite loss ({loss}) at step {step}; stopping{why}")
+            nonfinite_skipped += 1
+            log.warning("non-finite loss at step %d: update skipped (%d so far)", step, nonfinite_skipped)
         elapsed = time.perf_counter() - began
         if resumed_at is not None and main:
             log.info("first step after resume done %.2fs after loading began", time.perf_counter() - resumed_at)
             resumed_at = None
-        log_sum += sums
+        if math.isfinite(loss):
+            log_sum += sums
         window["tokens"] += batch.tokens
         window["slots"] += batch.slots
         window["rows"] += loader.rows_per_step
@@ -220,6 +228,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                 "tokens_per_s": tok_s, "samples_per_s": window["rows"] / window["time"],
                 "padding_frac": 1 - window["tokens"] / max(window["slots"], 1),
                 "examples_drawn": loader.examples_drawn, "peak_mem_gb": _peak_memory_gb(),
+                "skipped_nonfinite": nonfinite_skipped,
             }
             if t.peak_tflops:
                 metrics["mfu"] = 6 * n_params * tok_s / (t.peak_tflops * 1e12 * world)
