@@ -201,11 +201,38 @@ def load(engine, path: str, universal: str | None = None) -> dict:
     load_path, _ = engine.load_checkpoint(ckpt_dir, tag=tag, load_module_strict=True)
     if load_path is None:
         raise UserError(f"DeepSpeed could not load checkpoint {source}")
+    if universal is not None and engine.zero_optimization_stage() == 3:
+        _repair_stage3_universal_optimizer(engine, universal)
     rank = dist.get_rank() if dist.is_initialized() else 0
     rng_file = os.path.join(path, "rng", f"rank_{rank}.pt")
     if universal is None and os.path.exists(rng_file):  # per-rank RNG only means something at the same world size
         set_rng_state(torch.load(rng_file, weights_only=True))
     return read_state(path)
+
+
+def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
+    """Undo two faults of DeepSpeed's ZeRO-3 universal load (stage3.py
+    load_hp_checkpoint_state_from_checkpoint_dir_stage3, DeepSpeed 0.19):
+    - it gives every ZeRO-3 sub-group (one per param group or more) the *same* `step` tensor, which
+      torch's Adam/AdamW increments in place once per sub-group step, so from the first step after
+      the resume every group but the first uses a step count that runs ahead (bias correction off,
+      losses drift from the uninterrupted run). Each sub-group gets its own copy here.
+    - it copies param_groups[0]'s hyperparameters into every group, so our no-decay group would
+      get weight decay. Each group gets back its own saved hyperparameters (same order: both
+      engines build their groups with build_optimizer)."""
+    base = getattr(engine.optimizer, "optimizer", None)
+    if base is None:
+        return
+    for state in base.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+    saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=False)
+    saved_groups = saved["optimizer_state_dict"]["param_groups"]
+    if len(saved_groups) != len(base.param_groups):
+        raise UserError(f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
+                        f"this run has {len(base.param_groups)}")
+    for group, saved_group in zip(base.param_groups, saved_groups):
+        group.update({k: v for k, v in saved_group.items() if k != "params"})
 
 
 def convert_to_universal(path: str, out: str) -> None:

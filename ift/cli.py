@@ -99,12 +99,6 @@ def _user_errors(fn):
     return run
 
 
-def _not_yet(provider: str):
-    def run(args, extras):
-        raise UserError(f"'ift {args.verb}' is not built yet: {provider}")
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) on DeepSpeed ZeRO.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -119,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verb("train", "train a model (instruction or single-task fine-tuning)", cmd_train)
     tr.add_argument("--nproc-per-node", type=int, default=1, help="local processes (torchrun)")
     tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
-    verb("submit", "submit a training job to Slurm", _not_yet("the Slurm issue"))
+    from ift.slurm import add_submit_args, cmd_submit
+    add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
     m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
     m.add_argument("--plot", help="write a PNG bar chart of target vs realized rates")

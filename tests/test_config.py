@@ -421,10 +421,10 @@ def test_cli_unrecognized_argument(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
-def test_cli_not_yet_built_verb_is_a_user_error(capsys):
-    assert main(["export"]) == 2
+def test_cli_export_of_a_missing_run_is_a_user_error(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: 'ift export' is not built yet")
+    assert err.startswith("error: ") and "nope" in err and err.count("\n") == 1
 
 
 VERBS = ("train", "submit", "mix", "eval", "compare", "export")
