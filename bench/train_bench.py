@@ -353,8 +353,9 @@ def report(args, results) -> None:
     print(f"tokens/s (global non-padding tokens / s), steps {args.warmup_steps + 1}-{args.steps} of every run; "
           f"{args.nproc} processes, ZeRO-2, {rounds} rounds in alternating order")
     head = "".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
+    print("rounds: median of the run's per-step tokens/s; median, mean: all rounds' steps pooled "
+          "(mean = total tokens / total time)")
     print(f"{'method':<31}{head}{'median':>9}{'mean':>9}{'loss':>8}")
-    print(f"{'':<31}{'(medians of per-step tokens/s)':>{9 * rounds}}{'(pooled)':>9}{'(pooled)':>9}{'(last)':>8}")
     labels = {"ift": "(a) ift train", "bare": "(b) bare deepspeed.initialize", "trainer": "(c) transformers.Trainer"}
     for key, label in labels.items():
         cells = "".join(f"{rates(r['samples'])[0]:>9.0f}" for r in results[key])
