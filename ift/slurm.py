@@ -532,24 +532,3 @@ def _note_existing(cfg: Config) -> None:
     done = complete_checkpoints(ckpt_dir)
     if done and cfg.train.resume == "auto":
         print(f"note: {cfg.run_dir} has a checkpoint at step {done[-1][0]}: the job resumes from it (train.resume=auto)")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m ift.slurm CONFIG ...`: the same as `ift submit CONFIG ...`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    p = argparse.ArgumentParser(prog="ift submit", description="submit a training job to Slurm")
-    p.add_argument("config", help="YAML run config; then key.sub=value overrides")
-    add_submit_args(p)
-    args, extras = p.parse_known_args(argv)
-    try:
-        cmd_submit(args, extras)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    from ift.slurm import main as _main  # the importable module, so pickled jobs name ift.slurm
-
-    sys.exit(_main())

@@ -31,27 +31,21 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 CPU_JOB = ["--nodes", "2", "--gpus-per-node", "1", "--cpu", "--time", "15", "slurm.cpus_per_task=1"]
 
 
-def _submit_wired() -> bool:
-    from ift.cli import build_parser
-
-    args, _ = build_parser().parse_known_args(["submit", "x.yaml"])
-    return getattr(args.fn, "__module__", "") == "ift.slurm" or getattr(args.fn, "__name__", "") == "cmd_submit"
-
-
 def submit_cmd() -> list[str]:
-    """`ift submit`; `python -m ift.slurm` (the same code) until the verb is wired in ift/cli.py."""
-    return [sys.executable, "-m", "ift", "submit"] if _submit_wired() else [sys.executable, "-m", "ift.slurm"]
+    return [sys.executable, "-m", "ift", "submit"]
+
+
+def submit_main(argv: list[str]) -> int:
+    from ift.cli import main
+
+    return main(["submit", *argv])
 
 
 # --------------------------------------------------------------------------- no cluster needed
 
 
-def test_submit_is_wired_into_cli():
-    assert _submit_wired(), "ift/cli.py: wire `submit` to ift.slurm.add_submit_args / cmd_submit"
-
-
 def _dry_run(capsys, *argv) -> str:
-    code = slurm.main([*argv, "--dry-run"])
+    code = submit_main([*argv, "--dry-run"])
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
@@ -114,7 +108,7 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
         ([cfg, "slurm.extra_sbatch=[-x]"], "slurm.extra_sbatch"),
         ([cfg, "slurm.signal_delay_s=4000"], "slurm.signal_delay_s"),
     ):
-        assert slurm.main(argv) == 2, argv
+        assert submit_main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
 
 
