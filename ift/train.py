@@ -152,6 +152,15 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                     f.write(state["wandb_id"])
             log.info("resumed from %s at step %d", resume_path, step)
 
+    heldout = None
+    if cfg.eval.every:  # a small held-out sample scored every eval.every steps
+        from ift.eval.heldout_loss import heldout_batches, heldout_loss
+
+        for turn in (0, 1):  # local rank 0 fills the tokenization cache first
+            if (local_rank == 0) == (turn == 0):
+                heldout = heldout_batches(cfg, tokenizer)
+            _barrier()
+
     tracker = Tracker(cfg, run_dir, enabled=main)
     if main and step == 0:
         tracker.table("mixture", [{"task": n, "examples": len(x), "rate": rates[n]} for n, x in zip(names, tokenized)])
@@ -220,6 +229,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{batch.tokens / elapsed:.0f}")
+        scores = heldout_loss(engine, *heldout) if heldout and step % cfg.eval.every == 0 else {}
         if step % t.log_every == 0 or step == t.max_steps:
             tok_s = window["tokens"] / window["time"]
             metrics = {
@@ -236,10 +246,13 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
                 count = log_sum[len(names) + i].item()
                 if count:
                     metrics[f"loss/{n}"] = log_sum[i].item() / count
+            metrics.update(scores)
             tracker.log(metrics, step)
             last = metrics
             log_sum.zero_()
             window = {"tokens": 0, "slots": 0, "rows": 0, "time": 0.0, "steps": 0}
+        elif scores:
+            tracker.log(scores, step)
         stop = sums[-1].item() > 0
         if (t.save_every and step % t.save_every == 0) or stop:
             path = checkpoint.save(engine, run_dir, step, state_now(), t.keep_last, t.keep_every,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TrainJob, train_env, write_config
+from helpers import REPO, TrainJob, read_metrics, train_env, write_config
 
 SNI = REPO.parent / "shared" / "data" / "sni"
 
@@ -40,11 +40,15 @@ def test_builtin_ift_vs_ft_end_to_end(tmp_path):
     cfg = write_config(tmp_path, "ift", data={"tasks": [{"builtin": "train", "n": 32}], "max_seq_len": 128},
                        train={"max_steps": 6, "micro_batch_size": 4},
                        eval={"tasks": [{"builtin": "heldout"}, {"builtin": "sort_ascending"}], "limit": 3,
-                             "max_new_tokens": 4, "batch_size": 8})
+                             "max_new_tokens": 4, "batch_size": 8, "every": 3})
     jobs = [TrainJob(cfg), TrainJob(cfg, only_task="sort_ascending")]
     for job in jobs:
         job.wait()
     runs = [job.run_dir for job in jobs]
+    for run in runs:  # held-out loss during training, every eval.every steps, per task
+        scored = [m for m in read_metrics(run) if "eval/loss" in m]
+        assert [m["step"] for m in scored] == [3, 6]
+        assert all(f"eval/loss/{t}" in scored[-1] for t in builtin.HELDOUT_TASKS)
     for run in runs:
         _ift("eval", str(run))
         assert (run / "eval" / "eval_0shot.json").exists()

@@ -1,0 +1,47 @@
+"""Loss on a small held-out sample during training (`eval.every`), per task.
+
+Every rank evaluates the same batches: under ZeRO-3 a forward pass gathers parameters
+collectively, so all ranks must run the same number of forwards."""
+from __future__ import annotations
+
+import torch
+
+from ift.config import Config
+from ift.data.packing import collate
+from ift.eval.evaluate import EVAL_SEED_OFFSET
+
+
+def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[str], list[dict]]:
+    """(task names, padded batches) of the first `eval.limit` (or `per_task`) examples of eval.tasks."""
+    from ift.data.sources import load_tasks
+    from ift.data.tokenize import tokenize_tasks
+
+    tasks = load_tasks(cfg.data, cfg.run.seed + EVAL_SEED_OFFSET, sources=cfg.eval.tasks, section="eval.tasks")
+    tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed + EVAL_SEED_OFFSET)
+    n = cfg.eval.limit or per_task
+    rows = [[(task.ids(e), int(task.n_prompt[e]), t)] for t, task in enumerate(tokenized) for e in range(min(n, len(task)))]
+    size = cfg.eval.batch_size
+    batches = [collate(rows[i:i + size], None, tokenizer.pad_token_id, cfg.data.train_on_prompt)
+               for i in range(0, len(rows), size)]
+    return [t.name for t in tokenized], batches
+
+
+@torch.no_grad()
+def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, float]:
+    """Token-mean loss over all batches (`eval/loss`) and per task (`eval/loss/<task>`)."""
+    from ift.model import token_losses
+
+    sums = torch.zeros(len(names), dtype=torch.float64)
+    counts = torch.zeros(len(names), dtype=torch.float64)
+    was_training = engine.module.training
+    engine.module.eval()
+    for batch in batches:
+        losses = token_losses(engine, batch).double().flatten()
+        mask = batch["labels"].flatten() != -100
+        ids = batch["task_ids"].flatten()[mask]
+        sums.index_add_(0, ids, losses[mask])
+        counts.index_add_(0, ids, torch.ones_like(losses[mask]))
+    engine.module.train(was_training)
+    out = {"eval/loss": (sums.sum() / counts.sum().clamp(min=1)).item()}
+    out.update({f"eval/loss/{n}": (sums[i] / counts[i]).item() for i, n in enumerate(names) if counts[i] > 0})
+    return out
