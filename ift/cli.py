@@ -61,6 +61,9 @@ def cmd_train(args, extras) -> None:
         if not any(o.startswith("run.name=") for o in extras):
             cfg.run.name = f"{cfg.run.name}-ft-{args.only_task}"
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        from ift.engine import deepspeed_config
+
+        deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
         code = launch_torchrun(args.nproc_per_node, args.argv)
         if code:
             raise SystemExit(code)
