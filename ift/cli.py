@@ -132,8 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not the one at set-up (so a
+    caller that swaps sys.stderr, as tests do, never leaves it writing to a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[_CurrentStderr()], force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args, extras = build_parser().parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:

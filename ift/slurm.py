@@ -64,9 +64,10 @@ def export_dist_env() -> dict:
 
 
 def _setup_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not logging.getLogger().handlers:
+        from ift.cli import setup_logging
+
+        setup_logging()
     logging.getLogger("submitit").propagate = False  # it has its own handlers
 
 

@@ -13,6 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# DeepSpeed binds its log handler to sys.stdout at import. Imported first inside a test, that is the
+# test's capture stream, closed afterwards: a later DeepSpeed warning then crashes the session.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+import deepspeed  # noqa: E402,F401
+
+
+
 # --------------------------------------------------------------------------- Slurm
 
 # start-slurm.sh / stop-slurm.sh of the shared folder beside the repository (CI: a fresh clone

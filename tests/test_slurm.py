@@ -35,25 +35,23 @@ def submit_cmd() -> list[str]:
     return [sys.executable, "-m", "ift", "submit"]
 
 
-def submit_main(argv: list[str]) -> int:
-    from ift.cli import main
-
-    return main(["submit", *argv])
+def submit_main(argv: list[str]) -> subprocess.CompletedProcess:
+    """`ift submit ...` in a subprocess, as a user runs it."""
+    return subprocess.run([*submit_cmd(), *argv], capture_output=True, text=True, env=train_env(), timeout=120)
 
 
 # --------------------------------------------------------------------------- no cluster needed
 
 
-def _dry_run(capsys, *argv) -> str:
-    code = submit_main([*argv, "--dry-run"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
+def _dry_run(*argv) -> str:
+    done = submit_main([*argv, "--dry-run"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
     cfg = write_config(tmp_path, "big")
-    out = _dry_run(capsys, str(cfg), "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--time", "120",
+    out = _dry_run(str(cfg), "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--time", "120",
                    "--account", "proj", "--qos", "high", "slurm.mem_gb=200", "slurm.constraint=a100",
                    "slurm.extra_sbatch=[--exclusive, --mail-type=END]", "slurm.setup=[module load cuda]")
     lines = set(out.splitlines())
@@ -70,14 +68,14 @@ def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
 
 def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
     for flags in (["--gpus-per-node", "2", "--cpu"], ["slurm.gpus_per_node=2", "slurm.gres=false"]):
-        out = _dry_run(capsys, str(write_config(tmp_path, "cpu")), *flags)
+        out = _dry_run(str(write_config(tmp_path, "cpu")), *flags)
         sbatch = [x for x in out.splitlines() if x.startswith("#SBATCH")]
         assert "#SBATCH --ntasks-per-node=2" in sbatch, out
         assert not [x for x in sbatch if "gpu" in x or "gres" in x], out
 
 
 def test_dry_run_sweep_is_one_array_with_a_run_per_value(tmp_path, capsys):
-    out = _dry_run(capsys, str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
+    out = _dry_run(str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
     assert "#SBATCH --array=0-1%2" in out and "#SBATCH --job-name=sw" in out
     assert "%A_%a_0_log.out" in out
     runs = re.findall(r"array task (\d): (\S+): run dir (\S+)", out)
@@ -108,8 +106,9 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
         ([cfg, "slurm.extra_sbatch=[-x]"], "slurm.extra_sbatch"),
         ([cfg, "slurm.signal_delay_s=4000"], "slurm.signal_delay_s"),
     ):
-        assert submit_main(argv) == 2, argv
-        assert message in capsys.readouterr().err, argv
+        done = submit_main(argv)
+        assert done.returncode == 2, argv
+        assert message in done.stderr, argv
 
 
 def test_torch_env_from_slurm_vars(monkeypatch):
