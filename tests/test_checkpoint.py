@@ -139,3 +139,21 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids).logits, trained(ids).logits)
         assert not torch.equal(module["model.embed_tokens.weight"], torch.zeros_like(module["model.embed_tokens.weight"]))
+
+
+@pytest.mark.slow
+def test_resume_one_process_checkpoint_with_two(tmp_path):
+    """World size 1 -> 2 at ZeRO-3 (same global batch): the universal path in the other direction."""
+    straight = _config(tmp_path, "straight", 3, max_steps=6, micro_batch_size=4)
+    cut = _config(tmp_path, "cut", 3, max_steps=3, micro_batch_size=4)
+    jobs = [TrainJob(straight), TrainJob(cut)]
+    for job in jobs:
+        job.wait()
+    grown = write_config(tmp_path, "cut", data={"tasks": TASKS, "pack_window": 8},
+                         train={"max_steps": 6, "micro_batch_size": 2, "zero_stage": 3})
+    resumed = run_train(grown, nproc=2)
+    assert "universal" in resumed.stderr
+    want, got = _losses(jobs[0].run_dir), _losses(jobs[1].run_dir)
+    assert sorted(got) == list(range(1, 7))
+    for step in range(4, 7):
+        assert abs(got[step] - want[step]) < 1e-4, f"step {step}: {got[step]} vs {want[step]}"
