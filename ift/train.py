@@ -87,7 +87,7 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
 
     from ift.data.loader import PackedLoader
     from ift.model import build_model, count_parameters, token_losses
-    from ift.tracking import Tracker, truncate_metrics
+    from ift.tracking import Tracker, truncate_metrics, wandb_id_path
 
     rank, world, local_rank = init_distributed()
     main = rank == 0
@@ -118,11 +118,14 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
     model = build_model(cfg.model, tokenizer, ds_config, cfg.run.seed)
     n_params = count_parameters(model)
     engine, _, scheduler = initialize(cfg, model, ds_config)
-    loader = PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=cfg.data.max_seq_len,
-                          window=cfg.data.pack_window, packing=cfg.data.packing,
-                          micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                          train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
-                          world_size=world, rank=rank)
+
+    def make_loader(seed: int) -> PackedLoader:
+        return PackedLoader(tokenized, rates, seed=seed, seq_len=cfg.data.max_seq_len, window=cfg.data.pack_window,
+                            packing=cfg.data.packing, micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
+                            train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
+                            world_size=world, rank=rank)
+
+    loader = make_loader(cfg.run.seed)
     fingerprints = {"model": _fingerprint(engine.module.config.to_dict()),
                     "tokenizer": _fingerprint(tokenizer.get_vocab()),
                     "mixture": _fingerprint(mixture_definition(cfg, rates))}
@@ -135,18 +138,14 @@ def train(cfg: Config, only_task: str | None = None) -> dict:
         state = checkpoint.load(engine, resume_path, universal)
         step = state["step"]
         if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
-            loader = PackedLoader(tokenized, rates, seed=cfg.run.seed + step, seq_len=cfg.data.max_seq_len,
-                                  window=cfg.data.pack_window, packing=cfg.data.packing,
-                                  micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                                  train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
-                                  world_size=world, rank=rank)
+            loader = make_loader(cfg.run.seed + step)
             log.warning("mixture changed since %s: data stream restarted at step %d with the new rates", resume_path, step)
         else:
             loader.load_state_dict(state["loader"])
         resumed_at = loaded_at
         if main:
             truncate_metrics(run_dir, step)
-            id_path = os.path.join(run_dir, "wandb_run_id")
+            id_path = wandb_id_path(run_dir)
             if state.get("wandb_id") and not os.path.exists(id_path):  # continue the same W&B run
                 with open(id_path, "w") as f:
                     f.write(state["wandb_id"])
