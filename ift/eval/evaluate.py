@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import string
 
 from ift.config import Config, DataConfig, EvalConfig, TaskSource, UserError, load_config, read_yaml
 from ift.data import templates
@@ -26,21 +25,13 @@ from ift.eval import metrics
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1  # built-in tasks are generated from the seed: eval instances differ from training's
-_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def normalize_cased(s: str) -> str:
-    """SNI normalization without lower-casing: drop ASCII punctuation, collapse whitespace."""
-    return " ".join(s.translate(_PUNCT).split())
-
-
 def exact_match_cased(prediction: str, references) -> float:
-    refs = [references] if isinstance(references, str) else list(references)
-    pred = normalize_cased(prediction)
-    return float(any(pred == normalize_cased(r) for r in refs))
+    return metrics.exact_match(prediction, references, lower=False)
 
 
 # --------------------------------------------------------------------------- loading the model

@@ -10,9 +10,10 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 _scorer = None
 
 
-def normalize_answer(s: str) -> str:
-    """Lower-case, drop ASCII punctuation, collapse whitespace (articles are kept, as in SNI)."""
-    return " ".join(s.lower().translate(_PUNCT).split())
+def normalize_answer(s: str, lower: bool = True) -> str:
+    """Lower-case (unless lower=False), drop ASCII punctuation, collapse whitespace (articles are
+    kept, as in SNI)."""
+    return " ".join((s.lower() if lower else s).translate(_PUNCT).split())
 
 
 def _refs(references) -> list[str]:
@@ -22,10 +23,11 @@ def _refs(references) -> list[str]:
     return refs
 
 
-def exact_match(prediction: str, references) -> float:
-    """1.0 if the normalized prediction equals any normalized reference, else 0.0."""
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(r) for r in _refs(references)))
+def exact_match(prediction: str, references, lower: bool = True) -> float:
+    """1.0 if the normalized prediction equals any normalized reference, else 0.0. lower=False is
+    the case-sensitive variant, for tasks where lower-casing makes copying the input correct."""
+    pred = normalize_answer(prediction, lower)
+    return float(any(pred == normalize_answer(r, lower) for r in _refs(references)))
 
 
 def _rouge_scorer():
