@@ -2,18 +2,18 @@
 architecture with random init; the packed-sequence forward pass and the token-level loss."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ift.config import ModelConfig, UserError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # model.dtype (auto: resolve_dtype)
 SPECIAL = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
 
@@ -68,6 +68,31 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
 # --------------------------------------------------------------------------- model
 
 
+def accelerator_available() -> bool:
+    """True when training runs on CUDA (DS_ACCELERATOR=cpu forces the CPU even on a GPU machine)."""
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+
+
+def resolve_dtype(name: str) -> str:
+    """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
+    if name != "auto":
+        return name
+    return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def resolve_attn_implementation(name: str) -> str:
+    """model.attn_implementation=auto: flash-attention on CUDA when flash_attn is importable, else sdpa.
+    Every choice isolates the examples of a packed row through position_ids (see token_losses)."""
+    if name != "auto":
+        return name
+    if accelerator_available():
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
 def model_config(cfg: ModelConfig, tokenizer):
     from transformers import AutoConfig
 
@@ -89,35 +114,33 @@ def model_config(cfg: ModelConfig, tokenizer):
             config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise UserError(f"model.name_or_path: cannot load '{cfg.name_or_path}': {e}") from None
-    config._attn_implementation = cfg.attn_implementation
+    config._attn_implementation = resolve_attn_implementation(cfg.attn_implementation)
     return config
 
 
 def build_model(cfg: ModelConfig, tokenizer, ds_config: dict | None = None, seed: int = 0):
-    """Under ZeRO-3 the model is built inside `deepspeed.zero.Init` (from_config) or with an
-    `HfDeepSpeedConfig` alive (from_pretrained), so no rank ever holds the whole model."""
+    """The Hugging Face causal LM. Under ZeRO-3 an `HfDeepSpeedConfig` is alive while it is built,
+    so transformers itself wraps construction (from_config) or loading (from_pretrained) in
+    `deepspeed.zero.Init` after it has imported the model's module: no rank ever holds the whole
+    model, and no import runs while zero.Init patches tensor construction."""
     from transformers import AutoModelForCausalLM
 
     config = model_config(cfg, tokenizer)
-    dtype = DTYPES[cfg.dtype]
+    dtype = DTYPES[resolve_dtype(cfg.dtype)]
     zero3 = bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
     dschf = None
     if zero3:
         from transformers.integrations import HfDeepSpeedConfig
 
-        dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841 - must stay alive while loading
+        dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841 - must stay alive while building
     torch.manual_seed(seed)
     if cfg.name_or_path:
         model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, config=config, dtype=dtype,
                                                      trust_remote_code=cfg.trust_remote_code)
     else:
-        init = contextlib.nullcontext()
-        if zero3:
-            import deepspeed
-
-            init = deepspeed.zero.Init(config_dict_or_path=ds_config)
-        with init:
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    if zero3 and not hasattr(next(model.parameters()), "ds_id"):
+        raise RuntimeError("ZeRO-3: transformers did not build the model under deepspeed.zero.Init")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -133,29 +156,81 @@ def count_parameters(model) -> int:
 # --------------------------------------------------------------------------- forward and loss
 
 
-def packed_attention_mask(position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive [batch, 1, q, k] mask: causal and block-diagonal over the examples of a packed row
-    (an example starts wherever position_ids returns to 0). sdpa and eager both take it."""
-    segment = torch.cumsum(position_ids == 0, dim=1)
-    same = segment[:, :, None] == segment[:, None, :]
-    causal = torch.ones(position_ids.shape[1], position_ids.shape[1], dtype=torch.bool, device=position_ids.device).tril()
-    allowed = same & causal
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-
-
-def forward_logits(model, batch: dict) -> torch.Tensor:
+def hidden_states(lm, batch: dict) -> torch.Tensor:
+    """Final hidden states [batch, seq, hidden] of the base model (before the output projection).
+    A packed row carries no attention_mask: transformers' masking utilities (and flash-attention's
+    varlen path) derive its block-diagonal causal mask from position_ids, which restart at 0 for
+    every example. A padded (unpacked) batch carries its attention_mask."""
     kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-    if "attention_mask" in batch:  # padded (unpacked) batch
+    if "attention_mask" in batch:
         kwargs["attention_mask"] = batch["attention_mask"]
-    elif getattr(getattr(model, "module", model).config, "_attn_implementation", "sdpa") != "flash_attention_2":
-        # flash-attention varlen reads example boundaries from position_ids; sdpa/eager need the mask
-        kwargs["attention_mask"] = packed_attention_mask(batch["position_ids"], next(model.parameters()).dtype)
-    return model(**kwargs).logits
+    return getattr(lm, lm.base_model_prefix)(**kwargs).last_hidden_state
 
 
-def token_losses(model, batch: dict) -> torch.Tensor:
-    """Cross-entropy per token (0 where labels are ignored), in fp32. Labels are already shifted
-    inside each example (ift.data.packing), so no shift here."""
-    logits = forward_logits(model, batch)
-    return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
-                           reduction="none").view_as(batch["labels"])
+def _logits(lm, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The output projection in fp32, with the logit transforms some architectures apply."""
+    logits = F.linear(hidden, weight).float()
+    c = lm.config
+    if getattr(c, "logit_scale", None):  # Cohere
+        logits = logits * c.logit_scale
+    if getattr(c, "logits_scaling", None):  # Granite
+        logits = logits / c.logits_scaling
+    if getattr(c, "final_logit_softcapping", None):  # Gemma 2/3
+        logits = torch.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
+    return logits
+
+
+def target_losses(lm, batch: dict, chunk: int = 4096) -> torch.Tensor:
+    """Cross-entropy (fp32) of each target token, in the order of batch["target_index"] (flat
+    positions whose label is not ignored). Labels are already shifted inside each example
+    (ift.data.packing). Only target positions reach the output projection, `chunk` at a time,
+    and each chunk's logits are recomputed in backward instead of kept: the loss's peak memory is
+    one chunk of logits, not [batch, seq, vocab]. target_index comes from the host, so selecting
+    the targets needs no device synchronization."""
+    head = lm.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise UserError(f"{type(lm).__name__}: an output projection with a bias is not supported")
+    hidden = hidden_states(lm, batch).flatten(0, 1).index_select(0, batch["target_index"])
+    targets = batch["labels"].flatten().index_select(0, batch["target_index"])
+    out = []
+    for at in range(0, max(len(targets), 1), chunk):  # one (maybe empty) chunk keeps the weight in the graph
+        h, y = hidden[at:at + chunk], targets[at:at + chunk]
+        if torch.is_grad_enabled():
+            out.append(checkpoint(_chunk_loss, lm, h, head.weight, y, use_reentrant=False))
+        else:
+            out.append(_chunk_loss(lm, h, head.weight, y))
+    return torch.cat(out)
+
+
+def _chunk_loss(lm, hidden, weight, targets):
+    return F.cross_entropy(_logits(lm, hidden, weight), targets, reduction="none")
+
+
+def token_losses(lm, batch: dict, chunk: int = 4096) -> torch.Tensor:
+    """Per-token losses [batch, seq] (0 where labels are ignored): target_losses scattered back."""
+    losses = target_losses(lm, batch, chunk)
+    flat = torch.zeros(batch["labels"].numel(), dtype=losses.dtype, device=losses.device)
+    return flat.index_put((batch["target_index"],), losses).view_as(batch["labels"])
+
+
+class CausalLMLoss(torch.nn.Module):
+    """What DeepSpeed trains: the causal LM whose forward returns per-target losses. The output
+    projection is called as a function of its weight, in chunks; under ZeRO-3 that weight is
+    registered as an external parameter of this module, so DeepSpeed gathers it for this forward
+    and its backward (and reduces its gradient) like any parameter used inside a module."""
+
+    def __init__(self, lm, loss_chunk: int = 4096):
+        super().__init__()
+        self.lm, self.loss_chunk = lm, loss_chunk
+        weight = lm.get_output_embeddings().weight
+        if hasattr(weight, "ds_id"):
+            import deepspeed
+
+            deepspeed.zero.register_external_parameter(self, weight)
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def forward(self, **batch) -> torch.Tensor:
+        return target_losses(self.lm, batch, self.loss_chunk)

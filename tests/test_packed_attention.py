@@ -1,5 +1,7 @@
 """The key correctness property of packing: an example inside a packed row sees exactly what it
-would see alone. Checked on a tiny random Llama (fp32, CPU) for sdpa and eager attention."""
+would see alone. A packed row carries no attention mask: transformers derives the block-diagonal
+causal mask from position_ids. Checked on a tiny random Llama (fp32, CPU) for every attention
+implementation available on the machine; and the chunked loss equals the full-logits loss."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ift.data.packing import IGNORE, collate
-from ift.model import forward_logits, packed_attention_mask, token_losses
+from ift.model import hidden_states, token_losses
 
 VOCAB = 97
 PAD = 0
@@ -25,7 +27,20 @@ def tiny_llama(attn: str) -> LlamaForCausalLM:
     return model
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def available_attention() -> list[str]:
+    import importlib.util
+
+    found = ["sdpa", "eager", "flex_attention"]
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn"):
+        found.append("flash_attention_2")
+    return found
+
+
+def forward_logits(model, batch):
+    return model.lm_head(hidden_states(model, batch))
+
+
+@pytest.fixture(scope="module", params=available_attention())
 def model(request):
     return tiny_llama(request.param)
 
@@ -105,8 +120,9 @@ def test_packed_token_losses_equal_sum_of_losses_alone(model, packed):
 
 
 def test_without_block_mask_examples_leak(model, packed):
-    """Same restarted position_ids but only a plain causal mask over the row: later examples then
-    attend to earlier ones and their logits change, so the block-diagonal mask is what isolates them."""
+    """Same restarted position_ids but an explicit all-ones attention mask over the row (which
+    turns off the detection of packed rows): later examples then attend to earlier ones and their
+    logits change, so the mask derived from position_ids is what isolates them."""
     rows, batch = packed
     with torch.no_grad():
         masked = forward_logits(model, batch)
@@ -116,25 +132,6 @@ def test_without_block_mask_examples_leak(model, packed):
     assert (causal_only[0, first_s:first_e] - masked[0, first_s:first_e]).abs().max() < TOL  # nothing before it
     for s, e in spans(rows[0])[1:]:
         assert (causal_only[0, s:e] - masked[0, s:e]).abs().max() > 1e-3
-
-
-def test_packed_attention_mask_is_block_diagonal_causal(packed):
-    _, batch = packed
-    mask = packed_attention_mask(batch["position_ids"], torch.float32)
-    assert mask.shape == (2, 1, WIDTH, WIDTH) and mask.dtype == torch.float32
-    allowed = mask[:, 0] == 0
-    assert set(mask.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
-    for r, row in enumerate([ROW0, ROW1]):
-        seg = np.zeros(WIDTH, dtype=int)
-        at = 0
-        for k, (n, _, _) in enumerate(row):
-            seg[at:at + n] = k
-            at += n
-        seg[at:] = len(row)  # padding is one more (ignored) segment
-        expected = (seg[:, None] == seg[None, :]) & np.tri(WIDTH, dtype=bool)
-        assert np.array_equal(allowed[r].numpy(), expected)
-    mask16 = packed_attention_mask(batch["position_ids"], torch.bfloat16)
-    assert mask16.dtype == torch.bfloat16 and torch.equal(mask16 == 0, mask == 0)
 
 
 def test_padded_unpacked_batch_matches_alone(model):
@@ -149,3 +146,37 @@ def test_padded_unpacked_batch_matches_alone(model):
         assert (logits[r, :n] - alone_logits(model, ids)).abs().max() < TOL
         assert torch.allclose(losses[r, :n - 1], alone_loss(model, ids, n_prompt), atol=1e-5, rtol=1e-5)
         assert (losses[r, n - 1:] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_chunked_target_loss_equals_full_logits_loss_and_gradients(model, packed, chunk):
+    """ift's loss (hidden states at target positions only, projected `chunk` at a time and
+    recomputed in backward) against the plain loss over full [batch, seq, vocab] logits: same
+    per-token values and same gradients for every parameter (fp32, 1e-5)."""
+    _, batch = packed
+    if model.config._attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        pytest.skip("FlexAttention has no backward on CPU (its forward is checked above)")
+    model.train()
+    try:
+        model.zero_grad()
+        ours = token_losses(model, batch, chunk)
+        ours.sum().backward()
+        ours_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        full = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
+                               reduction="none").view_as(batch["labels"])
+        full.sum().backward()
+    finally:
+        model.eval()
+    assert torch.allclose(ours, full.detach(), atol=1e-5, rtol=1e-5)
+    for name, p in model.named_parameters():
+        assert torch.allclose(ours_grads[name], p.grad, atol=1e-5, rtol=1e-4), name
+    assert ours_grads["lm_head.weight"].abs().max() > 0
+
+
+def test_target_index_lists_exactly_the_target_positions(packed):
+    _, batch = packed
+    flat = batch["labels"].flatten()
+    assert torch.equal(batch["target_index"], torch.nonzero(flat != IGNORE).flatten())
+    assert torch.equal(batch["target_task"], batch["task_ids"].flatten()[batch["target_index"]])

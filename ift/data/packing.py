@@ -72,6 +72,11 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
         "position_ids": torch.from_numpy(position_ids),
         "task_ids": torch.from_numpy(task_ids),
     }
+    # Flat positions of the target tokens and their tasks, computed here on the host so that the
+    # loss selects targets and tallies them per task without a device synchronization.
+    target_index = np.flatnonzero(labels.reshape(-1) != IGNORE)
+    batch["target_index"] = torch.from_numpy(target_index)
+    batch["target_task"] = torch.from_numpy(task_ids.reshape(-1)[target_index])
     if seq_len is None:
         batch["attention_mask"] = torch.from_numpy(attention_mask)
     return batch
