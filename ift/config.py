@@ -40,8 +40,8 @@ class ModelConfig:
     name_or_path: Optional[str] = None  # local folder or hub id (from_pretrained)
     config: Optional[dict] = None  # inline architecture, random init (e.g. a tiny Llama)
     tokenizer: Optional[str] = None  # default: name_or_path, or a BPE trained on the run's data
-    dtype: str = "fp32"  # fp32 | bf16 | fp16
-    attn_implementation: str = "sdpa"
+    dtype: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    attn_implementation: str = "auto"  # auto (flash_attention_2 on CUDA if installed, else sdpa) | sdpa | eager | flash_attention_2 | flex_attention
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
 
@@ -120,6 +120,7 @@ class TrainConfig:
     export_final: bool = False
     skip_nonfinite: bool = False
     peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = unknown (CPU)
+    loss_chunk: int = 4096  # target tokens per chunk of the output projection + loss (bounds its memory)
 
 
 @dataclass
@@ -389,8 +390,9 @@ def validate(cfg: Config) -> None:
     """Range and choice checks; types were checked while building."""
     _check(bool(cfg.run.name) and "/" not in cfg.run.name, "run.name", cfg.run.name, "must be a non-empty name without '/'")
     m = cfg.model
-    _choice(m.dtype, "model.dtype", ("fp32", "bf16", "fp16"))
-    _choice(m.attn_implementation, "model.attn_implementation", ("sdpa", "eager", "flash_attention_2", "flex_attention"))
+    _choice(m.dtype, "model.dtype", ("auto", "fp32", "bf16", "fp16"))
+    _choice(m.attn_implementation, "model.attn_implementation",
+            ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention"))
     _check(m.name_or_path is None or m.config is None, "model", "name_or_path and config", "set one of model.name_or_path and model.config, not both")
 
     d = cfg.data
@@ -438,6 +440,7 @@ def validate(cfg: Config) -> None:
     _check(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
     _choice(t.zero_stage, "train.zero_stage", (0, 1, 2, 3))
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
+    _check(t.loss_chunk > 0, "train.loss_chunk", t.loss_chunk, "must be > 0")
     for name in ("save_every", "keep_every"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "must be >= 0")
     _check(t.keep_last >= 1, "train.keep_last", t.keep_last, "must be >= 1")

@@ -7,12 +7,18 @@ import logging
 import math
 import os
 import socket
+import warnings
 
 import torch
 
 from ift.config import Config, UserError
 
 log = logging.getLogger(__name__)
+
+
+def accelerator_available() -> bool:
+    """True when training runs on CUDA (DS_ACCELERATOR=cpu forces the CPU even on a GPU machine)."""
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
 
 
 def select_accelerator() -> None:
@@ -25,6 +31,8 @@ def setup_environment() -> None:
     """CUDA + NCCL on GPUs, CPU + gloo otherwise. A process started without a launcher becomes
     rank 0 of a world of 1."""
     select_accelerator()
+    # DeepSpeed still calls torch's *_tensor collectives, deprecated in torch 2.13: one warning per call
+    warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use .*_single", category=FutureWarning)
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -37,25 +45,78 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_HOST_GROUP = None  # gloo group for host-side flags (the stop request) when the main backend is NCCL
+
+
 def init_distributed() -> tuple[int, int, int]:
     import deepspeed
     import torch.distributed as dist
 
+    global _HOST_GROUP
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
+        backend = "nccl" if accelerator_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+    if accelerator_available():
         torch.cuda.set_device(local_rank)
+    if _HOST_GROUP is None:
+        _HOST_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
     return rank, world, local_rank
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The one place a micro-batch moves to the model's device. On CUDA the loader collated it
+    into pinned memory (pin_batch), so the copy is asynchronous; on CPU this returns the batch."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def pin_batch(batch: dict) -> dict:
+    """Page-locked host memory, so that to_device's copy does not block (CUDA only)."""
+    return {k: v.pin_memory() for k, v in batch.items()} if accelerator_available() else batch
+
+
+def collective_device(engine_device: torch.device) -> torch.device:
+    """Where a tensor must be to enter a collective of the default group: NCCL takes only CUDA
+    tensors, gloo takes host tensors."""
+    import torch.distributed as dist
+
+    nccl = dist.is_initialized() and dist.get_backend() == "nccl"
+    return torch.device(engine_device) if nccl else torch.device("cpu")
+
+
+def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
+    """Sum (or `op`) over ranks, in place. The tensor must already be on collective_device."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any: a host-side vote over gloo, so asking every
+    step costs no device synchronization."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_HOST_GROUP)
+    return t.item() > 0
 
 
 def deepspeed_config(cfg: Config, world_size: int) -> dict:
     """The DeepSpeed config: from deepspeed.config_file (checked against the typed config), or
     generated. The optimizer and schedule are ours (see build_optimizer), so "optimizer" and
     "scheduler" entries are refused to keep one source of truth."""
+    from ift.model import resolve_dtype
+
     t, d = cfg.train, cfg.deepspeed
+    dtype_name = resolve_dtype(cfg.model.dtype)
     expected = {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
@@ -79,10 +140,10 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
                             f"conflicts with train.zero_stage={t.zero_stage}")
         for key, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
             on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
-            if (on is True and cfg.model.dtype != dtype) or (on is False and cfg.model.dtype == dtype):
+            if (on is True and dtype_name != dtype) or (on is False and dtype_name == dtype):
                 raise UserError(f"deepspeed.config_file {d.config_file}: {key}.enabled={on} conflicts with "
-                                f"model.dtype={cfg.model.dtype}")
-            ds[key] = {**ds.get(key, {}), "enabled": cfg.model.dtype == dtype}
+                                f"model.dtype={dtype_name}")
+            ds[key] = {**ds.get(key, {}), "enabled": dtype_name == dtype}
         for key in ("optimizer", "scheduler"):
             if key in ds:
                 raise UserError(f"deepspeed.config_file {d.config_file}: remove '{key}'; set it with train.* "
@@ -90,17 +151,17 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
     else:
         zero: dict = {"stage": t.zero_stage}
         if d.offload_optimizer and t.zero_stage > 0:
-            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": accelerator_available()}
         if d.offload_param and t.zero_stage == 3:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+            zero["offload_param"] = {"device": "cpu", "pin_memory": accelerator_available()}
         if t.zero_stage == 3:
             zero["stage3_gather_16bit_weights_on_model_save"] = False
         ds = {"zero_optimization": zero}
     ds.update(expected)
     ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * world_size
     # check_grad_overflow: bf16 updates with a non-finite gradient are skipped (train.skip_nonfinite)
-    ds.setdefault("bf16", {"enabled": cfg.model.dtype == "bf16", "check_grad_overflow": t.skip_nonfinite})
-    ds.setdefault("fp16", {"enabled": cfg.model.dtype == "fp16"})
+    ds.setdefault("bf16", {"enabled": dtype_name == "bf16", "check_grad_overflow": t.skip_nonfinite})
+    ds.setdefault("fp16", {"enabled": dtype_name == "fp16"})  # fp16: DeepSpeed's dynamic loss scaling
     ds.setdefault("steps_per_print", 10**9)  # we log ourselves
     ds.setdefault("wall_clock_breakdown", False)
     # A torch optimizer on CPU, DeepSpeed's CPU Adam when ZeRO offloads (see build_optimizer)
@@ -146,11 +207,12 @@ def build_optimizer(cfg: Config, model, ds_config: dict):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.betas), adamw_mode=True)
-    fused = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=fused or None)
+    # torch's fused AdamW on CUDA: one kernel per step, nothing to JIT-build
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=accelerator_available() or None)
 
 
 def initialize(cfg: Config, model, ds_config: dict):
+    """`model` is what DeepSpeed trains (ift.model.CausalLMLoss: its forward returns the loss)."""
     import deepspeed
 
     optimizer = build_optimizer(cfg, model, ds_config)

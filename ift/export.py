@@ -53,7 +53,8 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     # must come out initialized.
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = get_fp32_state_dict_from_zero_checkpoint(os.path.dirname(ckpt), tag=os.path.basename(ckpt))
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # DeepSpeed trained ift.model.CausalLMLoss, which holds the causal LM as `lm`
+    state = {k.removeprefix("module.").removeprefix("lm."): v for k, v in state.items()}
     if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)

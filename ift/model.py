@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ift.config import ModelConfig, UserError
+from ift.engine import accelerator_available
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,6 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
 
 
 # --------------------------------------------------------------------------- model
-
-
-def accelerator_available() -> bool:
-    """True when training runs on CUDA (DS_ACCELERATOR=cpu forces the CPU even on a GPU machine)."""
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
 
 
 def resolve_dtype(name: str) -> str:

@@ -6,17 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import resource
 import signal
 import time
+from dataclasses import dataclass
 
 import torch
 
 from ift import checkpoint
 from ift.config import Config, UserError, save_config, to_dict
-from ift.engine import deepspeed_config, init_distributed, initialize, setup_environment
+from ift.data.loader import PackedLoader, Prefetcher, Step
+from ift.engine import (all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
+                        pin_batch, setup_environment, to_device)
+from ift.tracking import Tracker
 
 log = logging.getLogger("ift.train")
 
@@ -31,12 +34,6 @@ def request_stop(why: str) -> None:
 
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(t)
-    return t
 
 
 def prepare_data(cfg: Config, rank: int, local_rank: int, only_task: str | None = None):
@@ -81,211 +78,341 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def train(cfg: Config, only_task: str | None = None) -> dict:
-    setup_environment()
-    from accelerate.utils import set_seed
+class LossTally:
+    """Per-task sums of target-token losses and target-token counts since the last logging step,
+    kept on the model's device so that no step waits for the device; read on logging steps. A
+    step whose loss is non-finite on this rank is left out of the sums and counted, with the
+    first such step and its loss, for check_finite."""
 
-    from ift.data.loader import PackedLoader
-    from ift.model import build_model, count_parameters, token_losses
-    from ift.tracking import Tracker, truncate_metrics, wandb_id_path
+    def __init__(self, n_tasks: int, device: torch.device):
+        self.n_tasks, self.device = n_tasks, device
+        self.reset()
+        self.reset_nonfinite()
 
-    rank, world, local_rank = init_distributed()
-    main = rank == 0
-    run_dir, t = cfg.run_dir, cfg.train
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    set_seed(cfg.run.seed)
-    tasks, tokenizer, tokenized, rates = prepare_data(cfg, rank, local_rank, only_task)
-    names = [x.name for x in tokenized]
-    if main:
-        report = {"tasks": {x.name: {"examples": len(x), "rate": rates[x.name],
+    def reset(self) -> None:
+        self.loss = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
+        self.tokens = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
+
+    def reset_nonfinite(self) -> None:
+        self.nonfinite = torch.zeros(3, dtype=torch.float64, device=self.device)  # count, first step, its loss
+
+    def add_step(self, step: int, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+        total = loss.sum()
+        finite = torch.isfinite(total)
+        self.loss += torch.where(finite, loss, 0.0)
+        self.tokens += torch.where(finite, tokens, 0.0)
+        first = ~finite & (self.nonfinite[0] == 0)
+        self.nonfinite = torch.where(first, torch.stack([total.new_tensor(0.0), total.new_tensor(float(step)), total]),
+                                     self.nonfinite)
+        self.nonfinite[0] += (~finite).double()
+
+    def read(self) -> tuple[list[float], list[float]]:
+        """(loss sums, token counts) per task over all ranks."""
+        both = all_reduce(torch.cat([self.loss, self.tokens]).to(collective_device(self.device)))
+        both = both.tolist()
+        return both[: self.n_tasks], both[self.n_tasks:]
+
+    def read_nonfinite(self) -> tuple[int, int, float]:
+        """(non-finite steps on the worst rank, first such step on any rank, its loss there)."""
+        mine = self.nonfinite.to(collective_device(self.device))
+        every = [torch.zeros_like(mine) for _ in range(torch.distributed.get_world_size())] \
+            if torch.distributed.is_initialized() else [mine]
+        if len(every) > 1:
+            torch.distributed.all_gather(every, mine)
+        bad = [r.tolist() for r in every if r[0] > 0]
+        if not bad:
+            return 0, 0, 0.0
+        first = min(bad, key=lambda r: r[1])
+        return int(max(r[0] for r in bad)), int(first[1]), first[2]
+
+
+class Trainer:
+    """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
+    `log_metrics` every train.log_every steps, `save` every train.save_every steps and on a stop."""
+
+    def __init__(self, cfg: Config, only_task: str | None = None):
+        setup_environment()
+        from accelerate.utils import set_seed
+
+        from ift.model import resolve_dtype
+
+        cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
+        self.rank, self.world, self.local_rank = init_distributed()
+        self.main = self.rank == 0
+        self.cfg, self.run_dir = cfg, cfg.run_dir
+        if self.main:
+            os.makedirs(self.run_dir, exist_ok=True)
+            save_config(cfg, os.path.join(self.run_dir, "config.yaml"))
+        set_seed(cfg.run.seed)
+        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg, self.rank, self.local_rank, only_task)
+        self.names = [x.name for x in self.tokenized]
+        if self.main:
+            self._write_mixture_report()
+        self._build_engine()
+        self.step, self.resumed_at = 0, None
+        loader = self._make_loader(cfg.run.seed)
+        if self.resume_path:
+            loader = self._resume(loader)
+        self.data = Prefetcher(loader, pin_batch)
+        self.heldout = self._heldout_batches() if cfg.eval.every else None
+        self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
+        if self.main and self.step == 0:
+            self.tracker.table("mixture", [{"task": n, "examples": len(x), "rate": self.rates[n]}
+                                           for n, x in zip(self.names, self.tokenized)])
+        for sig, why in ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption (SIGTERM)")):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, lambda *_, why=why: request_stop(why))
+        self.tally = LossTally(len(self.names), self.engine.device)
+        self.nonfinite_skipped = 0
+        self._window_reset()
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict:
+        t = self.cfg.train
+        bar = None
+        if self.main:
+            from tqdm import tqdm
+            bar = tqdm(total=t.max_steps, initial=self.step, desc=self.cfg.run.name, dynamic_ncols=True)
+        while self.step < t.max_steps and not self._epochs_done():
+            batch = self.data.next_step()
+            self.train_step(batch)
+            self.step += 1
+            self.window.add(batch, self.data.rows_per_step)
+            if self.resumed_at is not None:
+                self._log_first_step_after_resume()
+            if bar is not None:
+                bar.update(1)
+            stop = any_rank(STOP["requested"])  # every rank agrees, then all save together
+            scores = self._heldout_scores() if self.heldout and self.step % self.cfg.eval.every == 0 else {}
+            if self.step % t.log_every == 0 or self.step == t.max_steps:
+                metrics = self.log_metrics(scores)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            elif scores:
+                self.tracker.log(scores, self.step)
+            if (t.save_every and self.step % t.save_every == 0) or stop:
+                self.save(die_inside=os.environ.get("IFT_TEST_DIE_IN_SAVE") == str(self.step))
+            if os.environ.get("IFT_TEST_KILL_AT_STEP") == str(self.step):  # test hook: an unclean death
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stop:
+                if self.main:
+                    log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
+                             self.step, STOP["why"] or "stop requested")
+                break
+        if bar is not None:
+            bar.close()
+        return self.finish()
+
+    def train_step(self, batch: Step) -> None:
+        """One optimizer step: grad_accum micro-batches forward and backward, losses tallied on the device."""
+        t, device = self.cfg.train, self.engine.device
+        loss = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        tokens = torch.zeros_like(loss)
+        for micro in batch.micro_batches:
+            micro = to_device(micro, device)
+            task = micro.pop("target_task")
+            del micro["task_ids"]
+            losses = self.engine(**micro)  # per target token, fp32
+            # Global-batch token mean: DeepSpeed divides by grad_accum and averages over ranks,
+            # so scale by both to get sum(token losses) / (target tokens of the global batch).
+            self.engine.backward(losses.sum() * (self.world * t.grad_accum / batch.target_tokens))
+            self.engine.step()
+            loss.index_add_(0, task, losses.detach().double())
+            tokens.index_add_(0, task, torch.ones_like(losses, dtype=torch.float64))
+        self.tally.add_step(self.step + 1, loss, tokens)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _write_mixture_report(self) -> None:
+        report = {"tasks": {x.name: {"examples": len(x), "rate": self.rates[x.name],
                                       "skipped": dict(src.skipped), **dict(x.counts)}
-                            for x, src in zip(tokenized, tasks)}}
-        with open(os.path.join(run_dir, "mixture.json"), "w") as f:
+                            for x, src in zip(self.tokenized, self.tasks)}}
+        with open(os.path.join(self.run_dir, "mixture.json"), "w") as f:
             json.dump(report, f, indent=1)
 
-    ds_config = deepspeed_config(cfg, world)
-    resume_path = checkpoint.find_resume(t.resume, run_dir)
-    universal = None
-    if resume_path:
-        saved_world = checkpoint.read_state(resume_path)["world_size"]
-        if saved_world != world and t.zero_stage > 0:  # ZeRO shards are per rank: re-shard via universal
-            if main:
-                log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint", saved_world, world)
-            universal = checkpoint.prepare_universal(resume_path)
-            ds_config["checkpoint"] = {"load_universal": True}
-    model = build_model(cfg.model, tokenizer, ds_config, cfg.run.seed)
-    n_params = count_parameters(model)
-    engine, _, scheduler = initialize(cfg, model, ds_config)
+    def _build_engine(self) -> None:
+        from ift.model import CausalLMLoss, build_model, count_parameters
 
-    def make_loader(seed: int) -> PackedLoader:
-        return PackedLoader(tokenized, rates, seed=seed, seq_len=cfg.data.max_seq_len, window=cfg.data.pack_window,
-                            packing=cfg.data.packing, micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                            train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
-                            world_size=world, rank=rank)
+        cfg, main = self.cfg, self.main
+        ds_config = deepspeed_config(cfg, self.world)
+        self.resume_path = checkpoint.find_resume(cfg.train.resume, self.run_dir)
+        self.universal = None
+        if self.resume_path:
+            saved_world = checkpoint.read_state(self.resume_path)["world_size"]
+            if saved_world != self.world and cfg.train.zero_stage > 0:  # ZeRO shards are per rank: re-shard
+                if main:
+                    log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint",
+                             saved_world, self.world)
+                self.universal = checkpoint.prepare_universal(self.resume_path)
+                ds_config["checkpoint"] = {"load_universal": True}
+        lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
+        self.n_params = count_parameters(lm)
+        self.engine, _, self.scheduler = initialize(cfg, CausalLMLoss(lm, cfg.train.loss_chunk), ds_config)
+        self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
+                             "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
+                             "mixture": _fingerprint(mixture_definition(cfg, self.rates))}
 
-    loader = make_loader(cfg.run.seed)
-    fingerprints = {"model": _fingerprint(engine.module.config.to_dict()),
-                    "tokenizer": _fingerprint(tokenizer.get_vocab()),
-                    "mixture": _fingerprint(mixture_definition(cfg, rates))}
+    def _make_loader(self, seed: int) -> PackedLoader:
+        cfg, t = self.cfg, self.cfg.train
+        return PackedLoader(self.tokenized, self.rates, seed=seed, seq_len=cfg.data.max_seq_len,
+                            window=cfg.data.pack_window, packing=cfg.data.packing,
+                            micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
+                            train_on_prompt=cfg.data.train_on_prompt, pad_id=self.tokenizer.pad_token_id,
+                            world_size=self.world, rank=self.rank)
 
-    step, resumed_at = 0, None
-    if resume_path:
-        loaded_at = time.perf_counter()
-        saved = checkpoint.read_state(resume_path)
-        allowed = checkpoint.check_match(saved, fingerprints, t.resume_allow_mismatch, resume_path)
-        state = checkpoint.load(engine, resume_path, universal)
-        step = state["step"]
+    def _resume(self, loader: PackedLoader) -> PackedLoader:
+        path, t = self.resume_path, self.cfg.train
+        self.resumed_at = time.perf_counter()
+        saved = checkpoint.read_state(path)
+        allowed = checkpoint.check_match(saved, self.fingerprints, t.resume_allow_mismatch, path)
+        state = checkpoint.load(self.engine, path, self.universal)
+        self.step = state["step"]
         if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
-            loader = make_loader(cfg.run.seed + step)
-            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates", resume_path, step)
+            loader = self._make_loader(self.cfg.run.seed + self.step)
+            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates", path, self.step)
         else:
             loader.load_state_dict(state["loader"])
-        resumed_at = loaded_at
-        if main:
-            truncate_metrics(run_dir, step)
-            id_path = wandb_id_path(run_dir)
+        if self.main:
+            from ift.tracking import truncate_metrics, wandb_id_path
+
+            truncate_metrics(self.run_dir, self.step)
+            id_path = wandb_id_path(self.run_dir)
             if state.get("wandb_id") and not os.path.exists(id_path):  # continue the same W&B run
                 with open(id_path, "w") as f:
                     f.write(state["wandb_id"])
-            log.info("resumed from %s at step %d", resume_path, step)
+            log.info("resumed from %s at step %d", path, self.step)
+        return loader
 
-    heldout = None
-    if cfg.eval.every:  # a small held-out sample scored every eval.every steps
-        from ift.eval.heldout_loss import heldout_batches, heldout_loss
+    def _heldout_batches(self):
+        from ift.eval.heldout_loss import heldout_batches
 
         for turn in (0, 1):  # local rank 0 fills the tokenization cache first
-            if (local_rank == 0) == (turn == 0):
-                heldout = heldout_batches(cfg, tokenizer)
+            if (self.local_rank == 0) == (turn == 0):
+                heldout = heldout_batches(self.cfg, self.tokenizer)
             _barrier()
+        return heldout
 
-    tracker = Tracker(cfg, run_dir, enabled=main)
-    if main and step == 0:
-        tracker.table("mixture", [{"task": n, "examples": len(x), "rate": rates[n]} for n, x in zip(names, tokenized)])
-    for sig, why in ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption (SIGTERM)")):
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, lambda *_, why=why: request_stop(why))
+    # ------------------------------------------------------------------ logging
 
-    total_examples = sum(len(x) for x in tokenized)
-    bar = None
-    if main:
-        from tqdm import tqdm
-        bar = tqdm(total=t.max_steps, initial=step, desc=cfg.run.name, dynamic_ncols=True)
-    log_sum = torch.zeros(2 * len(names) + 1, dtype=torch.float64)
-    nonfinite_skipped = 0
-    window = {"tokens": 0, "slots": 0, "rows": 0, "time": 0.0, "steps": 0}
-    last = {}
+    def _window_reset(self) -> None:
+        self.window = Window(began=time.perf_counter(), skipped_before=self.engine.skipped_steps)
 
-    def state_now() -> dict:
-        return {"step": step, "loader": loader.state_dict(), "examples_drawn": loader.examples_drawn,
-                "wandb_id": tracker.wandb.id if tracker.wandb else _read_wandb_id(run_dir),
-                "world_size": world, "fingerprints": fingerprints, "config": to_dict(cfg)}
+    def _epochs_done(self) -> bool:
+        t = self.cfg.train
+        return t.epochs is not None and self.data.examples_drawn >= t.epochs * sum(len(x) for x in self.tokenized)
 
-    while step < t.max_steps:
-        if t.epochs is not None and loader.examples_drawn >= t.epochs * total_examples:
-            break
+    def _heldout_scores(self) -> dict:
+        from ift.eval.heldout_loss import heldout_loss
+
         began = time.perf_counter()
-        skipped_before = engine.skipped_steps
-        batch = loader.next_step()
-        sums = torch.zeros(2 * len(names) + 1, dtype=torch.float64)
-        for micro in batch.micro_batches:
-            losses = token_losses(engine, micro)
-            # Global-batch token mean: DeepSpeed divides by grad_accum and averages over ranks,
-            # so scale by both to get sum(token losses) / (target tokens of the global batch).
-            engine.backward(losses.sum() * (world * t.grad_accum / batch.target_tokens))
-            engine.step()
-            with torch.no_grad():
-                ids = micro["task_ids"].flatten()
-                mask = micro["labels"].flatten() != -100
-                flat = losses.detach().flatten().double()
-                sums[: len(names)].index_add_(0, ids[mask], flat[mask])
-                sums[len(names): 2 * len(names)].index_add_(0, ids[mask], torch.ones_like(flat[mask]))
-        sums[-1] = 0.0 if not STOP["requested"] else 1.0
-        _all_reduce(sums)
-        loss = sums[: len(names)].sum().item() / batch.target_tokens
-        step += 1
-        if not math.isfinite(loss):
-            # ZeRO's overflow check drops an update whose gradient norm is not finite (and counts it);
-            # without it (stage 0) the weights are already spoiled, so the run stops either way.
-            skipped = engine.skipped_steps > skipped_before
-            if not (t.skip_nonfinite and skipped):
-                why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
-                raise UserError(f"non-finite loss ({loss}) at step {step}; stopping{why}")
-            nonfinite_skipped += 1
-            log.warning("non-finite loss at step %d: update skipped (%d so far)", step, nonfinite_skipped)
-        elapsed = time.perf_counter() - began
-        if resumed_at is not None and main:
-            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - resumed_at)
-            resumed_at = None
-        if math.isfinite(loss):
-            log_sum += sums
-        window["tokens"] += batch.tokens
-        window["slots"] += batch.slots
-        window["rows"] += loader.rows_per_step
-        window["time"] += elapsed
-        window["steps"] += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{batch.tokens / elapsed:.0f}")
-        scores = heldout_loss(engine, *heldout) if heldout and step % cfg.eval.every == 0 else {}
-        if step % t.log_every == 0 or step == t.max_steps:
-            tok_s = window["tokens"] / window["time"]
-            metrics = {
-                "loss": log_sum[: len(names)].sum().item() / max(log_sum[len(names): 2 * len(names)].sum().item(), 1),
-                "lr": scheduler.get_last_lr()[0], "grad_norm": _grad_norm(engine),
-                "tokens_per_s": tok_s, "samples_per_s": window["rows"] / window["time"],
-                "padding_frac": 1 - window["tokens"] / max(window["slots"], 1),
-                "examples_drawn": loader.examples_drawn, "peak_mem_gb": _peak_memory_gb(),
-                "skipped_nonfinite": nonfinite_skipped,
-            }
-            if t.peak_tflops:
-                metrics["mfu"] = 6 * n_params * tok_s / (t.peak_tflops * 1e12 * world)
-            for i, n in enumerate(names):
-                count = log_sum[len(names) + i].item()
-                if count:
-                    metrics[f"loss/{n}"] = log_sum[i].item() / count
-            metrics.update(scores)
-            tracker.log(metrics, step)
-            last = metrics
-            log_sum.zero_()
-            window = {"tokens": 0, "slots": 0, "rows": 0, "time": 0.0, "steps": 0}
-        elif scores:
-            tracker.log(scores, step)
-        stop = sums[-1].item() > 0
-        if (t.save_every and step % t.save_every == 0) or stop:
-            path = checkpoint.save(engine, run_dir, step, state_now(), t.keep_last, t.keep_every,
-                                   _stop_inside=os.environ.get("IFT_TEST_DIE_IN_SAVE") == str(step))
-            if main:
-                log.info("saved %s", path)
-        if os.environ.get("IFT_TEST_KILL_AT_STEP") == str(step):  # test hook: an unclean death
-            os.kill(os.getpid(), signal.SIGKILL)
-        if stop:
-            if main:
-                log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it", step, STOP["why"] or "stop requested")
-            break
-    finished = step >= t.max_steps or (t.epochs is not None and loader.examples_drawn >= t.epochs * total_examples)
-    final = None
-    if finished:
-        done = checkpoint.complete_checkpoints(os.path.join(run_dir, "checkpoints"))
-        if not done or done[-1][0] != step:
-            final = checkpoint.save(engine, run_dir, step, state_now(), t.keep_last, t.keep_every)
-        else:
-            final = done[-1][1]
-        if t.export_final:
-            from ift.export import export_checkpoint
+        scores = heldout_loss(self.engine, *self.heldout)
+        self.window.paused += time.perf_counter() - began
+        return scores
 
-            _barrier()
-            if main:
-                export_checkpoint(final, os.path.join(run_dir, "export"))
-            _barrier()
-    if bar is not None:
-        bar.close()
-    tracker.finish()
-    result = {"step": step, "finished": finished, "run_dir": run_dir, "checkpoint": final, "last_metrics": last}
-    if main:
-        log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", run_dir)
-    return result
+    def check_finite(self) -> None:
+        """Reads the non-finite tally (a device synchronization: logging and saving steps only).
+        ZeRO's overflow check drops an update whose gradient is not finite (and counts it); without
+        it (stage 0) the weights are already spoiled, so the run stops either way."""
+        t = self.cfg.train
+        bad, first, value = self.tally.read_nonfinite()
+        self.tally.reset_nonfinite()
+        if not bad:
+            return
+        skipped = self.engine.skipped_steps - self.window.skipped_before
+        if not (t.skip_nonfinite and skipped >= bad):
+            why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
+            raise UserError(f"non-finite loss ({value}) at step {first}; stopping{why}")
+        self.nonfinite_skipped += bad
+        log.warning("non-finite loss at step %d: update skipped (%d so far)", first, self.nonfinite_skipped)
+
+    def log_metrics(self, scores: dict) -> dict:
+        self.check_finite()
+        loss, tokens = self.tally.read()  # the step's work is done once this returns
+        w, t = self.window, self.cfg.train
+        seconds = max(time.perf_counter() - w.began - w.paused, 1e-9)
+        tok_s = w.tokens / seconds
+        metrics = {
+            "loss": sum(loss) / max(sum(tokens), 1), "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": _grad_norm(self.engine), "tokens_per_s": tok_s, "samples_per_s": w.rows / seconds,
+            "padding_frac": 1 - w.tokens / max(w.slots, 1), "examples_drawn": self.data.examples_drawn,
+            "peak_mem_gb": _peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
+        }
+        if t.peak_tflops:
+            metrics["mfu"] = 6 * self.n_params * tok_s / (t.peak_tflops * 1e12 * self.world)
+        metrics.update({f"loss/{n}": loss[i] / tokens[i] for i, n in enumerate(self.names) if tokens[i]})
+        metrics.update(scores)
+        self.tracker.log(metrics, self.step)
+        self.last_metrics = metrics
+        self.tally.reset()
+        self._window_reset()
+        return metrics
+
+    def _log_first_step_after_resume(self) -> None:
+        if self.main:
+            if self.engine.device.type == "cuda":
+                torch.cuda.synchronize()
+            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - self.resumed_at)
+        self.resumed_at = None
+
+    # ------------------------------------------------------------------ saving
+
+    def state(self) -> dict:
+        """What a checkpoint holds besides the engine: where the data stream and W&B continue."""
+        return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
+                "wandb_id": self.tracker.wandb.id if self.tracker.wandb else _read_wandb_id(self.run_dir),
+                "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg)}
+
+    def save(self, die_inside: bool = False) -> str:
+        self.check_finite()  # never save a model a non-finite step has spoiled
+        began = time.perf_counter()
+        t = self.cfg.train
+        path = checkpoint.save(self.engine, self.run_dir, self.step, self.state(), t.keep_last, t.keep_every,
+                               _stop_inside=die_inside)
+        if self.main:
+            log.info("saved %s", path)
+        self.window.paused += time.perf_counter() - began
+        return path
+
+    def finish(self) -> dict:
+        t = self.cfg.train
+        finished = self.step >= t.max_steps or self._epochs_done()
+        final = None
+        if finished:
+            done = checkpoint.complete_checkpoints(os.path.join(self.run_dir, "checkpoints"))
+            final = done[-1][1] if done and done[-1][0] == self.step else self.save()
+            if t.export_final:
+                from ift.export import export_checkpoint
+
+                _barrier()
+                if self.main:
+                    export_checkpoint(final, os.path.join(self.run_dir, "export"))
+                _barrier()
+        self.tracker.finish()
+        if self.main:
+            log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", self.run_dir)
+        return {"step": self.step, "finished": finished, "run_dir": self.run_dir, "checkpoint": final,
+                "last_metrics": getattr(self, "last_metrics", {})}
+
+
+@dataclass
+class Window:
+    """Throughput since the last logging step: wall time minus held-out eval and saving."""
+    began: float
+    skipped_before: int
+    tokens: int = 0
+    slots: int = 0
+    rows: int = 0
+    paused: float = 0.0
+
+    def add(self, step: Step, rows: int) -> None:
+        self.tokens += step.tokens
+        self.slots += step.slots
+        self.rows += rows
+
+
+def train(cfg: Config, only_task: str | None = None) -> dict:
+    return Trainer(cfg, only_task).train()
 
 
 def _read_wandb_id(run_dir: str) -> str | None:

@@ -135,3 +135,41 @@ class PackedLoader:
         if self.window_index >= 0:
             self._fill_window([tuple(d) for d in state["carried_in"]])
         self.next_row = state["next_row"]
+
+
+class Prefetcher:
+    """The loader one step ahead: a background thread collates step k+1 (into pinned memory on
+    CUDA, via `prepare`) while step k computes. state_dict / examples_drawn describe the steps
+    handed out so far, not the one being prepared, so a checkpoint resumes exactly."""
+
+    def __init__(self, loader: PackedLoader, prepare=lambda batch: batch):
+        import queue
+        import threading
+
+        self.loader, self.prepare = loader, prepare
+        self._state, self.examples_drawn = loader.state_dict(), loader.examples_drawn
+        self._ready: queue.Queue = queue.Queue(maxsize=1)
+        threading.Thread(target=self._produce, daemon=True, name="ift-prefetch").start()
+
+    def _produce(self) -> None:
+        try:
+            while True:
+                step = self.loader.next_step()
+                step.micro_batches = [self.prepare(m) for m in step.micro_batches]
+                self._ready.put((step, self.loader.state_dict(), self.loader.examples_drawn))
+        except BaseException as e:  # handed to the training thread, which raises it
+            self._ready.put(e)
+
+    def next_step(self) -> Step:
+        item = self._ready.get()
+        if isinstance(item, BaseException):
+            raise item
+        step, self._state, self.examples_drawn = item
+        return step
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.loader.rows_per_step

@@ -29,19 +29,21 @@ def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[st
 @torch.no_grad()
 def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, float]:
     """Token-mean loss over all batches (`eval/loss`) and per task (`eval/loss/<task>`)."""
-    from ift.model import token_losses
+    from ift.engine import to_device
 
-    sums = torch.zeros(len(names), dtype=torch.float64)
-    counts = torch.zeros(len(names), dtype=torch.float64)
+    sums = torch.zeros(len(names), dtype=torch.float64, device=engine.device)
+    counts = torch.zeros_like(sums)
     was_training = engine.module.training
     engine.module.eval()
     for batch in batches:
-        losses = token_losses(engine, batch).double().flatten()
-        mask = batch["labels"].flatten() != -100
-        ids = batch["task_ids"].flatten()[mask]
-        sums.index_add_(0, ids, losses[mask])
-        counts.index_add_(0, ids, torch.ones_like(losses[mask]))
+        batch = to_device(batch, engine.device)
+        task = batch.pop("target_task")
+        del batch["task_ids"]
+        losses = engine(**batch).double()  # per target token
+        sums.index_add_(0, task, losses)
+        counts.index_add_(0, task, torch.ones_like(losses))
     engine.module.train(was_training)
-    out = {"eval/loss": (sums.sum() / counts.sum().clamp(min=1)).item()}
-    out.update({f"eval/loss/{n}": (sums[i] / counts[i]).item() for i, n in enumerate(names) if counts[i] > 0})
+    sums, counts = sums.tolist(), counts.tolist()  # every rank scored the same batches: no reduction
+    out = {"eval/loss": sum(sums) / max(sum(counts), 1)}
+    out.update({f"eval/loss/{n}": sums[i] / counts[i] for i, n in enumerate(names) if counts[i] > 0})
     return out
