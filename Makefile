@@ -6,20 +6,31 @@ BIN := $(VENV)/bin
 # elsewhere the normal PyPI build (CUDA on a GPU machine).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test upgrade clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# constraints.txt: the exact versions the suite last passed with (see `make upgrade`).
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,bench]"
 	touch $@
+
+# How versions move: install the newest releases pyproject allows, run the suite, and only if it
+# passes, write them to constraints.txt (commit it with whatever the new releases needed).
+upgrade: $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e ".[test,bench]"
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|ift)[=@ ]'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(VENV)/.installed $(VENV)/.installed-test
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -12,8 +12,10 @@
   (c) Trainer  `transformers.Trainer` with `TrainingArguments(deepspeed=<the same config dict>)`
                over a torch Dataset of the same packed rows, in an order that hands every rank the
                rows ift gives it; Trainer computes its own loss.
-All three use the same block-diagonal attention mask of packed rows (ift.model.packed_attention_mask),
-so the comparison is of the training loops, not of attention kernels. Each step's tokens are the
+All three pass packed rows with restarting position_ids and no attention mask, so transformers builds
+the same block-diagonal causal mask (or flash-attention's varlen path) for each: the comparison is of
+the training loops, not of attention kernels. ift's loss projects only target positions, in chunks;
+(b) and (c) compute Hugging Face's loss over full logits. Each step's tokens are the
 non-padding tokens of the global batch; all three are timed per step over the same steps, on rank 0
 (ift's own step time: data + forward/backward/step + its loss all-reduce; bare: the same span;
 Trainer: from one on_step_end to the next).
@@ -23,7 +25,7 @@ rounds of alternating order (a b c, c b a, ...). Other processes' load comes in 
 single steps, so the verdict uses the median of the per-step tokens/s pooled over the rounds; the
 plain mean (total tokens / total time) is printed too.
 
-Targets: ift >= 0.95x bare, ift >= 1.0x Trainer.
+Targets: ift >= 0.97x bare, ift >= 1.0x Trainer.
 
 Run from the repo root:   python bench/train_bench.py          (2 local processes, ~4-5 min on 2 cores)
 Options:                  python bench/train_bench.py --help
@@ -45,6 +47,12 @@ REPO = os.path.dirname(HERE)
 DEMO_MODEL = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
               "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1024,
               "max_position_embeddings": 512, "tie_word_embeddings": True}
+# Llama-3.2-1B's shape (random init from config: nothing is downloaded), for GPU runs (bench/gpu_check.py)
+LLAMA_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
+            "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
+            "rms_norm_eps": 1e-5}
+MODELS = {"demo": DEMO_MODEL, "llama-1b": LLAMA_1B}
 
 
 def parse_args(argv=None):
@@ -59,22 +67,32 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="rounds of (a, b, c), alternating order (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--out", default="/tmp/ift_train_bench", help="work folder (wiped first)")
+    p.add_argument("--model", choices=sorted(MODELS), default="demo", help="model shape (default demo)")
+    p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (gloo) or cuda (NCCL, bf16)")
+    p.add_argument("--data", default=None, help="Super-NaturalInstructions folder with train/ (default: built-in suite)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: a BPE trained on the data)")
+    p.add_argument("--cache-dir", default=None, help="tokenization cache (default: <out>/cache)")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="per-device peak bf16 TFLOP/s, for MFU")
+    p.add_argument("--methods", default="ift,bare,trainer", help="comma-separated subset of ift,bare,trainer")
     return p.parse_args(argv)
 
 
 def write_config(args) -> str:
     import yaml
 
+    tasks = ([{"path": os.path.join(os.path.abspath(args.data), "train", "*.jsonl"), "schema": "sni",
+               "n": args.examples_per_task}] if args.data else [{"builtin": "train", "n": args.examples_per_task}])
     cfg = {
         "run": {"name": "ift", "output_dir": os.path.join(args.out, "runs"), "seed": 0},
-        "model": {"config": DEMO_MODEL},
-        "data": {"tasks": [{"builtin": "train", "n": args.examples_per_task}],
+        "model": {"config": MODELS[args.model], "dtype": "auto", "tokenizer": args.tokenizer},
+        "data": {"tasks": tasks,
                  "template": {"zero_shot": 0.7, "few_shot": 0.3}, "max_seq_len": args.seq_len,
                  "mixture": {"strategy": "proportional", "cap": 3000}, "packing": True,
-                 "cache_dir": os.path.join(args.out, "cache")},
+                 "cache_dir": args.cache_dir or os.path.join(args.out, "cache"), "on_bad_record": "skip"},
         "train": {"max_steps": args.steps, "micro_batch_size": args.micro_batch_size, "grad_accum": args.grad_accum,
-                  "lr": 2e-3, "warmup_steps": 5, "zero_stage": 2, "log_every": 1,
-                  "resume": "never"},
+                  "lr": 2e-3, "warmup_steps": 5, "zero_stage": args.zero_stage, "log_every": 1,
+                  "resume": "never", "peak_tflops": args.peak_tflops},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     path = os.path.join(args.out, "bench.yaml")
@@ -94,13 +112,16 @@ def launch(args) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
     write_config(args)
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", IFT_BENCH_OUT=args.out, HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if args.device == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}",
            os.path.abspath(__file__), *sys.argv[1:]]
-    print(f"train_bench: {args.nproc} processes, ZeRO-2, demo-size Llama, seq_len {args.seq_len}, "
+    print(f"train_bench: {args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} Llama, "
+          f"data {'SNI ' + args.data if args.data else 'built-in'}, seq_len {args.seq_len}, "
           f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
           f"({args.warmup_steps} warm-up), {args.rounds} rounds", flush=True)
     started = time.perf_counter()
@@ -146,7 +167,8 @@ def ift_result(run_dir: str, steps: list, warmup: int) -> dict:
         if prev >= warmup:
             samples.append((window_tokens, window_tokens / r["tokens_per_s"]))
         prev = r["step"]
-    return {"samples": samples, "loss": sum(r["loss"] for r in rows[-warmup:]) / len(rows[-warmup:])}
+    return {"samples": samples, "loss": sum(r["loss"] for r in rows[-warmup:]) / len(rows[-warmup:]),
+            "peak_gib": max(r["peak_mem_gb"] for r in rows)}
 
 
 def same_batches(cfg, rank, local_rank, world):
@@ -175,8 +197,8 @@ def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
     import deepspeed
     import torch
 
-    from ift.engine import deepspeed_config, lr_lambda
-    from ift.model import build_model, packed_attention_mask
+    from ift.engine import deepspeed_config, lr_lambda, to_device
+    from ift.model import build_model
 
     ds = deepspeed_config(cfg, world)
     model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
@@ -186,21 +208,26 @@ def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
     engine.train()
     times, losses = [], []
+    reset_peak_memory()
     for step in steps:
         began = time.perf_counter()
         for micro in step["micro"][rank]:
-            mask = packed_attention_mask(micro["position_ids"], torch.float32)
-            out = engine(input_ids=micro["input_ids"], position_ids=micro["position_ids"], attention_mask=mask,
+            micro = to_device(micro, engine.device)
+            out = engine(input_ids=micro["input_ids"], position_ids=micro["position_ids"],
                          labels=micro["labels"], use_cache=False)
             engine.backward(out.loss)
             engine.step()
-            losses.append(out.loss.item())
+            losses.append(out.loss.detach())
+        synchronize()
         times.append(time.perf_counter() - began)
+    losses = [x.item() for x in losses]
     # rank 0's step times, as ift's metrics are (every step ends in collectives, so ranks agree)
-    last = torch.tensor(sum(losses[-t.grad_accum * warmup:]) / (t.grad_accum * warmup))
+    last = torch.tensor(sum(losses[-t.grad_accum * warmup:]) / (t.grad_accum * warmup), device=engine.device)
     torch.distributed.all_reduce(last)
-    return {"samples": [(s["tokens"], dt) for s, dt in zip(steps[warmup:], times[warmup:])],
-            "loss": last.item() / world}
+    result = {"samples": [(s["tokens"], dt) for s, dt in zip(steps[warmup:], times[warmup:])],
+              "loss": last.item() / world, "peak_gib": peak_memory_gib()}
+    release(engine)
+    return result
 
 
 def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
@@ -209,7 +236,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from ift.engine import deepspeed_config
-    from ift.model import build_model, packed_attention_mask
+    from ift.model import build_model
 
     t = cfg.train
 
@@ -232,9 +259,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
             return self.rows[i]
 
     def collate(rows):
-        batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
-        batch["attention_mask"] = packed_attention_mask(batch["position_ids"], torch.float32)
-        return batch
+        return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
     class SameOrder(Trainer):
         def _get_train_sampler(self, *args, **kwargs):
@@ -256,17 +281,69 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
         weight_decay=t.weight_decay, max_grad_norm=t.grad_clip, lr_scheduler_type="cosine",
         warmup_steps=t.warmup_steps, optim="adamw_torch", deepspeed=ds, logging_steps=warmup, save_strategy="no",
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.run.seed,
-        use_cpu=True, ddp_backend="gloo",
+        use_cpu=args_device(cfg) == "cpu", ddp_backend="gloo" if args_device(cfg) == "cpu" else "nccl",
+        bf16=cfg.model.dtype == "bf16",
     )
     clock = Clock()
     trainer = SameOrder(model=model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock])
     trainer.remove_callback(PrinterCallback)  # keep its log dicts out of the output (log_history keeps them)
+    reset_peak_memory()
     trainer.train()
     ends = clock.ends  # rank 0's clock: a step's time runs from the previous step's end to its own
     assert len(ends) == len(steps), (len(ends), len(steps))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"samples": [(steps[i]["tokens"], ends[i] - ends[i - 1]) for i in range(warmup, len(steps))],
-            "loss": losses[-1] if losses else float("nan")}
+    result = {"samples": [(steps[i]["tokens"], ends[i] - ends[i - 1]) for i in range(warmup, len(steps))],
+              "loss": losses[-1] if losses else float("nan"), "peak_gib": peak_memory_gib()}
+    release(trainer.model_wrapped, trainer)
+    return result
+
+
+def args_device(cfg) -> str:
+    from ift.engine import accelerator_available
+
+    return "cuda" if accelerator_available() else "cpu"
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib() -> float:
+    """Peak GPU memory allocated since reset_peak_memory (CUDA); the process's peak RSS on CPU."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def release(*objects) -> None:
+    """Free one method's engine before the next method builds its own (GPU memory)."""
+    import gc
+
+    import torch
+
+    for obj in objects:
+        destroy = getattr(obj, "destroy", None)
+        if callable(destroy):
+            destroy()
+    del objects
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def worker(args) -> None:
@@ -289,14 +366,16 @@ def worker(args) -> None:
 
     # Rounds alternate the order (a b c, c b a, ...) so that drifting load from other processes
     # falls on every method alike; the table shows every round and the mean.
-    results = {"ift": [], "bare": [], "trainer": []}
+    methods = [m for m in ("ift", "bare", "trainer") if m in args.methods.split(",")]
+    results = {m: [] for m in methods}
     tokenizer = steps = None
     for r in range(args.rounds):
-        order = ["ift", "bare", "trainer"] if r % 2 == 0 else ["trainer", "bare", "ift"]
+        order = methods if r % 2 == 0 else methods[::-1]
         for method in order:
             if method == "ift":
                 name = f"ift-r{r + 1}"
                 log0(rank, f"round {r + 1}: (a) ift train ...")
+                reset_peak_memory()
                 with quiet_bar(rank):
                     run_ift(cfg_path, f"run.name={name}")
                 logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep the rest quiet
@@ -314,8 +393,20 @@ def worker(args) -> None:
                 results["trainer"].append(run_trainer(cfg, tokenizer, steps, rank, world, args.warmup_steps,
                                                       os.path.join(args.out, f"trainer-r{r + 1}")))
     if rank == 0:
-        report(args, results)
+        from ift.model import count_parameters
+
+        report(args, results, n_params_of(cfg, tokenizer, count_parameters))
     torch.distributed.barrier()
+
+
+def n_params_of(cfg, tokenizer, count_parameters) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ift.model import model_config
+
+    with torch.device("meta"):  # shapes only
+        return count_parameters(AutoModelForCausalLM.from_config(model_config(cfg.model, tokenizer)))
 
 
 class quiet_bar:
@@ -345,23 +436,33 @@ def rates(samples) -> tuple[float, float]:
     return median, sum(tok for tok, _ in samples) / sum(dt for _, dt in samples)
 
 
-def report(args, results) -> None:
-    rounds = len(results["ift"])
+def report(args, results, n_params: int) -> None:
+    rounds = len(next(iter(results.values())))
     pooled = {k: rates([x for r in v for x in r["samples"]]) for k, v in results.items()}
     print()
     print(f"tokens/s (global non-padding tokens / s), steps {args.warmup_steps + 1}-{args.steps} of every run; "
-          f"{args.nproc} processes, ZeRO-2, {rounds} rounds in alternating order")
+          f"{args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} "
+          f"({n_params / 1e6:.0f}M parameters), {rounds} rounds in alternating order")
     head = "".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
     print("rounds: median of the run's per-step tokens/s; median, mean: all rounds' steps pooled "
           "(mean = total tokens / total time)")
-    print(f"{'method':<31}{head}{'median':>9}{'mean':>9}{'loss':>8}")
+    print(f"{'method':<31}{head}{'median':>9}{'mean':>9}{'tok/s/dev':>10}{'MFU':>7}{'peak GiB':>9}{'loss':>8}")
     labels = {"ift": "(a) ift train", "bare": "(b) bare deepspeed.initialize", "trainer": "(c) transformers.Trainer"}
     for key, label in labels.items():
+        if key not in results:
+            continue
         cells = "".join(f"{rates(r['samples'])[0]:>9.0f}" for r in results[key])
-        print(f"{label:<31}{cells}{pooled[key][0]:>9.0f}{pooled[key][1]:>9.0f}{results[key][-1]['loss']:>8.3f}")
+        per_device = pooled[key][1] / args.nproc
+        # MFU: 6 * parameters * tokens/s (attention's own FLOPs left out) over the device's peak
+        mfu = f"{6 * n_params * per_device / (args.peak_tflops * 1e12):>7.1%}" if args.peak_tflops else f"{'-':>7}"
+        peak = max(r["peak_gib"] for r in results[key])
+        print(f"{label:<31}{cells}{pooled[key][0]:>9.0f}{pooled[key][1]:>9.0f}{per_device:>10.0f}{mfu}"
+              f"{peak:>9.2f}{results[key][-1]['loss']:>8.3f}")
     print()
     print(f"{'ratio':<16}{'median':>8}{'mean':>8}{'target':>9}  result (on the median)")
-    for name, other, target in (("ift / bare", "bare", 0.95), ("ift / Trainer", "trainer", 1.0)):
+    for name, other, target in (("ift / bare", "bare", 0.97), ("ift / Trainer", "trainer", 1.0)):
+        if "ift" not in results or other not in results:
+            continue
         med, mean = pooled["ift"][0] / pooled[other][0], pooled["ift"][1] / pooled[other][1]
         print(f"{name:<16}{med:>8.3f}{mean:>8.3f}{'>= ' + str(target):>9}  {'PASS' if med >= target else 'FAIL'}")
     print("(loss, indicative: ift = token mean over its last steps; bare = mean of micro-batch means; "

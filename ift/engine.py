@@ -71,12 +71,14 @@ def init_distributed() -> tuple[int, int, int]:
 def to_device(batch: dict, device: torch.device) -> dict:
     """The one place a micro-batch moves to the model's device. On CUDA the loader collated it
     into pinned memory (pin_batch), so the copy is asynchronous; on CPU this returns the batch."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def pin_batch(batch: dict) -> dict:
     """Page-locked host memory, so that to_device's copy does not block (CUDA only)."""
-    return {k: v.pin_memory() for k, v in batch.items()} if accelerator_available() else batch
+    if not accelerator_available():
+        return batch
+    return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def collective_device(engine_device: torch.device) -> torch.device:
@@ -95,6 +97,17 @@ def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
+
+
+def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `t`, in rank order. The tensor must already be on collective_device."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [t]
+    every = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, t)
+    return every
 
 
 def any_rank(flag: bool) -> bool:

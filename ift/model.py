@@ -154,13 +154,23 @@ def count_parameters(model) -> int:
 
 def hidden_states(lm, batch: dict) -> torch.Tensor:
     """Final hidden states [batch, seq, hidden] of the base model (before the output projection).
-    A packed row carries no attention_mask: transformers' masking utilities (and flash-attention's
-    varlen path) derive its block-diagonal causal mask from position_ids, which restart at 0 for
-    every example. A padded (unpacked) batch carries its attention_mask."""
+    A packed row carries no attention_mask: transformers' masking utilities (sdpa, eager, flex)
+    derive its block-diagonal causal mask from position_ids, which restart at 0 for every example
+    (transformers >= 4.53.1, with use_cache=False). Flash-attention's varlen kernel takes the
+    micro-batch as one row with the sequence boundaries collated on the host (cu_seq_lens), so
+    it neither needs batch size 1 nor reads position_ids back from the device in every layer.
+    A padded (unpacked) batch carries its attention_mask."""
     kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    base = getattr(lm, lm.base_model_prefix)
     if "attention_mask" in batch:
         kwargs["attention_mask"] = batch["attention_mask"]
-    return getattr(lm, lm.base_model_prefix)(**kwargs).last_hidden_state
+    elif lm.config._attn_implementation == "flash_attention_2" and "cu_seq_lens" in batch:
+        shape = batch["input_ids"].shape
+        kwargs = {"input_ids": batch["input_ids"].view(1, -1), "position_ids": batch["position_ids"].view(1, -1),
+                  "use_cache": False, "cu_seq_lens_q": batch["cu_seq_lens"], "cu_seq_lens_k": batch["cu_seq_lens"],
+                  "max_length_q": batch["max_length"], "max_length_k": batch["max_length"]}
+        return base(**kwargs).last_hidden_state.view(*shape, -1)
+    return base(**kwargs).last_hidden_state
 
 
 def _logits(lm, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from ift import checkpoint
 from ift.config import Config, UserError, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
-from ift.engine import (all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
+from ift.engine import (all_gather, all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
                         pin_batch, setup_environment, to_device)
 from ift.tracking import Tracker
 
@@ -114,12 +114,8 @@ class LossTally:
 
     def read_nonfinite(self) -> tuple[int, int, float]:
         """(non-finite steps on the worst rank, first such step on any rank, its loss there)."""
-        mine = self.nonfinite.to(collective_device(self.device))
-        every = [torch.zeros_like(mine) for _ in range(torch.distributed.get_world_size())] \
-            if torch.distributed.is_initialized() else [mine]
-        if len(every) > 1:
-            torch.distributed.all_gather(every, mine)
-        bad = [r.tolist() for r in every if r[0] > 0]
+        every = all_gather(self.nonfinite.to(collective_device(self.device)))
+        bad = [r for r in (t.tolist() for t in every) if r[0] > 0]
         if not bad:
             return 0, 0, 0.0
         first = min(bad, key=lambda r: r[1])

@@ -127,8 +127,10 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert (tmp_path / "hf" / "model.safetensors").exists() and (tmp_path / "hf" / "generation_config.json").exists()
     # At ZeRO-2 DeepSpeed stores the training module's full fp32 weights beside the shards.
+    # (DeepSpeed trains ift.model.CausalLMLoss, which holds the causal LM as `lm`.)
     module = torch.load(run.run_dir / "checkpoints" / "step_00000003" / "mp_rank_00_model_states.pt",
                         weights_only=False)["module"]
+    module = {k.removeprefix("lm."): v for k, v in module.items()}
     exported = model.state_dict()
     assert set(module) == set(exported)
     for key, value in module.items():

@@ -294,7 +294,7 @@ def test_wrong_type_inside_a_list_of_sections(tmp_path):
     ("data.mixture.strategy=uniform",
      "data.mixture.strategy: must be one of explicit, proportional, temperature, got 'uniform'"),
     ("train.min_lr_ratio=2", "train.min_lr_ratio: must be in [0, 1], got 2.0"),
-    ("model.dtype=fp8", "model.dtype: must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("model.dtype=fp8", "model.dtype: must be one of auto, fp32, bf16, fp16, got 'fp8'"),
     ("run.name=a/b", "run.name: must be a non-empty name without '/', got 'a/b'"),
 ])
 def test_out_of_range_values_name_field_and_value(override, expected):

@@ -79,7 +79,7 @@ def same_step(a, b):
     for x, y in zip(a.micro_batches, b.micro_batches):
         assert x.keys() == y.keys()
         for k in x:
-            assert torch.equal(x[k], y[k]), k
+            assert torch.equal(x[k], y[k]) if torch.is_tensor(x[k]) else x[k] == y[k], k
     assert (a.target_tokens, a.tokens, a.slots) == (b.target_tokens, b.tokens, b.slots)
 
 
@@ -168,7 +168,12 @@ def test_collate_packed_row():
     b = ex([6, 7, 8], 1, 2)  # prompt 6, target 7 8
     c = ex([9, 10, 11, 12], 2, 1)
     batch = collate([[a, b, c], [b]], 16, pad_id=0, train_on_prompt=False)
-    assert set(batch) == set(KEYS)  # packed: no attention_mask, position_ids carry the boundaries
+    # packed: no attention_mask, position_ids carry the boundaries; targets listed for the loss
+    assert set(batch) == set(KEYS) | {"target_index", "target_task", "cu_seq_lens", "max_length"}
+    assert batch["target_index"].tolist() == [2, 3, 5, 6, 9, 10, 16, 17]
+    assert batch["target_task"].tolist() == [0, 0, 2, 2, 1, 1, 2, 2]
+    # flash-attention varlen: examples and padding tails as sequences of one flattened row
+    assert batch["cu_seq_lens"].tolist() == [0, 5, 8, 12, 16, 19, 32] and batch["max_length"] == 13
     P = IGNORE
     assert batch["input_ids"][0].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0]
     assert batch["labels"][0].tolist() == [P, P, 4, 5, P, 7, 8, P, P, 11, 12, P, P, P, P, P]
@@ -419,7 +424,7 @@ def test_unpacked_one_example_per_row(suite, tokenizer):
         step = ld.next_step()
         slots = target = tokens = 0
         for batch in step.micro_batches:
-            assert set(batch) == set(KEYS) | {"attention_mask"}
+            assert set(batch) == set(KEYS) | {"attention_mask", "target_index", "target_task"}
             mask = batch["attention_mask"]
             lengths = mask.sum(1)
             assert batch["input_ids"].shape[1] == int(lengths.max())  # pads to the longest row only

@@ -180,3 +180,16 @@ def test_target_index_lists_exactly_the_target_positions(packed):
     flat = batch["labels"].flatten()
     assert torch.equal(batch["target_index"], torch.nonzero(flat != IGNORE).flatten())
     assert torch.equal(batch["target_task"], batch["task_ids"].flatten()[batch["target_index"]])
+
+
+def test_cu_seq_lens_match_transformers_varlen_boundaries(packed):
+    """flash-attention varlen gets the micro-batch as one row; the boundaries collated on the host
+    equal those transformers would read back from the flattened position_ids on the device."""
+    from transformers.modeling_flash_attention_utils import _prepare_from_posids
+
+    _, batch = packed
+    n = batch["input_ids"].numel()
+    qkv = torch.zeros(1, n, 1, 2)
+    *_, (cu_q, cu_k), (max_q, max_k) = _prepare_from_posids(qkv, qkv, qkv, batch["position_ids"].view(1, -1))
+    assert torch.equal(batch["cu_seq_lens"], cu_q.to(torch.int32)) and torch.equal(cu_q, cu_k)
+    assert batch["max_length"] == int(max_q) == int(max_k)

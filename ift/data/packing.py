@@ -55,9 +55,11 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
     position_ids = np.zeros((n, width), dtype=np.int64)
     task_ids = np.full((n, width), -1, dtype=np.int64)
     attention_mask = np.zeros((n, width), dtype=np.int64)
+    segments = []  # lengths of the examples and padding tails, row after row (flash-attention varlen)
     for r, row in enumerate(rows):
         at = 0
         for ids, n_prompt, task in row:
+            segments.append(len(ids))
             end = at + len(ids)
             input_ids[r, at:end] = ids
             labels[r, at:end] = example_labels(ids, n_prompt, train_on_prompt)
@@ -66,6 +68,8 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
             attention_mask[r, at:end] = 1
             at = end
         position_ids[r, at:] = np.arange(width - at)  # padding acts as one more (ignored) sequence
+        if width > at:
+            segments.append(width - at)
     batch = {
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
@@ -79,4 +83,7 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
     batch["target_task"] = torch.from_numpy(task_ids.reshape(-1)[target_index])
     if seq_len is None:
         batch["attention_mask"] = torch.from_numpy(attention_mask)
+    else:  # the micro-batch as one row of sequences, for flash-attention's varlen kernel (ift.model)
+        batch["cu_seq_lens"] = torch.from_numpy(np.concatenate([[0], np.cumsum(segments)]).astype(np.int32))
+        batch["max_length"] = int(max(segments))
     return batch
