@@ -114,12 +114,12 @@ def launch(args) -> int:
     write_config(args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", IFT_BENCH_OUT=args.out, HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", IFT_BENCH_ARGV=json.dumps(sys.argv[1:]),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}",
-           os.path.abspath(__file__), *sys.argv[1:]]
+           os.path.abspath(__file__)]  # the workers read the arguments from IFT_BENCH_ARGV (torchrun would parse them)
     print(f"train_bench: {args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} Llama, "
           f"data {'SNI ' + args.data if args.data else 'built-in'}, seq_len {args.seq_len}, "
           f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
@@ -402,9 +402,11 @@ def worker(args) -> None:
 def n_params_of(cfg, tokenizer, count_parameters) -> int:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from ift.model import model_config
 
+    unset_hf_deepspeed_config()  # a ZeRO-3 method's config would wrap this build in zero.Init
     with torch.device("meta"):  # shapes only
         return count_parameters(AutoModelForCausalLM.from_config(model_config(cfg.model, tokenizer)))
 
@@ -470,9 +472,8 @@ def report(args, results, n_params: int) -> None:
 
 
 if __name__ == "__main__":
-    parsed = parse_args()
     if "RANK" in os.environ:
-        worker(parsed)
+        worker(parse_args(json.loads(os.environ["IFT_BENCH_ARGV"])))
     else:
         sys.path.insert(0, REPO)
-        sys.exit(launch(parsed))
+        sys.exit(launch(parse_args()))
