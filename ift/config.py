@@ -120,7 +120,7 @@ class TrainConfig:
     export_final: bool = False
     skip_nonfinite: bool = False
     peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = unknown (CPU)
-    loss_chunk: int = 4096  # target tokens per chunk of the output projection + loss (bounds its memory)
+    loss_chunk: int = 1024  # target tokens per chunk of the output projection + loss (bounds its memory)
 
 
 @dataclass

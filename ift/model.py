@@ -186,7 +186,7 @@ def _logits(lm, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def target_losses(lm, batch: dict, chunk: int = 4096) -> torch.Tensor:
+def target_losses(lm, batch: dict, chunk: int = 1024) -> torch.Tensor:
     """Cross-entropy (fp32) of each target token, in the order of batch["target_index"] (flat
     positions whose label is not ignored). Labels are already shifted inside each example
     (ift.data.packing). Only target positions reach the output projection, `chunk` at a time,
@@ -212,7 +212,7 @@ def _chunk_loss(lm, hidden, weight, targets):
     return F.cross_entropy(_logits(lm, hidden, weight), targets, reduction="none")
 
 
-def token_losses(lm, batch: dict, chunk: int = 4096) -> torch.Tensor:
+def token_losses(lm, batch: dict, chunk: int = 1024) -> torch.Tensor:
     """Per-token losses [batch, seq] (0 where labels are ignored): target_losses scattered back."""
     losses = target_losses(lm, batch, chunk)
     flat = torch.zeros(batch["labels"].numel(), dtype=losses.dtype, device=losses.device)
@@ -225,7 +225,7 @@ class CausalLMLoss(torch.nn.Module):
     registered as an external parameter of this module, so DeepSpeed gathers it for this forward
     and its backward (and reduces its gradient) like any parameter used inside a module."""
 
-    def __init__(self, lm, loss_chunk: int = 4096):
+    def __init__(self, lm, loss_chunk: int = 1024):
         super().__init__()
         self.lm, self.loss_chunk = lm, loss_chunk
         weight = lm.get_output_embeddings().weight
