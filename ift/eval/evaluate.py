@@ -85,6 +85,7 @@ def load_model(source: str, info: dict | None = None):
     import torch
 
     from ift import export
+    from ift.engine import accelerator_available
 
     info = info or locate(source)
     if info["kind"] == "run":
@@ -96,21 +97,29 @@ def load_model(source: str, info: dict | None = None):
             tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a tokenizer from the model folder: {e}") from None
-        dtype = "auto" if torch.cuda.is_available() else torch.float32
+        dtype = "auto" if accelerator_available() else torch.float32
+        # several visible GPUs share a model too large for one (accelerate's device map)
+        device_map = "auto" if accelerator_available() and torch.cuda.device_count() > 1 else None
         try:
-            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, device_map=device_map,
+                                                         trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a causal LM from the model folder: {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
         raise UserError(f"{source}: the tokenizer has no EOS token, so generation cannot stop")
-    if torch.cuda.is_available():
-        from ift.model import DTYPES
+    if accelerator_available() and getattr(model, "hf_device_map", None) is None:
+        from ift.model import DTYPES, resolve_dtype
 
-        model = model.to("cuda")
-        if info["cfg"] is not None:
-            model = model.to(DTYPES[info["cfg"].model.dtype])
+        if info["cfg"] is not None:  # a run's checkpoint (consolidated in fp32): the precision it trained in
+            model = model.to(DTYPES[resolve_dtype(info["cfg"].model.dtype)])
+        if torch.cuda.device_count() > 1:
+            from accelerate import dispatch_model, infer_auto_device_map
+
+            model = dispatch_model(model, infer_auto_device_map(model, no_split_module_classes=model._no_split_modules))
+        else:
+            model = model.to("cuda")
     model.eval()
     return model, tokenizer, info
 
