@@ -180,7 +180,7 @@ def resume_export_eval(args, data) -> None:
     killed = write_config(os.path.join(args.out, "killed.yaml"), args, data)
     try:
         run(ift + ["train", ref], args.smoke, quiet=True)
-        died = run(ift + ["train", killed], args.smoke, check=False, quiet=True, extra_env={"IFT_TEST_KILL_AT_STEP": "9"})
+        died = run(ift + ["train", killed], args.smoke, check=False, quiet=True, extra_env={"IFT_FAULT": "step@9"})
         assert died.returncode != 0, "the killed run did not die"
         run(ift + ["train", killed], args.smoke, quiet=True)
         a, b = losses(os.path.join(runs, "reference")), losses(os.path.join(runs, "killed"))

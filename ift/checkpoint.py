@@ -5,10 +5,14 @@ Layout under <run dir>/checkpoints/:
         mp_rank_00_model_states.pt, *_optim_states.pt   ZeRO shards, every rank writes its own
         ift_state.json          step, loader/mixer state, W&B id, config, fingerprints
         rng/rank_<r>.pt         python/numpy/torch RNG of every rank
+        MANIFEST.json           size and CRC-32 of every other file, written before COMPLETE
         COMPLETE                written last, after every rank finished
     latest                      name of the newest complete checkpoint (moved after the rename)
 A save goes to `.tmp-step_...` and is renamed only when complete, so a kill at any moment leaves
-the previous checkpoint as the one a resume picks.
+the previous checkpoint as the one a resume picks. A resume (and `ift export`, `ift eval`) checks
+the newest checkpoint against its manifest (train.verify_checkpoint: full | size | none); one that
+fails is reported, set aside (renamed `<name>.invalid-<n>`, never deleted) and the next newest
+valid one is used.
 """
 from __future__ import annotations
 
@@ -20,11 +24,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import zlib
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from ift import faults
 from ift.config import UserError
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "ift_state.json"
 DONE_FILE = "COMPLETE"
+MANIFEST_FILE = "MANIFEST.json"
 
 
 def step_name(step: int) -> str:
@@ -51,22 +59,139 @@ def complete_checkpoints(ckpt_dir: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def find_resume(resume: str, run_dir: str) -> str | None:
-    """The checkpoint folder to resume from: `auto` = newest complete one in the run, `never`, or a path."""
+def find_resume(resume: str, run_dir: str, verify: str = "full") -> str | None:
+    """The checkpoint folder to resume from: `auto` = newest valid one in the run, `never`, or a
+    path (a run directory: its newest valid one; a checkpoint: it must be valid)."""
     if resume == "never":
         return None
     if resume == "auto":
-        found = complete_checkpoints(os.path.join(run_dir, "checkpoints"))
-        return found[-1][1] if found else None
+        return newest_valid(os.path.join(run_dir, "checkpoints"), verify)
     path = os.path.abspath(resume)
     if os.path.isdir(os.path.join(path, "checkpoints")):  # a run directory
-        found = complete_checkpoints(os.path.join(path, "checkpoints"))
+        found = newest_valid(os.path.join(path, "checkpoints"), verify)
         if not found:
-            raise UserError(f"train.resume: no complete checkpoint in {path}/checkpoints")
-        return found[-1][1]
+            raise UserError(f"train.resume: no valid complete checkpoint in {path}/checkpoints")
+        return found
     if not os.path.exists(os.path.join(path, DONE_FILE)):
         raise UserError(f"train.resume: {path} is not a complete checkpoint (no {DONE_FILE} marker)")
+    problems = verify_checkpoint(path, verify)
+    if problems:
+        raise UserError(f"train.resume: {path} is damaged: {problems[0]}")
     return path
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def _crc32(path: str) -> str:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+def _files(path: str) -> list[str]:
+    out = []
+    for root, _, names in os.walk(path):
+        out += [os.path.relpath(os.path.join(root, n), path) for n in names]
+    return sorted(f for f in out if f not in (MANIFEST_FILE, DONE_FILE))
+
+
+def write_manifest(path: str) -> None:
+    """Collective: every rank checksums its share of the files (they are read back from the
+    filesystem, and fsynced), rank 0 writes MANIFEST.json."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    files = _files(path)
+    mine = {}
+    for rel in files[rank::world]:
+        full = os.path.join(path, rel)
+        fd = os.open(full, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before COMPLETE says so
+        finally:
+            os.close(fd)
+        mine[rel] = {"size": os.path.getsize(full), "crc32": _crc32(full)}
+    parts = [None] * world
+    if world > 1:
+        dist.all_gather_object(parts, mine)
+    else:
+        parts = [mine]
+    if rank == 0:
+        entries = {k: v for part in parts for k, v in part.items()}
+        with open(os.path.join(path, MANIFEST_FILE), "w") as f:
+            json.dump({"files": dict(sorted(entries.items()))}, f, indent=1)
+
+
+_warned_no_manifest: set[str] = set()
+
+
+def verify_checkpoint(path: str, mode: str = "full") -> list[str]:
+    """Problems of a complete checkpoint against its manifest ([] = valid): each names the file,
+    what the manifest expects and what was found. mode: full (sizes and CRC-32), size, none."""
+    if mode == "none":
+        return []
+    manifest = os.path.join(path, MANIFEST_FILE)
+    if not os.path.exists(manifest):  # written before manifests existed (or by another tool)
+        if os.path.dirname(path) not in _warned_no_manifest:
+            _warned_no_manifest.add(os.path.dirname(path))
+            log.warning("%s has no %s (written before checkpoint manifests): it cannot be verified, "
+                        "loading it as it is", path, MANIFEST_FILE)
+        return []
+    began = time.perf_counter()
+    try:
+        with open(manifest) as f:
+            expected = json.load(f)["files"]
+    except (OSError, ValueError, KeyError) as e:
+        return [f"{manifest}: unreadable manifest ({e})"]
+    problems, total = [], 0
+    for rel, want in expected.items():
+        full = os.path.join(path, rel)
+        if not os.path.isfile(full):
+            problems.append(f"{full}: missing (expected {want['size']} bytes)")
+            continue
+        size = os.path.getsize(full)
+        total += size
+        if size != want["size"]:
+            problems.append(f"{full}: {size} bytes, expected {want['size']}")
+        elif mode == "full" and (crc := _crc32(full)) != want["crc32"]:
+            problems.append(f"{full}: CRC-32 {crc}, expected {want['crc32']}")
+    log.log(logging.INFO if mode == "full" else logging.DEBUG, "verified %s (%s: %d files, %.2f GB) in %.2fs%s",
+            path, mode, len(expected), total / 1e9, time.perf_counter() - began,
+            f": {len(problems)} problem(s)" if problems else "")
+    return problems
+
+
+def set_aside(path: str, problems: list[str]) -> str:
+    """Rename a damaged checkpoint so that nothing picks it again (never deleted: it may be rescued)."""
+    n = 1
+    while os.path.exists(f"{path}.invalid-{n}"):
+        n += 1
+    target = f"{path}.invalid-{n}"
+    os.replace(path, target)
+    log.error("checkpoint %s is damaged (%s%s); set aside as %s", path, problems[0],
+              f", and {len(problems) - 1} more" if len(problems) > 1 else "", target)
+    return target
+
+
+def newest_valid(ckpt_dir: str, verify: str = "full") -> str | None:
+    """The newest complete checkpoint that passes verification; damaged newer ones are set aside.
+    Decided by rank 0 and shared, so every rank loads the same one."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    chosen = None
+    if rank == 0:
+        for _, path in reversed(complete_checkpoints(ckpt_dir)):
+            problems = verify_checkpoint(path, verify)
+            if not problems:
+                chosen = path
+                break
+            set_aside(path, problems)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [chosen]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+    return chosen
 
 
 # --------------------------------------------------------------------------- RNG
@@ -100,8 +225,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save(engine, run_dir: str, step: int, state: dict, keep_last: int, keep_every: int,
-         _stop_inside: bool = False) -> str:
+def save(engine, run_dir: str, step: int, state: dict, keep_last: int, keep_every: int) -> str:
     """Collective: every rank calls it. Returns the final checkpoint path."""
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     final_name = step_name(step)
@@ -117,13 +241,15 @@ def save(engine, run_dir: str, step: int, state: dict, keep_last: int, keep_ever
                            client_state={"universal_checkpoint_info": {}})
     os.makedirs(os.path.join(tmp_path, "rng"), exist_ok=True)
     torch.save(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"))
-    if _stop_inside:  # test hook: die in the middle of a save, as a kill -9 would
-        os._exit(17)
+    faults.maybe_die("save", step, rank)  # tests only
     _barrier()
     final_path = os.path.join(ckpt_dir, final_name)
     if rank == 0:
         with open(os.path.join(tmp_path, STATE_FILE), "w") as f:
             json.dump(state, f, indent=1)
+    _barrier()
+    write_manifest(tmp_path)
+    if rank == 0:
         with open(os.path.join(tmp_path, DONE_FILE), "w") as f:
             f.write(f"{step}\n")
         shutil.rmtree(final_path, ignore_errors=True)
@@ -155,7 +281,9 @@ def prune(ckpt_dir: str, keep_last: int, keep_every: int) -> None:
     """Delete old complete checkpoints: keep the newest `keep_last` and every `keep_every`-th step.
     Runs only after a newer checkpoint is complete."""
     found = complete_checkpoints(ckpt_dir)
-    for step, path in found[:-keep_last] if keep_last else []:
+    # never delete the newest valid checkpoint: keep everything from it on
+    newest_ok = next((i for i in range(len(found) - 1, -1, -1) if not verify_checkpoint(found[i][1], "size")), 0)
+    for step, path in found[:min(len(found) - keep_last, newest_ok)] if keep_last else []:
         if keep_every and step % keep_every == 0:
             continue
         shutil.rmtree(path, ignore_errors=True)

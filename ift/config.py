@@ -116,6 +116,7 @@ class TrainConfig:
     keep_last: int = 2
     keep_every: int = 0
     resume: str = "auto"  # auto | never | <checkpoint path>
+    verify_checkpoint: str = "full"  # full (sizes + CRC-32) | size | none: checked against its manifest before loading
     resume_allow_mismatch: list[str] = field(default_factory=list)
     export_final: bool = False
     skip_nonfinite: bool = False
@@ -299,13 +300,21 @@ def read_yaml(path: str, _seen: tuple = ()) -> dict:
     path = os.path.abspath(path)
     if path in _seen:
         raise ConfigError(f"{path}: include cycle ({' -> '.join(_seen + (path,))})")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+        with open(path, encoding="utf-8-sig") as f:
+            raw = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if raw is None:  # an empty or comment-only file would silently run with every default
+        raise ConfigError(f"{path}: the config file is empty (or only comments)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     includes = raw.pop("include", None) or []
@@ -441,6 +450,7 @@ def validate(cfg: Config) -> None:
     _choice(t.zero_stage, "train.zero_stage", (0, 1, 2, 3))
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
     _check(t.loss_chunk > 0, "train.loss_chunk", t.loss_chunk, "must be > 0")
+    _choice(t.verify_checkpoint, "train.verify_checkpoint", ("full", "size", "none"))
     for name in ("save_every", "keep_every"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "must be >= 0")
     _check(t.keep_last >= 1, "train.keep_last", t.keep_last, "must be >= 1")

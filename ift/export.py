@@ -14,16 +14,20 @@ from ift.config import UserError
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A run directory (its newest complete checkpoint) or a checkpoint folder."""
+def resolve_checkpoint(path: str, verify: str = "full") -> str:
+    """A run directory (its newest valid checkpoint; damaged newer ones are set aside) or a
+    checkpoint folder (which must pass verification against its manifest)."""
     path = os.path.abspath(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
-        found = checkpoint.complete_checkpoints(os.path.join(path, "checkpoints"))
+        found = checkpoint.newest_valid(os.path.join(path, "checkpoints"), verify)
         if not found:
-            raise UserError(f"{path}: no complete checkpoint in {path}/checkpoints")
-        return found[-1][1]
+            raise UserError(f"{path}: no valid complete checkpoint in {path}/checkpoints")
+        return found
     if not os.path.exists(os.path.join(path, checkpoint.DONE_FILE)):
         raise UserError(f"{path}: not a run directory or a complete checkpoint")
+    problems = checkpoint.verify_checkpoint(path, verify)
+    if problems:
+        raise UserError(f"{path}: damaged checkpoint: {problems[0]}")
     return path
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ift import checkpoint
+from ift import checkpoint, faults
 from ift.config import Config, UserError, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
 from ift.engine import (all_gather, all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
@@ -144,9 +144,8 @@ class Trainer:
             elif scores:
                 self.tracker.log(scores, self.step)
             if (t.save_every and self.step % t.save_every == 0) or stop:
-                self.save(die_inside=os.environ.get("IFT_TEST_DIE_IN_SAVE") == str(self.step))
-            if os.environ.get("IFT_TEST_KILL_AT_STEP") == str(self.step):  # test hook: an unclean death
-                os.kill(os.getpid(), signal.SIGKILL)
+                self.save()
+            faults.maybe_die("step", self.step, self.rank)  # tests only
             if stop:
                 if self.main:
                     log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
@@ -188,7 +187,7 @@ class Trainer:
 
         cfg, main = self.cfg, self.main
         ds_config = deepspeed_config(cfg, self.world)
-        self.resume_path = checkpoint.find_resume(cfg.train.resume, self.run_dir)
+        self.resume_path = checkpoint.find_resume(cfg.train.resume, self.run_dir, cfg.train.verify_checkpoint)
         self.universal = None
         if self.resume_path:
             saved_world = checkpoint.read_state(self.resume_path)["world_size"]
@@ -220,6 +219,7 @@ class Trainer:
         allowed = checkpoint.check_match(saved, self.fingerprints, t.resume_allow_mismatch, path)
         state = checkpoint.load(self.engine, path, self.universal)
         self.step = state["step"]
+        faults.maybe_die("resume", self.step, self.rank)  # tests only
         if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
             loader = self._make_loader(self.cfg.run.seed + self.step)
             log.warning("mixture changed since %s: data stream restarted at step %d with the new rates", path, self.step)
@@ -315,12 +315,11 @@ class Trainer:
                 "wandb_id": self.tracker.wandb.id if self.tracker.wandb else _read_wandb_id(self.run_dir),
                 "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg)}
 
-    def save(self, die_inside: bool = False) -> str:
+    def save(self) -> str:
         self.check_finite()  # never save a model a non-finite step has spoiled
         began = time.perf_counter()
         t = self.cfg.train
-        path = checkpoint.save(self.engine, self.run_dir, self.step, self.state(), t.keep_last, t.keep_every,
-                               _stop_inside=die_inside)
+        path = checkpoint.save(self.engine, self.run_dir, self.step, self.state(), t.keep_last, t.keep_every)
         if self.main:
             log.info("saved %s", path)
         self.window.paused += time.perf_counter() - began

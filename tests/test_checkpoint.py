@@ -33,13 +33,13 @@ def test_exact_continuation_after_kill_and_at_another_world_size(tmp_path, monke
     straight = _config(tmp_path, "straight", stage)
     cut = _config(tmp_path, "cut", stage, save_every=3)
     jobs = {"straight": TrainJob(straight, nproc=2)}
-    monkeypatch.setenv("IFT_TEST_KILL_AT_STEP", "7")  # only the cut run's environment has it
+    monkeypatch.setenv("IFT_FAULT", "step@7")  # only the cut run's environment has it
     jobs["cut"] = TrainJob(cut, nproc=2)
     for job in jobs.values():
         job.wait(check=False)
     assert jobs["straight"].result.returncode == 0, jobs["straight"].result.stderr[-3000:]
     assert jobs["cut"].result.returncode != 0, "the kill hook should have ended the run at step 7"
-    monkeypatch.delenv("IFT_TEST_KILL_AT_STEP")
+    monkeypatch.delenv("IFT_FAULT")
 
     cut_run = jobs["cut"].run_dir
     ckpts = sorted(p.name for p in (cut_run / "checkpoints").glob("step_*"))
@@ -73,11 +73,11 @@ def test_kill_in_the_middle_of_a_save_resumes_from_the_previous_checkpoint(tmp_p
     straight = _config(tmp_path, "straight", 2, max_steps=6)
     cut = _config(tmp_path, "cut", 2, max_steps=6, save_every=2)
     ok = TrainJob(straight)
-    monkeypatch.setenv("IFT_TEST_DIE_IN_SAVE", "4")
+    monkeypatch.setenv("IFT_FAULT", "save@4")
     died = TrainJob(cut)
     died.wait(check=False)
     ok.wait()
-    monkeypatch.delenv("IFT_TEST_DIE_IN_SAVE")
+    monkeypatch.delenv("IFT_FAULT")
     assert died.result.returncode != 0
     ckpt_dir = died.run_dir / "checkpoints"
     assert (ckpt_dir / ".tmp-step_00000004").is_dir(), "the killed save should have left its temporary folder"

@@ -79,8 +79,10 @@ def test_load_yaml_builds_typed_tree(tmp_path):
     assert cfg.slurm == Config().slurm
 
 
-def test_empty_yaml_is_the_defaults(tmp_path):
-    assert load_config(write(tmp_path / "empty.yaml", "")) == Config()
+def test_no_config_file_is_the_defaults_and_an_empty_one_an_error(tmp_path):
+    assert load_config(None) == Config()
+    empty = write(tmp_path / "empty.yaml", "")
+    assert error_of(empty) == f"{empty}: the config file is empty (or only comments)"
 
 
 def test_missing_file_and_invalid_yaml(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -63,6 +64,17 @@ REQUIRED = {
 }
 
 
+def _not_text(value) -> str:
+    """Why a field value cannot be used as text ('' when it can). Numbers and booleans become
+    their text (an answer "42" stored as a number); NaN/inf (a missing value in a parquet or
+    pandas column) and lists/objects are errors, never the strings "nan" or "[...]"."""
+    if isinstance(value, (str, bool, int)):
+        return ""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"is not a text value ({value})"
+    return f"is not text (a {type(value).__name__})"
+
+
 def _to_canonical(batch: dict, schema: str, task: str) -> dict:
     """Batched map from one schema to canonical columns; a `_bad` column names what is wrong."""
     n = len(next(iter(batch.values())))
@@ -83,17 +95,24 @@ def _to_canonical(batch: dict, schema: str, task: str) -> dict:
             else:
                 # Earlier turns become the prompt; the last assistant turn is the target.
                 prior = turns[:last]
-                instruction = prior[-1]["content"] if len(prior) == 1 else "\n".join(f"{t['role']}: {t['content']}" for t in prior)
-                output = turns[last].get("content") or ""
+                missing = next((j for j, t in enumerate(turns[:last + 1]) if not isinstance((t or {}).get("content"), str)), None)
+                if missing is not None:
+                    bad, instruction, output = f"messages[{missing}].content is not text", "", ""
+                else:
+                    instruction = prior[-1]["content"] if len(prior) == 1 else "\n".join(f"{t['role']}: {t['content']}" for t in prior)
+                    output = turns[last].get("content") or ""
             inp = ""
         elif schema == "prompt_completion":
             instruction, inp, output = get("prompt", i, None), "", get("completion", i, None)
         else:
             instruction = get("definition" if schema == "sni" else "instruction", i, None)
             inp, output = get("input", i, "") or "", get("output", i, None)
-        for col, value in (("instruction", instruction), ("output", output)):
-            if value is None and not bad:
-                bad = f"missing field '{col if schema != 'sni' or col != 'instruction' else 'definition'}'"
+        for col, value in (("instruction", instruction), ("output", output), ("input", inp)):
+            name = col if schema != "sni" or col != "instruction" else "definition"
+            if value is None and col != "input" and not bad:
+                bad = f"missing field '{name}'"
+            elif value is not None and not bad and (why := _not_text(value)):
+                bad = f"field '{name}' {why}"
         instruction, output = instruction or "", output or ""
         refs = get("references", i, None) or ([output] if output else [])
         if not bad and not str(output).strip():
@@ -155,14 +174,58 @@ def _locate(where: str, row: int) -> str:
 # --------------------------------------------------------------------------- loading
 
 
+def check_text_file(path: str) -> None:
+    """A file a task reads as text must be a readable file of valid UTF-8 (a byte-order mark is
+    fine): pyarrow's JSON reader would otherwise replace invalid bytes without a word. Streamed,
+    so a file of any size costs one read; the error names the line and column."""
+    import codecs
+
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a directory, expected a data file")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, consumed = 1, 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 24):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as e:
+                    at = e.start
+                    col = at - (block.rfind(b"\n", 0, at) + 1) + 1 if b"\n" in block[:at] else None
+                    line += block.count(b"\n", 0, at)
+                    where = f"column {col}" if col is not None else f"byte {consumed + at}"
+                    raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{block[at]:02x} at {where}); "
+                                    "re-encode the file as UTF-8") from None
+                line += block.count(b"\n")
+                consumed += len(block)
+            decoder.decode(b"", final=True)
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}:{line}: not valid UTF-8 (the file ends inside a character)") from None
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ValueError(f"duplicate key '{dup}'")
+    return dict(pairs)
+
+
 def _find_bad_json_line(path: str) -> str | None:
-    with open(path, encoding="utf-8") as f:
+    """The first line that is not one JSON object (with unique keys), as `file:line: what`."""
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    json.loads(line)
+                    record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
                 except json.JSONDecodeError as e:
                     return f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})"
+                except ValueError as e:
+                    return f"{path}:{lineno}: {e} in the record (which value is meant is ambiguous)"
+                if not isinstance(record, dict):
+                    return f"{path}:{lineno}: the record is not a JSON object (a {type(record).__name__})"
     return None
 
 
@@ -170,17 +233,19 @@ def _is_sni_task_file(path: str) -> bool:
     """An original Super-NaturalInstructions task file: one JSON object with Definition and Instances."""
     if not path.endswith(".json"):
         return False
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         head = f.read(4096).lstrip()
     return head.startswith("{") and ('"Definition"' in head or '"Instances"' in head)
 
 
 def _read_sni_task_file(path: str) -> datasets.Dataset:
     try:
-        with open(path, encoding="utf-8") as f:
-            task = json.load(f)
+        with open(path, encoding="utf-8-sig") as f:
+            task = json.load(f, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: {e} (which value is meant is ambiguous)") from None
     for key in ("Definition", "Instances"):
         if key not in task:
             raise UserError(f"{path}: Super-NaturalInstructions task file has no '{key}'")
@@ -201,7 +266,7 @@ def _reader_kwargs(kind: str, path: str) -> dict:
         return {}
     import csv
 
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first name
         header = next(csv.reader(f), [])
     return {"features": datasets.Features({c: datasets.Value("string") for c in header}), "keep_default_na": False}
 
@@ -211,13 +276,20 @@ def _load_files(paths: list[str]) -> list[datasets.Dataset]:
     out: dict[str, datasets.Dataset] = {}
     by_kind = collections.defaultdict(list)
     for p in paths:
+        if FILE_KINDS[os.path.splitext(p)[1]] in ("json", "csv"):
+            check_text_file(p)
         if _is_sni_task_file(p):
             out[p] = _read_sni_task_file(p)
         else:
             by_kind[FILE_KINDS[os.path.splitext(p)[1]]].append(p)
     for kind, files in by_kind.items():
         if kind == "csv":  # headers differ per file, so one builder call each
-            out.update({p: datasets.load_dataset(kind, data_files=p, split="train", **_reader_kwargs(kind, p)) for p in files})
+            for p in files:
+                try:
+                    out[p] = datasets.load_dataset(kind, data_files=p, split="train", **_reader_kwargs(kind, p))
+                except Exception as e:  # noqa: BLE001 - pandas' message names the line
+                    cause = e.__cause__ or e
+                    raise UserError(f"{p}: cannot read as CSV: {str(cause).strip().splitlines()[-1]}") from None
             continue
         try:
             # Split names must be identifiers, so files become splits f0, f1, ...
@@ -241,8 +313,11 @@ def _resolve_paths(source: TaskSource, root: str | None, where: str) -> list[str
         pattern = os.path.join(path, "*")
     else:
         pattern = path
-    matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    files = [p for p in matches if os.path.splitext(p)[1] in FILE_KINDS and not p.endswith(".examples.json")]
+    matches = sorted(p for p in glob.glob(pattern) if os.path.splitext(p)[1] in FILE_KINDS)
+    for p in matches:
+        if os.path.isdir(p):  # named like a task file: the user expects one
+            raise UserError(f"{p}: is a directory, expected a data file")
+    files = [p for p in matches if os.path.isfile(p) and not p.endswith(".examples.json")]
     if not files:
         if not glob.has_magic(path) and not os.path.exists(path):
             raise UserError(f"{where}.path: no such file or directory: {path}")
