@@ -60,11 +60,11 @@ def cmd_train(args, extras) -> None:
         cfg.data.mixture = MixtureConfig()
         if not any(o.startswith("run.name=") for o in extras):
             cfg.run.name = f"{cfg.run.name}-ft-{args.only_task}"
-    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+    if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
         from ift.engine import deepspeed_config
 
         deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
-        code = launch_torchrun(args.nproc_per_node, args.argv)
+        code = launch_torchrun(args.nproc_per_node, args.argv, args.max_restarts)
         if code:
             raise SystemExit(code)
         return
@@ -73,14 +73,16 @@ def cmd_train(args, extras) -> None:
     train(cfg, only_task=args.only_task)
 
 
-def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """Re-run this same command under torch.distributed.run with N local processes."""
+def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
+    """Re-run this same command under torch.distributed.run with N local processes. When a worker
+    dies, torchrun ends the others and, up to max_restarts times, starts them all again: they
+    resume from the newest valid checkpoint (train.resume: auto)."""
     import subprocess
 
     from ift.engine import free_port
 
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", "-m", "ift", *argv]
+           f"--max-restarts={max_restarts}", f"--master-port={free_port()}", "-m", "ift", *argv]
     return subprocess.call(cmd)
 
 
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verb("train", "train a model (instruction or single-task fine-tuning)", cmd_train)
     tr.add_argument("--nproc-per-node", type=int, default=1, help="local processes (torchrun)")
     tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
+    tr.add_argument("--max-restarts", type=int, default=0,
+                    help="restart all local processes up to K times after a crash, from the last valid checkpoint")
     from ift.slurm import add_submit_args, cmd_submit
     add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)

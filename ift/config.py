@@ -116,6 +116,7 @@ class TrainConfig:
     keep_last: int = 2
     keep_every: int = 0
     resume: str = "auto"  # auto | never | <checkpoint path>
+    dist_timeout_min: int = 10  # a collective waits this long for a dead rank before failing
     verify_checkpoint: str = "full"  # full (sizes + CRC-32) | size | none: checked against its manifest before loading
     resume_allow_mismatch: list[str] = field(default_factory=list)
     export_final: bool = False
@@ -451,6 +452,7 @@ def validate(cfg: Config) -> None:
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
     _check(t.loss_chunk > 0, "train.loss_chunk", t.loss_chunk, "must be > 0")
     _choice(t.verify_checkpoint, "train.verify_checkpoint", ("full", "size", "none"))
+    _check(t.dist_timeout_min > 0, "train.dist_timeout_min", t.dist_timeout_min, "must be > 0")
     for name in ("save_every", "keep_every"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "must be >= 0")
     _check(t.keep_last >= 1, "train.keep_last", t.keep_last, "must be >= 1")

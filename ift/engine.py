@@ -48,20 +48,26 @@ def free_port() -> int:
 _HOST_GROUP = None  # gloo group for host-side flags (the stop request) when the main backend is NCCL
 
 
-def init_distributed() -> tuple[int, int, int]:
+def init_distributed(timeout_min: int = 10) -> tuple[int, int, int]:
+    """(rank, world size, local rank). A collective waits at most timeout_min for a rank that died
+    (NCCL, gloo), so the survivors fail and a restart can begin."""
+    from datetime import timedelta
+
     import deepspeed
     import torch.distributed as dist
 
     global _HOST_GROUP
     if not dist.is_initialized():
         backend = "nccl" if accelerator_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
+                                   timeout=timedelta(minutes=timeout_min))
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if accelerator_available():
         torch.cuda.set_device(local_rank)
     if _HOST_GROUP is None:
-        _HOST_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        _HOST_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout_min)) \
+            if dist.get_backend() != "gloo" else dist.group.WORLD
     return rank, world, local_rank
 
 

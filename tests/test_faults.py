@@ -133,3 +133,18 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         assert (run / "checkpoints" / "step_00000004.invalid-1" / broken).exists() or name == "remove", name
         assert (run / "checkpoints" / "step_00000004.invalid-1").is_dir(), name  # set aside, not deleted
         assert _losses(run) == want, name
+
+
+@pytest.mark.slow
+def test_a_crashed_rank_is_restarted_by_max_restarts(tmp_path, monkeypatch):
+    """`ift train --nproc-per-node 2 --max-restarts 1`: rank 1 dies after step 5; torchrun ends
+    rank 0 and starts both again, which resume from step 4 and finish with the uninterrupted losses."""
+    straight = TrainJob(_config(tmp_path, "straight", max_steps=8), nproc=2)
+    monkeypatch.setenv("IFT_FAULT", "step@5@rank1")
+    cfg = _config(tmp_path, "crash", max_steps=8)
+    job = TrainJob(cfg, "--max-restarts", "1", nproc=2)
+    result = job.wait()
+    monkeypatch.delenv("IFT_FAULT")
+    straight.wait()
+    assert "resumed from" in result.stderr and "step_00000004 at step 4" in result.stderr, result.stderr[-3000:]
+    assert _losses(job.run_dir) == _losses(straight.run_dir)
