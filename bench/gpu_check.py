@@ -200,7 +200,7 @@ def resume_export_eval(args, data) -> None:
         record("export", False, str(e))
     try:
         tasks = _two_sni_tasks(data) if data else "builtin:reverse_word,builtin:uppercase_word"
-        done = run(ift + ["eval", os.path.join(runs, "killed"), "--tasks", tasks, "--limit", "8", "--no-wandb",
+        run(ift + ["eval", os.path.join(runs, "killed"), "--tasks", tasks, "--limit", "8", "--no-wandb",
                           "--out", os.path.join(args.out, "eval")], args.smoke, quiet=True)
         found = [f for f in os.listdir(os.path.join(args.out, "eval")) if f.endswith(".json")]
         scores = json.load(open(os.path.join(args.out, "eval", found[0]))) if found else {}

@@ -75,15 +75,25 @@ def cmd_train(args, extras) -> None:
 
 def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
     """Re-run this same command under torch.distributed.run with N local processes. When a worker
-    dies, torchrun ends the others and, up to max_restarts times, starts them all again: they
-    resume from the newest valid checkpoint (train.resume: auto)."""
+    dies, torchrun ends the others; then, up to max_restarts times, a fresh torchrun starts them
+    all again and they resume from the newest valid checkpoint (train.resume: auto). (torchrun's
+    own --max-restarts re-forms the group on the old rendezvous store, where DeepSpeed's new_group
+    can read a dead rank's address: seen here as gloo "connectFullMesh ... Connection refused".)"""
     import subprocess
 
     from ift.engine import free_port
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--max-restarts={max_restarts}", f"--master-port={free_port()}", "-m", "ift", *argv]
-    return subprocess.call(cmd)
+    code = 0
+    for attempt in range(max_restarts + 1):
+        if attempt:
+            log.warning("restart %d of %d after exit code %d: resuming from the newest valid checkpoint",
+                        attempt, max_restarts, code)
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+               f"--master-port={free_port()}", "-m", "ift", *argv]
+        code = subprocess.call(cmd, env={**os.environ, "IFT_RESTART_COUNT": str(attempt)})
+        if code == 0:
+            break
+    return code
 
 
 def cmd_export(args, extras) -> None:

@@ -7,7 +7,7 @@ a no-op. Points:
 - save:   inside the save of step <step>, after the shards are written, before the manifest and COMPLETE
 - resume: right after the checkpoint of step <step> was loaded, before the first step
 With @rank<r> only that rank dies (torchrun then ends the others); without it every rank does.
-Only a launch's first attempt dies: the processes torchrun restarts (`--max-restarts`) get past it.
+Only a launch's first attempt dies: the processes `ift train --max-restarts` starts again get past it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import signal
 
 def maybe_die(point: str, step: int, rank: int = 0) -> None:
     spec = os.environ.get("IFT_FAULT")
-    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+    if not spec or os.environ.get("IFT_RESTART_COUNT", "0") != "0":
         return
     parts = spec.split("@")
     if parts[0] != point or int(parts[1]) != step:

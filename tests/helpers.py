@@ -153,3 +153,26 @@ def consolidated_state(run: Path) -> dict:
 
     model, _ = load_consolidated(str(final_checkpoint(run)))
     return {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+
+def pretrained_folder(path: Path) -> tuple[int, int]:
+    """A tiny Llama + BPE tokenizer saved with save_pretrained. lm_head is all zeros, so a model
+    that really loaded these weights starts at loss ln(vocab_size) exactly (uniform logits)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ift.data import builtin
+    from ift.model import train_bpe_tokenizer
+
+    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)]
+    tok = train_bpe_tokenizer(texts, 300)
+    spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
+    config = LlamaConfig(**{**spec, "vocab_size": len(tok)}, tie_word_embeddings=False,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return config.vocab_size, len(tok.get_vocab())

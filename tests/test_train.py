@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import (REPO, TINY_MODEL, consolidated_state, final_checkpoint, read_metrics, run_concurrently,
-                     write_config)
+from helpers import (REPO, TINY_MODEL, consolidated_state, final_checkpoint, pretrained_folder, read_metrics,
+                     run_concurrently, write_config)
 
 # --------------------------------------------------------------------------- 1. ZeRO-2 / ZeRO-3, 2 processes
 
@@ -164,36 +163,13 @@ def test_loss_normalization_is_independent_of_batch_layout(equivalence_runs, pac
 # --------------------------------------------------------------------------- 3, 4. single-process runs
 
 
-def _pretrained_folder(path: Path) -> tuple[int, int]:
-    """A tiny Llama + BPE tokenizer saved with save_pretrained. lm_head is all zeros, so a model
-    that really loaded these weights starts at loss ln(vocab_size) exactly (uniform logits)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ift.data import builtin
-    from ift.model import train_bpe_tokenizer
-
-    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)]
-    tok = train_bpe_tokenizer(texts, 300)
-    spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
-    config = LlamaConfig(**{**spec, "vocab_size": len(tok)}, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.lm_head.weight.zero_()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return config.vocab_size, len(tok.get_vocab())
-
-
 @pytest.fixture(scope="module")
 def solo_runs(tmp_path_factory):
     """Single-process runs, started together: a from_pretrained folder, a conflicting DeepSpeed
     config file, and a diverging lr."""
     tmp = tmp_path_factory.mktemp("solo")
     folder = tmp / "pretrained"
-    vocab, tok_size = _pretrained_folder(folder)
+    vocab, tok_size = pretrained_folder(folder)
     pre = write_config(tmp, "pre", model={"config": None, "name_or_path": str(folder)},
                        train={"max_steps": 3, "lr": 1e-2})
     ds_file = tmp / "ds_conflict.json"

@@ -16,37 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_MODEL, consolidated_state, read_metrics, train_env, write_config
+from helpers import REPO, TINY_MODEL, consolidated_state, pretrained_folder, read_metrics, train_env, write_config
 
 IFT = str(Path(sys.executable).parent / "ift")  # the console script pip installed
-
-
-def _pretrained_folder(path: Path) -> int:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ift.data import builtin
-    from ift.model import train_bpe_tokenizer
-
-    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)]
-    tok = train_bpe_tokenizer(texts, 300)
-    spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
-    config = LlamaConfig(**{**spec, "vocab_size": len(tok)}, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.lm_head.weight.zero_()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return config.vocab_size
 
 
 @pytest.fixture(scope="module")
 def zero3_cli_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zero3_cli")
     folder = tmp / "pretrained"
-    vocab = _pretrained_folder(folder)
+    vocab, _ = pretrained_folder(folder)
     train = {"max_steps": 4, "lr": 1e-2, "zero_stage": 2}  # the config says 2: the command line says 3
     configs = {
         "inline": write_config(tmp, "inline", train=train),
