@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The GPU check: one command that proves ift's GPU path and measures it, in under 8 minutes on one
-H100/H200-class GPU. It prints everything and ends with one PASS/FAIL line per check.
+"""The GPU check: one command that proves ift's GPU path and measures it, sized to finish in under
+8 minutes on one H100/H200-class GPU. It prints everything and ends with one PASS/FAIL line per check.
 
 1. speed: `bench/train_bench.py` at ZeRO-2 and at ZeRO-3, bf16, a Llama-3.2-1B-shaped model built
    from config (random init, vocabulary 128,256: nothing is downloaded), packed rows of 4096 tokens
