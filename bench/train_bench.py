@@ -235,7 +235,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from ift.engine import deepspeed_config
+    from ift.engine import accelerator_available, deepspeed_config
     from ift.model import build_model
 
     t = cfg.train
@@ -281,7 +281,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
         weight_decay=t.weight_decay, max_grad_norm=t.grad_clip, lr_scheduler_type="cosine",
         warmup_steps=t.warmup_steps, optim="adamw_torch", deepspeed=ds, logging_steps=warmup, save_strategy="no",
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.run.seed,
-        use_cpu=args_device(cfg) == "cpu", ddp_backend="gloo" if args_device(cfg) == "cpu" else "nccl",
+        use_cpu=not accelerator_available(), ddp_backend="nccl" if accelerator_available() else "gloo",
         bf16=cfg.model.dtype == "bf16",
     )
     clock = Clock()
@@ -298,23 +298,21 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     return result
 
 
-def args_device(cfg) -> str:
-    from ift.engine import accelerator_available
-
-    return "cuda" if accelerator_available() else "cpu"
-
-
 def synchronize() -> None:
     import torch
 
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+    from ift.engine import accelerator_available
+
+    if accelerator_available():
         torch.cuda.synchronize()
 
 
 def reset_peak_memory() -> None:
     import torch
 
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+    from ift.engine import accelerator_available
+
+    if accelerator_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
@@ -325,7 +323,9 @@ def peak_memory_gib() -> float:
 
     import torch
 
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+    from ift.engine import accelerator_available
+
+    if accelerator_available():
         return torch.cuda.max_memory_allocated() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
