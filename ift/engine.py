@@ -80,6 +80,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def model_inputs(batch: dict, device: torch.device) -> tuple[dict, torch.Tensor]:
+    """(the model's inputs, the task of each target token), on `device`. The per-position task_ids
+    stay on the host: the loss needs only the targets' tasks."""
+    placed = to_device({k: v for k, v in batch.items() if k != "task_ids"}, device)
+    return placed, placed.pop("target_task")
+
+
 def pin_batch(batch: dict) -> dict:
     """Page-locked host memory, so that to_device's copy does not block (CUDA only)."""
     if not accelerator_available():

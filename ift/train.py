@@ -18,7 +18,7 @@ from ift import checkpoint, faults
 from ift.config import Config, UserError, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
 from ift.engine import (all_gather, all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
-                        pin_batch, setup_environment, to_device)
+                        model_inputs, pin_batch, setup_environment)
 from ift.tracking import Tracker
 
 log = logging.getLogger("ift.train")
@@ -161,10 +161,8 @@ class Trainer:
         loss = torch.zeros(len(self.names), dtype=torch.float64, device=device)
         tokens = torch.zeros_like(loss)
         for micro in batch.micro_batches:
-            micro = to_device(micro, device)
-            task = micro.pop("target_task")
-            del micro["task_ids"]
-            losses = self.engine(**micro)  # per target token, fp32
+            inputs, task = model_inputs(micro, device)
+            losses = self.engine(**inputs)  # per target token, fp32
             # Global-batch token mean: DeepSpeed divides by grad_accum and averages over ranks,
             # so scale by both to get sum(token losses) / (target tokens of the global batch).
             self.engine.backward(losses.sum() * (self.world * t.grad_accum / batch.target_tokens))

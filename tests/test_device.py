@@ -56,8 +56,8 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
         placed.update(id(v) for v in out.values())
         return out
 
-    monkeypatch.setattr(ift.train, "to_device", spy_to_device)
-    monkeypatch.setattr(ift.engine, "to_device", spy_to_device)  # the held-out loss imports it at call time
+    # training steps and the held-out loss both place batches with ift.engine.model_inputs -> to_device
+    monkeypatch.setattr(ift.engine, "to_device", spy_to_device)
 
     gpu_stand_in = torch.device("meta")
     collective_inputs: list[torch.device] = []

@@ -29,17 +29,15 @@ def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[st
 @torch.no_grad()
 def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, float]:
     """Token-mean loss over all batches (`eval/loss`) and per task (`eval/loss/<task>`)."""
-    from ift.engine import to_device
+    from ift.engine import model_inputs
 
     sums = torch.zeros(len(names), dtype=torch.float64, device=engine.device)
     counts = torch.zeros_like(sums)
     was_training = engine.module.training
     engine.module.eval()
     for batch in batches:
-        batch = to_device(batch, engine.device)
-        task = batch.pop("target_task")
-        del batch["task_ids"]
-        losses = engine(**batch).double()  # per target token
+        inputs, task = model_inputs(batch, engine.device)
+        losses = engine(**inputs).double()  # per target token
         sums.index_add_(0, task, losses)
         counts.index_add_(0, task, torch.ones_like(losses))
     engine.module.train(was_training)
