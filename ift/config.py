@@ -160,6 +160,7 @@ class SlurmConfig:
     constraint: Optional[str] = None
     extra_sbatch: list[str] = field(default_factory=list)  # extra "#SBATCH" lines, e.g. ["--exclusive"]
     max_requeues: int = 3
+    max_failures: int = 2  # crashes (not user errors, exit 2) that requeue the job
     signal_delay_s: int = 120
     folder: Optional[str] = None  # submitit logs; default <run dir>/slurm
     gres: bool = True  # request --gpus-per-node; false on CPU-only clusters (gpus_per_node = tasks per node)
@@ -468,6 +469,7 @@ def validate(cfg: Config) -> None:
     for name in ("nodes", "gpus_per_node", "cpus_per_task", "time_min"):
         _check(getattr(s, name) > 0, f"slurm.{name}", getattr(s, name), "must be > 0")
     _check(s.max_requeues >= 0, "slurm.max_requeues", s.max_requeues, "must be >= 0")
+    _check(s.max_failures >= 0, "slurm.max_failures", s.max_failures, "must be >= 0")
 
     e = cfg.eval
     for i, src in enumerate(e.tasks):

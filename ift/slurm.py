@@ -18,6 +18,8 @@ only waits (Python runs signal handlers in the main thread): the callback calls
 `train()` returns, and only then does the callback return the `DelayedSubmission` that submitit
 requeues. The requeued job resumes from that checkpoint (`train.resume: auto`) and continues the
 same W&B run; `<run dir>/requeues.jsonl` and the job log say why each restart happened.
+
+Crashes (a rank fails: not a stop) are requeued by the batch script after srun, see ift.crash_requeue.
 """
 from __future__ import annotations
 
@@ -89,7 +91,7 @@ def read_requeues(run_dir: str) -> list[dict]:
 def record_requeue(run_dir: str, reason: str, result: Optional[dict]) -> dict:
     """Append why this job stopped early (and requeues) to <run dir>/requeues.jsonl."""
     rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": _job_id(),
-           "restart_count": restart_count(), "reason": reason,
+           "restart_count": restart_count(), "kind": "stop", "reason": reason,
            "step": (result or {}).get("step"), "saved": bool(result) and not result.get("finished")}
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, REQUEUES_FILE), "a") as f:
@@ -112,7 +114,11 @@ def log_start(dist: dict, run_dir: str) -> int:
     if count and dist["rank"] == 0:
         previous = read_requeues(run_dir)
         last = previous[-1] if previous else None
-        if last and last.get("restart_count") == count - 1:
+        if last and last.get("restart_count") == count - 1 and last.get("kind") == "crash":
+            log.info("restart %d (SLURM_RESTART_COUNT=%d): the previous run failed after step %s: %s; resuming "
+                     "from the newest valid checkpoint (crash %d of at most %d)", count, count, last.get("step"),
+                     last.get("reason"), last.get("failures"), last.get("max_failures"))
+        elif last and last.get("restart_count") == count - 1:
             log.info("restart %d (SLURM_RESTART_COUNT=%d): the previous run stopped at step %s: %s; "
                      "resuming from its checkpoint", count, count, last.get("step"), last.get("reason"))
         else:
@@ -138,31 +144,38 @@ def _stop_handler(why: str):
     return handler
 
 
-def entry_main(argv: Optional[list[str]] = None) -> int:
-    """One task of `slurm/train.sbatch` (run by srun, one task per GPU): `CONFIG [overrides]
-    [--only-task T]`. Exit 0: training finished; EXIT_REQUEUE: stopped early by a signal with a
-    checkpoint saved (the batch script requeues); 2: a config mistake."""
-    _setup_logging()
-    p = argparse.ArgumentParser(prog="slurm_entry.py", description=entry_main.__doc__)
+def config_from_argv(argv: Optional[list[str]]) -> tuple[Config, Optional[str]]:
+    """`CONFIG [overrides] [--only-task T]`, the arguments of slurm/train.sbatch: (config, only_task)."""
+    p = argparse.ArgumentParser(prog="slurm_entry.py")
     p.add_argument("config")
     p.add_argument("--only-task")
     args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
+    cfg = load_config(args.config, overrides)
+    if args.only_task:
+        _only_task(cfg, args.only_task, overrides)
+    return cfg, args.only_task
+
+
+def entry_main(argv: Optional[list[str]] = None) -> int:
+    """One task of `slurm/train.sbatch` (run by srun, one task per GPU): `CONFIG [overrides]
+    [--only-task T]`. Exit 0: training finished; EXIT_REQUEUE: stopped early by a signal with a
+    checkpoint saved (the batch script requeues); 2: a config mistake (never requeued); anything
+    else: a crash (the batch script requeues up to slurm.max_failures times, ift.crash_requeue)."""
+    _setup_logging()
     # Before anything slow: a signal during start-up must request a stop, not kill the task.
     for sig, why in ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption or cancel (SIGTERM)")):
         signal.signal(sig, _stop_handler(why))
     dist = export_dist_env()
     try:
-        bad = [o for o in overrides if "=" not in o or o.startswith("-")]
-        if bad:
-            raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
-        cfg = load_config(args.config, overrides)
-        if args.only_task:
-            _only_task(cfg, args.only_task, overrides)
+        cfg, only_task = config_from_argv(argv)
         count = log_start(dist, cfg.run_dir)
         _for_restart(cfg, count)
         from ift.train import STOP, train
 
-        result = train(cfg, only_task=args.only_task)
+        result = train(cfg, only_task=only_task)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -345,9 +358,12 @@ def _parse_extra_sbatch(lines: list[str]) -> dict:
     return out
 
 
-def sbatch_parameters(cfg: Config, job_name: Optional[str] = None) -> dict:
+def sbatch_parameters(cfgs: list[Config], folder: str, job_name: Optional[str] = None) -> dict:
     """Keyword arguments of submitit's sbatch writer (SlurmExecutor.update_parameters) from the
-    `slurm:` section: one task per GPU, GPUs as gres unless slurm.gres is false (CPU clusters)."""
+    `slurm:` section: one task per GPU, GPUs as gres unless slurm.gres is false (CPU clusters);
+    srun ends the step when a task fails, and the teardown requeues a crashed job
+    (ift.crash_requeue, one run dir per array task)."""
+    cfg = cfgs[0]
     s = cfg.slurm
     params: dict = {"job_name": job_name or cfg.run.name, "nodes": s.nodes, "ntasks_per_node": s.gpus_per_node,
                     "cpus_per_task": s.cpus_per_task, "time": s.time_min, "signal_delay_s": s.signal_delay_s}
@@ -363,6 +379,16 @@ def sbatch_parameters(cfg: Config, job_name: Optional[str] = None) -> dict:
         "unset " + " ".join(TORCH_ENV),
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         *s.setup,
+    ]
+    params["srun_args"] = ["--kill-on-bad-exit=1"]
+    requeue = [_python(cfg), "-m", "ift.crash_requeue", "--exit-code", '"$ift_rc"',
+               "--max-failures", str(s.max_failures),
+               "--rank-log", shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),
+               *(f"--run-dir {shlex.quote(c.run_dir)}" for c in cfgs)]
+    params["teardown"] = [
+        "ift_rc=$?  # srun's: on a crash (not a user error) requeue, up to slurm.max_failures times",
+        " ".join(requeue),
+        "exit $?",
     ]
     extra = _parse_extra_sbatch(s.extra_sbatch)
     if extra:
@@ -451,7 +477,7 @@ def sbatch_script(cfgs: list[Config], folder: str, job_name: Optional[str] = Non
     from pathlib import Path
 
     folder_path = Path(folder).expanduser().absolute()
-    params = sbatch_parameters(cfgs[0], job_name)
+    params = sbatch_parameters(cfgs, folder, job_name)
     command = " ".join([_python(cfgs[0]), "-u -m submitit.core._submit", shlex.quote(str(folder_path))])
     return _make_sbatch_string(command=command, folder=folder_path,
                                map_count=len(cfgs) if len(cfgs) > 1 else None, **params)
@@ -464,7 +490,7 @@ def submit(cfgs: list[Config], folder: str, only_task: Optional[str] = None, job
     first = cfgs[0]
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=first.slurm.max_requeues,
                                       python=_python(first))
-    executor.update_parameters(**sbatch_parameters(first, job_name))
+    executor.update_parameters(**sbatch_parameters(cfgs, folder, job_name))
     if len(cfgs) == 1:
         return [executor.submit(SlurmTrainJob(first, only_task))]
     with executor.batch():
@@ -504,7 +530,7 @@ def cmd_submit(args, extras: list[str]) -> None:
     ranks = s.nodes * s.gpus_per_node
     shape = f"{s.nodes} node(s) x {s.gpus_per_node} task(s) = {ranks} rank(s)" + ("" if s.gres else ", no GPU gres")
     if args.dry_run:
-        print(sbatch_script(cfgs, folder, base_name), end="")
+        print(sbatch_script(cfgs, folder, base_name).rstrip("\n"))
         print(f"# dry run: nothing submitted; {len(cfgs)} job(s), {shape}; submitit folder {folder}")
         for i, (cfg, point) in enumerate(planned):
             what = f"array task {i}: {' '.join(point)}: " if len(planned) > 1 else ""
@@ -521,7 +547,8 @@ def cmd_submit(args, extras: list[str]) -> None:
         print(f"  run dir: {cfg.run_dir}")
         print(f"  logs:    {job.paths.stdout} and {job.paths.stderr} (rank 0; rank r: _r_ in the name)")
     print(f"watch: squeue -j {str(jobs[0].job_id).split('_')[0]}; time limit {s.time_min} min, USR2 "
-          f"{s.signal_delay_s}s before it -> checkpoint + requeue (up to {s.max_requeues} time-outs)")
+          f"{s.signal_delay_s}s before it -> checkpoint + requeue (up to {s.max_requeues} time-outs); a crash requeues up to "
+          f"{s.max_failures} time(s)")
 
 
 def _note_existing(cfg: Config) -> None:

@@ -6,7 +6,8 @@ and runs the `ift train` entry, ift.train.train.
     srun python launch/slurm_entry.py CONFIG [key.sub=value ...] [--only-task T]
 
 Exit codes: 0 finished; 3 stopped early by SIGUSR2/SIGTERM with a checkpoint saved on all ranks
-(slurm/train.sbatch then requeues the job); 2 a config mistake. `ift submit` runs the same code
+(slurm/train.sbatch then requeues the job); 2 a user error (never requeued); anything else a crash
+(slurm/train.sbatch requeues it up to slurm.max_failures times, ift/crash_requeue.py). `ift submit` runs the same code
 (ift.slurm) through submitit instead of this file.
 """
 import sys

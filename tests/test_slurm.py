@@ -148,6 +148,72 @@ def test_job_pickles_without_runtime_state(tmp_path):
     assert copy._thread is None and copy._box == {} and copy.cfg.run.name == "p"
 
 
+def test_dry_run_requeues_crashes_in_the_teardown(tmp_path):
+    out = _dry_run(str(write_config(tmp_path, "cr")), "slurm.max_failures=5", "--sweep", "train.lr=1e-5,2e-5")
+    lines = out.splitlines()
+    srun = next(x for x in lines if x.startswith("srun "))
+    assert "--kill-on-bad-exit=1" in srun.split()  # the first failed task ends the step
+    teardown = lines[lines.index("# teardown") + 1:]
+    assert teardown[0].startswith("ift_rc=$?") and teardown[2] == "exit $?", out
+    cmd = teardown[1]
+    assert "-m ift.crash_requeue --exit-code \"$ift_rc\" --max-failures 5" in cmd
+    assert f"--run-dir {tmp_path / 'runs' / 'cr-lr1e-5'} --run-dir {tmp_path / 'runs' / 'cr-lr2e-5'}" in cmd
+    assert f"'{tmp_path / 'runs' / 'cr.sweep' / 'slurm'}/{{job}}_{{rank}}_log.err'" in cmd
+
+
+# What srun writes when tasks fail (Slurm 22-24), as the batch log holds it.
+SRUN_KILLED = ["0: 12:00:01 ift.train: step 6", "killed:  12%|█▏   | 7/60 [00:00<00:02]srun: error: n2: task 1: Killed",
+               "srun: launch/slurm: _step_signal: Terminating StepId=7.0",
+               "0: slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***",
+               "srun: error: n1: task 0: Terminated", "srun: Force Terminated StepId=7.0"]
+
+
+def test_crash_requeue_reads_the_first_failed_task_and_its_exception():
+    from ift import crash_requeue as cq
+
+    assert cq.first_failed_task(SRUN_KILLED) == {"rank": 1, "node": "n2", "how": "Killed"}
+    assert cq.first_failed_task(["srun: error: gpu07: tasks 4-7: Exited with exit code 1"]) == {
+        "rank": 4, "node": "gpu07", "how": "Exited with exit code 1"}
+    assert cq.first_failed_task(["srun: error: Unable to create step"]) is None
+    assert cq.rank_lines(0, None, SRUN_KILLED) == [
+        "12:00:01 ift.train: step 6", "slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***"]
+    tb = ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+          "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "12:00:02 submitit: done"]
+    assert cq.last_exception(tb) == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert cq.last_exception(["ift.config.UserError: train.resume: /x is not a complete checkpoint"]) == (
+        "UserError: train.resume: /x is not a complete checkpoint")
+    assert cq.last_exception(["[rank0]: RuntimeError: boom", "slurmstepd-n1: error: *** STEP 13.0 CANCELLED"]) == (
+        "RuntimeError: boom")  # torch prefixes an uncaught exception's lines with the rank
+    assert cq.last_exception(["all good"]) is None
+
+
+def test_crash_requeue_never_retries_user_errors_and_stops_at_max_failures(tmp_path, monkeypatch):
+    from ift import crash_requeue as cq
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    run = tmp_path / "run"
+    user = ["0: error: data.tasks[0].path: no such file", "srun: error: n1: task 0: Exited with exit code 2"]
+    assert cq.after_srun(2, str(run), 2, batch_lines=user)[0] == 2
+    (rec,) = slurm.read_requeues(str(run))
+    assert rec["user_error"] and not rec["requeued"] and rec["failed_rank"] == 0 and rec["node"] == "n1"
+    assert rec["last_lines"] == ["error: data.tasks[0].path: no such file"]
+    assert rec["reason"] == "rank 0 on n1: Exited with exit code 2"
+
+    (run / "requeues.jsonl").write_text(json.dumps({"job_id": "77", "kind": "crash", "requeued": True}) + "\n")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    code, rec = cq.after_srun(137, str(run), 1, batch_lines=SRUN_KILLED)
+    assert code == 137 and not rec["requeued"] and not rec["user_error"]  # 1 crash requeue already: FAILED
+    assert rec["reason"] == "rank 1 on n2: Killed" and rec["failures"] == 2 and rec["restart_count"] == 1
+    assert cq.after_srun(0, str(run), 1, batch_lines=[]) == (0, None)
+
+    stopped = tmp_path / "stopped"  # the step ended because a time-limit stop already requeued the job
+    stopped.mkdir()
+    (stopped / "requeues.jsonl").write_text(json.dumps({"job_id": "77", "restart_count": 1, "saved": True}) + "\n")
+    assert cq.after_srun(143, str(stopped), 2, batch_lines=SRUN_KILLED) == (143, None)
+
+
 # --------------------------------------------------------------------------- on the local cluster
 
 
@@ -263,18 +329,24 @@ def test_signalled_job_checkpoints_requeues_and_resumes_exactly(reference, workd
     assert metrics[-1]["loss"] == read_metrics(reference["run"])[-1]["loss"]  # fp32: bit-equal
 
 
-@pytest.mark.slurm
-def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir):
-    began = time.time()
-    root, name = workdir["root"], "sbatch"
-    run, out = root / "runs" / name, root / "sbatch-%j.out"
+def sbatch_job(workdir, name: str, *overrides: str) -> tuple[str, Path, Path]:
+    """`sbatch slurm/train.sbatch CONFIG run.name=NAME ...`: 2 tasks on one node, CPU only."""
+    root = workdir["root"]
+    out = root / f"sbatch-{name}-%j.out"
     cmd = ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
            "--time=15", f"--output={out}", f"--export=ALL,IFT_PYTHON={sys.executable}",
-           "slurm/train.sbatch", str(workdir["config"]), f"run.name={name}"]
+           "slurm/train.sbatch", str(workdir["config"]), f"run.name={name}", *overrides]
     proc = subprocess.run(cmd, cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip().split(";")[0]
-    logs = [root / f"sbatch-{job}.out"]
+    return job, root / "runs" / name, root / f"sbatch-{name}-{job}.out"
+
+
+@pytest.mark.slurm
+def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir):
+    began = time.time()
+    job, run, log = sbatch_job(workdir, "sbatch")
+    logs = [log]
     wait_for(lambda: steps_logged(run) >= SIGNAL_AT, START_TIMEOUT, f"step {SIGNAL_AT}", job, logs)
     # as `#SBATCH --signal=B:USR2@90` does: to the batch script, whose trap forwards it to the ranks
     subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
@@ -285,8 +357,84 @@ def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir):
     assert stop["reason"] == "time limit (SIGUSR2)" and SIGNAL_AT <= stop["step"] < STEPS, stop
     complete_ckpt(run, stop["step"])
     complete_ckpt(run, STEPS)
-    log = logs[0].read_text()
-    assert "ift: checkpoint saved; requeueing job" in log and "restart 1" in log
+    text = log.read_text(errors="replace")  # srun --label may split a UTF-8 progress bar
+    assert "ift: checkpoint saved; requeueing job" in text and "restart 1" in text
+    assert re.search(r"^1: .*rank 1/2 \(local 1\)", text, re.M), "srun --label: task lines carry their rank"
     metrics = read_metrics(run)
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     assert metrics[-1]["loss"] == read_metrics(reference["run"])[-1]["loss"]  # same env contract, same run
+
+
+# --------------------------------------------------------------------------- crashes on the local cluster
+
+CRASH_SAVE_EVERY = 5  # the crashed job resumes from step 5, so steps 6..CRASH_AT run twice
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in read_metrics(run)}  # a redone step's line replaces the first
+
+
+def crash_record(run: Path) -> dict:
+    (rec,) = slurm.read_requeues(str(run))
+    assert rec["kind"] == "crash" and rec["restart_count"] == 0 and rec["failures"] == 1, rec
+    return rec
+
+
+@pytest.mark.slurm
+def test_submitted_job_with_a_killed_rank_is_requeued_and_resumes_exactly(reference, workdir, monkeypatch):
+    began = time.time()
+    monkeypatch.setenv("IFT_FAULT", "step@7@rank1")  # SIGKILL: as the OOM killer or a lost GPU would
+    job, run, logs = ift_submit(workdir, "killed", f"train.save_every={CRASH_SAVE_EVERY}")
+    wait_done(job, 2 * START_TIMEOUT, logs)
+    print(f"\n[slurm] crashed + requeued job {job}: {time.time() - began:.0f}s")
+
+    rec = crash_record(run)
+    assert rec["requeued"] and not rec["user_error"] and rec["max_failures"] == 2
+    assert rec["failed_rank"] == 1 and rec["node"] == "n2" and rec["reason"] == "rank 1 on n2: Killed", rec
+    assert rec["checkpoint_step"] == CRASH_SAVE_EVERY and rec["step"] >= CRASH_SAVE_EVERY, rec
+    rank1 = (run / "slurm" / f"{job}_1_log.err").read_text().splitlines()
+    tail = rec["last_lines"]  # rank 1's own log (no progress bars), up to its death
+    assert tail and set(tail) <= set(rank1), tail
+    batch_out = (run / "slurm" / f"{job}_0_log.out").read_text()  # the teardown's decision
+    assert "ift: requeueing job" in batch_out and "(crash 1 of at most 2)" in batch_out
+    rank0 = (run / "slurm" / f"{job}_0_log.err").read_text()
+    assert "restart 1 (SLURM_RESTART_COUNT=1): the previous run failed after step" in rank0
+    assert f"resumed from {run}/checkpoints/step_{CRASH_SAVE_EVERY:08d}" in rank0
+    assert losses(run) == losses(reference["run"])  # every step, fp32: bit-equal
+
+
+@pytest.mark.slurm
+def test_sbatch_job_with_a_failing_rank_is_requeued_and_resumes_exactly(reference, workdir, monkeypatch):
+    began = time.time()
+    monkeypatch.setenv("IFT_FAULT", "step@7@rank0@raise")  # an exception: a bug, a CUDA error
+    job, run, log = sbatch_job(workdir, "raised", f"train.save_every={CRASH_SAVE_EVERY}")
+    wait_done(job, 2 * START_TIMEOUT, [log])
+    print(f"\n[slurm] sbatch job {job} (crashed + requeued): {time.time() - began:.0f}s")
+
+    rec = crash_record(run)
+    assert rec["requeued"] and rec["failed_rank"] == 0 and rec["node"] == "n1", rec
+    assert rec["reason"] == ("rank 0 on n1: Exited with exit code 1: RuntimeError: IFT_FAULT=step@7@rank0@raise: "
+                             "injected failure on rank 0"), rec
+    assert rec["checkpoint_step"] == CRASH_SAVE_EVERY
+    text = log.read_text(errors="replace")  # srun --label may split a UTF-8 progress bar
+    assert "ift: requeueing job" in text and "restart 1" in text
+    assert losses(run) == losses(reference["run"])
+
+
+@pytest.mark.slurm
+def test_user_errors_and_spent_failures_are_not_requeued(workdir, monkeypatch):
+    """Two jobs at once: a user error found inside the job (exit 1 through submitit, its exception
+    is ift's UserError) and a crash with slurm.max_failures=0. Both end FAILED, never requeued."""
+    user_job, user_run, user_logs = ift_submit(workdir, "usererr", "train.resume=/nonexistent/step_00000001")
+    monkeypatch.setenv("IFT_FAULT", "step@2@rank1")
+    crash_job, crash_run, crash_log = sbatch_job(workdir, "spent", "slurm.max_failures=0")
+    for job, logs in ((user_job, user_logs), (crash_job, [crash_log])):
+        wait_for(lambda: job_state(job) in TERMINAL, START_TIMEOUT, "the job to end", job, logs)
+        assert job_state(job) == "FAILED", log_tails(logs)
+
+    rec = crash_record(user_run)
+    assert rec["user_error"] and not rec["requeued"], rec
+    assert "UserError: train.resume: /nonexistent/step_00000001" in rec["reason"], rec
+    rec = crash_record(crash_run)
+    assert not rec["user_error"] and not rec["requeued"] and rec["reason"] == "rank 1 on n1: Killed", rec
+    assert "ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)" in crash_log.read_text(errors="replace")
