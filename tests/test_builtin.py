@@ -2,11 +2,11 @@
 import pytest
 
 from ift.data import builtin
-from ift.data.builtin import HELDOUT_TASKS, TRAIN_TASKS, examples, task_names
+from ift.data.builtin import CLASSIC_TASKS, HELDOUT_TASKS, KINDS, OPERATIONS, TRAIN_TASKS, examples, task_names
 
-ALL = TRAIN_TASKS + HELDOUT_TASKS
+ALL = TRAIN_TASKS + HELDOUT_TASKS + CLASSIC_TASKS
 KEYS = {"task", "instruction", "input", "output", "references", "rationale", "category"}
-CATEGORIES = {"string", "list", "arithmetic", "classification"}
+CATEGORIES = {"string", "list", "arithmetic", "classification", *OPERATIONS}
 
 
 def _ints(s):
@@ -18,15 +18,64 @@ def _pairs(task, n=200, seed=0):
 
 
 def test_split_sizes_and_no_overlap():
-    assert len(TRAIN_TASKS) >= 12 and len(HELDOUT_TASKS) >= 4
-    assert len(ALL) >= 16
-    assert len(set(TRAIN_TASKS)) == len(TRAIN_TASKS) and len(set(HELDOUT_TASKS)) == len(HELDOUT_TASKS)
+    assert len(OPERATIONS) >= 4 and len(KINDS) >= 5 and len(HELDOUT_TASKS) >= 8
+    assert len(TRAIN_TASKS) + len(HELDOUT_TASKS) == len(OPERATIONS) * len(KINDS)
+    assert len(set(ALL)) == len(ALL)
     assert not set(TRAIN_TASKS) & set(HELDOUT_TASKS)
+
+
+def _grid(task):
+    op, kind = task.split("_")
+    return op, kind
+
+
+def test_heldout_cells_are_unseen_combinations_of_trained_parts():
+    trained = [_grid(t) for t in TRAIN_TASKS]
+    for op, kind in map(_grid, HELDOUT_TASKS):
+        assert (op, kind) not in trained
+        assert sum(o == op for o, _ in trained) >= 3, op  # the operation is trained with other kinds
+        assert sum(k == kind for _, k in trained) >= 3, kind  # the kind is trained with other operations
+
+
+def test_heldout_tasks_are_separated_from_training():
+    """No held-out instruction string and no held-out (instruction, input) pair occurs in training; no
+    held-out task computes a training task's input -> output function; every word of a held-out
+    instruction occurs in training instructions (reachable by the instruction alone)."""
+    n = 2000
+    train = [r for t in TRAIN_TASKS for r in examples(t, n)]
+    train_instr = {r["instruction"] for r in train}
+    train_pairs = {(r["instruction"], r["input"]) for r in train}
+    train_words = {w.strip(".,?").lower() for i in train_instr for w in i.split()}
+    inputs = sorted({r["input"] for r in train[:500]})
+    for task in HELDOUT_TASKS:
+        held = examples(task, n)
+        assert not {r["instruction"] for r in held} & train_instr, task
+        assert not {(r["instruction"], r["input"]) for r in held} & train_pairs, task
+        words = {w.strip(".,?").lower() for r in held for w in r["instruction"].split()}
+        assert words <= train_words, (task, words - train_words)
+        op, kind = _grid(task)
+        fn = OPERATIONS[op][0]
+        held_fn = [fn(next(x for x in i.split() if x in KINDS[kind])) for i in inputs]
+        for other in TRAIN_TASKS:  # same inputs, some different output: a different function
+            o_op, o_kind = _grid(other)
+            other_fn = [OPERATIONS[o_op][0](next(x for x in i.split() if x in KINDS[o_kind])) for i in inputs]
+            assert held_fn != other_fn, (task, other)
+
+
+def test_grid_outputs_are_the_operation_on_the_named_item():
+    for task in TRAIN_TASKS + HELDOUT_TASKS:
+        op, kind = _grid(task)
+        for r in examples(task, 100):
+            items = r["input"].split()
+            assert sorted(len([x for x in items if x in KINDS[k]]) for k in KINDS) == [1] * len(KINDS)
+            (item,) = [x for x in items if x in KINDS[kind]]
+            assert r["output"] == OPERATIONS[op][0](item) and kind in r["instruction"]
 
 
 def test_task_names_splits():
     assert task_names("train") == list(TRAIN_TASKS)
     assert task_names("heldout") == list(HELDOUT_TASKS)
+    assert task_names("classic") == list(CLASSIC_TASKS)
     assert task_names("all") == list(ALL)
     assert task_names("reverse_word") == ["reverse_word"]
     assert task_names(HELDOUT_TASKS[0]) == [HELDOUT_TASKS[0]]
@@ -37,7 +86,7 @@ def test_task_names_unknown_split_error_lists_choices():
         task_names("validation")
     msg = str(exc.value)
     assert "validation" in msg
-    for choice in ("train", "heldout", "all"):
+    for choice in ("train", "heldout", "classic", "all"):
         assert repr(choice) in msg
 
 
@@ -85,7 +134,7 @@ def test_record_schema(task):
     # mostly distinct examples
     assert len({(r["instruction"], r["input"]) for r in recs}) >= 0.75 * len(recs), task
     # short enough for a tiny model
-    assert sum(len(r["input"]) + len(r["output"]) <= 40 for r in recs) >= 0.95 * len(recs), task
+    assert sum(len(r["input"]) + len(r["output"]) <= 64 for r in recs) >= 0.95 * len(recs), task
     # most tasks have an input
     assert sum(bool(r["input"]) for r in recs) > 0
 
@@ -97,15 +146,9 @@ def test_instructions_are_task_specific():
             assert owner.setdefault(r["instruction"], task) == task, r["instruction"]
 
 
-def test_heldout_instructions_unseen_in_train():
-    train_instr = {r["instruction"] for t in TRAIN_TASKS for r in examples(t, 200)}
-    held_instr = {r["instruction"] for t in HELDOUT_TASKS for r in examples(t, 200)}
-    assert not train_instr & held_instr
-
-
 def test_every_category_represented_in_train():
-    cats = {examples(t, 1)[0]["category"] for t in TRAIN_TASKS}
-    assert cats == CATEGORIES
+    assert {examples(t, 1)[0]["category"] for t in TRAIN_TASKS} == set(OPERATIONS)
+    assert {examples(t, 1)[0]["category"] for t in CLASSIC_TASKS} == CATEGORIES - set(OPERATIONS)
 
 
 def test_string_tasks_correct():

@@ -2,6 +2,7 @@
 on the built-in suite, and (integration, when ../shared is present) on real SNI tasks."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,8 +22,8 @@ def _ift(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return done
 
 
-def _compare_and_check(runs: list[Path], out: Path, tasks: list[str]) -> str:
-    _ift("compare", *map(str, runs), "--out", str(out))
+def _compare_and_check(runs: list[Path], out: Path, tasks: list[str], *flags: str) -> str:
+    _ift("compare", *map(str, runs), "--out", str(out), *flags)
     report = (out / "COMPARISON.md").read_text()
     for task in tasks:
         assert task in report, f"{task} missing from COMPARISON.md"
@@ -39,9 +40,9 @@ def test_builtin_ift_vs_ft_end_to_end(tmp_path):
 
     cfg = write_config(tmp_path, "ift", data={"tasks": [{"builtin": "train", "n": 32}], "max_seq_len": 128},
                        train={"max_steps": 6, "micro_batch_size": 4},
-                       eval={"tasks": [{"builtin": "heldout"}, {"builtin": "sort_ascending"}], "limit": 3,
-                             "max_new_tokens": 4, "batch_size": 8, "every": 3})
-    jobs = [TrainJob(cfg), TrainJob(cfg, only_task="sort_ascending")]
+                       eval={"tasks": [{"builtin": "heldout"}, {"builtin": "twice_animal"}, {"builtin": "name_fruit"}],
+                             "limit": 3, "max_new_tokens": 4, "batch_size": 8, "every": 3})
+    jobs = [TrainJob(cfg), TrainJob(cfg, only_task="twice_animal")]
     for job in jobs:
         job.wait()
     runs = [job.run_dir for job in jobs]
@@ -50,10 +51,23 @@ def test_builtin_ift_vs_ft_end_to_end(tmp_path):
         assert [m["step"] for m in scored] == [3, 6]
         assert all(f"eval/loss/{t}" in scored[-1] for t in builtin.HELDOUT_TASKS)
     for run in runs:
-        _ift("eval", str(run))
-        assert (run / "eval" / "eval_0shot.json").exists()
-    report = _compare_and_check(runs, tmp_path / "comparison", list(builtin.HELDOUT_TASKS) + ["sort_ascending"])
-    assert "held-out" in report and "own" in report
+        for shots in ("0", "2"):
+            _ift("eval", str(run), "--shots", shots)
+            assert (run / "eval" / f"eval_{shots}shot.json").exists()
+    out = tmp_path / "comparison"
+    report = _compare_and_check(runs, out, list(builtin.HELDOUT_TASKS) + ["twice_animal", "name_fruit"],
+                                "--eval", "eval_0shot", "--eval", "eval_2shot")
+    assert "held-out" in report and "own" in report and "(eval_2shot)" in report
+    assert (out / "heldout_loss.png").stat().st_size > 10_000
+    data = json.loads((out / "comparison.json").read_text())  # every number of the report, for tools
+    assert [e["name"] for e in data["evaluations"]] == ["eval_0shot", "eval_2shot"]
+    for ev in data["evaluations"]:
+        ft = ev["groups"]["ift-ft-twice_animal"]  # the three groups: own task, other run's tasks, held-out
+        assert (ft["own"]["tasks"], ft["seen by other run"]["tasks"], ft["held-out"]["tasks"]) == (
+            1, 1, len(builtin.HELDOUT_TASKS))
+        scores = {t["task"]: t["scores"]["ift"] for t in ev["tasks"]}
+        assert set(scores["twice_animal"]) >= {"rougeL", "exact_match"}
+    assert sorted(data["heldout_loss"]["runs"]["ift"]) == ["3", "6"]
 
 
 @pytest.mark.slow

@@ -1,13 +1,19 @@
 """Built-in, procedurally generated instruction tasks (the default dataset; no download).
 
-Every task is a tiny string / list / arithmetic / classification problem with a
-short answer, so a very small randomly initialised model can learn the train
-tasks in a few hundred CPU steps and then be evaluated on *related but unseen*
-held-out tasks (e.g. train ``max_of_list``, evaluate ``min_of_list``).
+The suite (splits ``train`` and ``heldout``) is a grid of operations x object kinds. Every input
+holds one item of every kind, shuffled ("tea 7 fox hammer plum red"), so only the instruction
+tells the tasks apart; each task is one cell (``twice_fruit``: "Say the fruit twice." -> "plum
+plum"), phrased by many paraphrases of its operation. The held-out cells are unseen combinations:
+every word of their instructions occurs in training instructions (the operation with other kinds,
+the kind with other operations), but no held-out instruction, no held-out (instruction, input)
+pair and no held-out input -> output function occurs in training. A model that learned to follow
+the instructions, and not only the training tasks, solves them: a ~1M-parameter model trained from
+scratch does in a few CPU minutes (README, "Instruction fine-tuning vs fine-tuning").
 
-Inputs are deliberately bare ("7 3", "4 9 1", "apple") and shared between tasks,
-so the model has to read the instruction to know what to do. Generation is fully
-deterministic given ``(task, n, seed)`` and never touches the global RNG.
+The ``classic`` split keeps the first suite's string / list / arithmetic / classification
+tasks (``reverse_word``, ``add_numbers``, ...), which tests and examples name directly.
+
+Generation is fully deterministic given ``(task, n, seed)`` and never touches the global RNG.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ VOWELS = "aeiou"
 # A generator maps an rng to (input, output, rationale, *alternative_references).
 Gen = Callable[[random.Random], tuple]
 _TASKS: dict[str, tuple[str, tuple[str, ...], Gen]] = {}  # name -> (category, instructions, gen)
-_SPLITS: dict[str, list[str]] = {"train": [], "heldout": []}
+_SPLITS: dict[str, list[str]] = {"train": [], "heldout": [], "classic": []}
 
 
 def _task(name: str, split: str, category: str, *instructions: str):
@@ -65,7 +71,7 @@ def _phrase(rng: random.Random) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- train tasks
-@_task("reverse_word", "train", "string", "Reverse the letters of the word.",
+@_task("reverse_word", "classic", "string", "Reverse the letters of the word.",
        "Write the word backwards.", "Spell the given word in reverse order.",
        "Output the word with its letters reversed.")
 def _reverse_word(rng):
@@ -73,35 +79,35 @@ def _reverse_word(rng):
     return w, w[::-1], f"{'-'.join(w)} backwards is {'-'.join(w[::-1])}."
 
 
-@_task("uppercase_word", "train", "string", "Convert the word to uppercase.",
+@_task("uppercase_word", "classic", "string", "Convert the word to uppercase.",
        "Write the word in capital letters.", "Rewrite the word using only upper-case letters.")
 def _uppercase_word(rng):
     w = rng.choice(WORDS)
     return w, w.upper(), ""
 
 
-@_task("first_letter", "train", "string", "What is the first letter of the word?",
+@_task("first_letter", "classic", "string", "What is the first letter of the word?",
        "Give the letter the word starts with.", "Output only the initial letter of the word.")
 def _first_letter(rng):
     w = rng.choice(WORDS)
     return w, w[0], ""
 
 
-@_task("word_length", "train", "string", "How many letters does the word have?",
+@_task("word_length", "classic", "string", "How many letters does the word have?",
        "Count the letters in the word.", "Give the length of the word in letters.")
 def _word_length(rng):
     w = rng.choice(WORDS)
     return w, str(len(w)), f"{'-'.join(w)} has {len(w)} letters."
 
 
-@_task("repeat_word", "train", "string", "Repeat the word twice.",
+@_task("repeat_word", "classic", "string", "Repeat the word twice.",
        "Write the word two times, separated by a space.", "Say the word, then say it again.")
 def _repeat_word(rng):
     w = rng.choice(WORDS)
     return w, f"{w} {w}", "", f"{w}, {w}", f"{w}{w}"
 
 
-@_task("vowel_count", "train", "string", "How many vowels are in the word?",
+@_task("vowel_count", "classic", "string", "How many vowels are in the word?",
        "Count the vowels (a, e, i, o, u) in the word.", "Give the number of vowels in the word.")
 def _vowel_count(rng):
     w = rng.choice(WORDS)
@@ -109,14 +115,14 @@ def _vowel_count(rng):
     return w, str(len(vs)), f"The vowels in {w} are {', '.join(vs) or 'none'}: {len(vs)} in total."
 
 
-@_task("last_word", "train", "string", "What is the last word?",
+@_task("last_word", "classic", "string", "What is the last word?",
        "Output the final word of the text.", "Give only the word at the end.")
 def _last_word(rng):
     ws = _phrase(rng)
     return " ".join(ws), ws[-1], ""
 
 
-@_task("sort_ascending", "train", "list", "Sort the numbers from smallest to largest.",
+@_task("sort_ascending", "classic", "list", "Sort the numbers from smallest to largest.",
        "Put the numbers in ascending order.", "Arrange the list in increasing order.")
 def _sort_ascending(rng):
     xs = _nums(rng, 3)
@@ -124,35 +130,35 @@ def _sort_ascending(rng):
     return _show(xs), ans[0], "", *ans[1:]
 
 
-@_task("max_of_list", "train", "list", "What is the largest number in the list?",
+@_task("max_of_list", "classic", "list", "What is the largest number in the list?",
        "Give the maximum of the numbers.", "Find the biggest number.")
 def _max_of_list(rng):
     xs = _nums(rng, 3)
     return _show(xs), str(max(xs)), f"Comparing {', '.join(map(str, xs))}, the largest is {max(xs)}."
 
 
-@_task("count_items", "train", "list", "How many numbers are in the list?",
+@_task("count_items", "classic", "list", "How many numbers are in the list?",
        "Count the items in the list.", "Give the length of the list.")
 def _count_items(rng):
     xs = _nums(rng, 2, 7)
     return _show(xs), str(len(xs)), f"Counting {', '.join(map(str, xs))} gives {len(xs)} numbers."
 
 
-@_task("add_numbers", "train", "arithmetic", "Add the two numbers.",
+@_task("add_numbers", "classic", "arithmetic", "Add the two numbers.",
        "What is the sum of the two numbers?", "Compute the total of the numbers.")
 def _add_numbers(rng):
     a, b = rng.randint(0, 20), rng.randint(0, 20)
     return f"{a} {b}", str(a + b), f"{a} + {b}: {a} plus {b} is {a + b}."
 
 
-@_task("subtract_numbers", "train", "arithmetic", "Subtract the second number from the first.",
+@_task("subtract_numbers", "classic", "arithmetic", "Subtract the second number from the first.",
        "What is the first number minus the second?", "Compute the difference: first minus second.")
 def _subtract_numbers(rng):
     a, b = sorted((rng.randint(0, 20), rng.randint(0, 20)), reverse=True)
     return f"{a} {b}", str(a - b), f"{a} - {b}: {a} minus {b} is {a - b}."
 
 
-@_task("even_or_odd", "train", "arithmetic", "Is the number even or odd?",
+@_task("even_or_odd", "classic", "arithmetic", "Is the number even or odd?",
        "Answer even or odd for the number.", "Say whether the number is even or odd.")
 def _even_or_odd(rng):
     n = rng.randint(0, 999)
@@ -160,14 +166,14 @@ def _even_or_odd(rng):
     return str(n), p, f"{n} ends in {n % 10}, so it is {p}."
 
 
-@_task("larger_number", "train", "arithmetic", "Which of the two numbers is larger?",
+@_task("larger_number", "classic", "arithmetic", "Which of the two numbers is larger?",
        "Output the bigger number.", "Give the greater of the two numbers.")
 def _larger_number(rng):
     a, b = rng.sample(range(100), 2)
     return f"{a} {b}", str(max(a, b)), f"{max(a, b)} is greater than {min(a, b)}."
 
 
-@_task("sentiment", "train", "classification", "Is the sentiment positive or negative?",
+@_task("sentiment", "classic", "classification", "Is the sentiment positive or negative?",
        "Classify the review as positive or negative.", "Does the sentence sound positive or negative?",
        "Label the opinion: positive or negative.")
 def _sentiment(rng):
@@ -177,7 +183,7 @@ def _sentiment(rng):
     return text, label, f"'{adj}' is a {label} word, so the sentiment is {label}."
 
 
-@_task("is_animal", "train", "classification", "Is this an animal? Answer yes or no.",
+@_task("is_animal", "classic", "classification", "Is this an animal? Answer yes or no.",
        "Does the word name an animal?", "Answer yes if the word is an animal, otherwise no.",
        "Is the following a kind of animal?")
 def _is_animal(rng):
@@ -187,28 +193,28 @@ def _is_animal(rng):
 
 
 # ----------------------------------------------------------------------------- held-out tasks
-@_task("lowercase_word", "heldout", "string", "Convert the word to lowercase.",
+@_task("lowercase_word", "classic", "string", "Convert the word to lowercase.",
        "Write the word in small letters.", "Rewrite the word using only lower-case letters.")
 def _lowercase_word(rng):
     w = rng.choice(WORDS)
     return w.upper(), w, ""
 
 
-@_task("last_letter", "heldout", "string", "What is the last letter of the word?",
+@_task("last_letter", "classic", "string", "What is the last letter of the word?",
        "Give the letter the word ends with.", "Output only the final letter of the word.")
 def _last_letter(rng):
     w = rng.choice(WORDS)
     return w, w[-1], ""
 
 
-@_task("first_word", "heldout", "string", "What is the first word?",
+@_task("first_word", "classic", "string", "What is the first word?",
        "Output the opening word of the text.", "Give only the word at the start.")
 def _first_word(rng):
     ws = _phrase(rng)
     return " ".join(ws), ws[0], ""
 
 
-@_task("sort_descending", "heldout", "list", "Sort the numbers from largest to smallest.",
+@_task("sort_descending", "classic", "list", "Sort the numbers from largest to smallest.",
        "Put the numbers in descending order.", "Arrange the list in decreasing order.")
 def _sort_descending(rng):
     xs = _nums(rng, 3)
@@ -216,43 +222,104 @@ def _sort_descending(rng):
     return _show(xs), ans[0], "", *ans[1:]
 
 
-@_task("min_of_list", "heldout", "list", "What is the smallest number in the list?",
+@_task("min_of_list", "classic", "list", "What is the smallest number in the list?",
        "Give the minimum of the numbers.", "Find the lowest number.")
 def _min_of_list(rng):
     xs = _nums(rng, 3)
     return _show(xs), str(min(xs)), f"Comparing {', '.join(map(str, xs))}, the smallest is {min(xs)}."
 
 
-@_task("multiply_numbers", "heldout", "arithmetic", "Multiply the two numbers.",
+@_task("multiply_numbers", "classic", "arithmetic", "Multiply the two numbers.",
        "What is the product of the two numbers?", "Compute the first number times the second.")
 def _multiply_numbers(rng):
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     return f"{a} {b}", str(a * b), f"{a} x {b}: {a} times {b} is {a * b}."
 
 
-@_task("smaller_number", "heldout", "arithmetic", "Which of the two numbers is smaller?",
+@_task("smaller_number", "classic", "arithmetic", "Which of the two numbers is smaller?",
        "Output the lesser number.", "Give the smaller of the two numbers.")
 def _smaller_number(rng):
     a, b = rng.sample(range(100), 2)
     return f"{a} {b}", str(min(a, b)), f"{min(a, b)} is less than {max(a, b)}."
 
 
+# ----------------------------------------------------------------------------- the grid suite
+# Object kinds: ten items each, every one a single common word (one token for a BPE trained on the
+# data), no item in two kinds.
+KINDS: dict[str, tuple[str, ...]] = {
+    "animal": ("cat", "dog", "fox", "cow", "pig", "owl", "bee", "hen", "rat", "bat"),
+    "fruit": ("apple", "pear", "plum", "lime", "fig", "kiwi", "grape", "mango", "peach", "melon"),
+    "colour": ("red", "blue", "green", "pink", "grey", "black", "white", "brown", "gold", "teal"),
+    "drink": ("tea", "milk", "juice", "soda", "wine", "beer", "coffee", "cocoa", "water", "cider"),
+    "tool": ("saw", "axe", "drill", "hammer", "wrench", "rake", "hoe", "shovel", "chisel", "pliers"),
+    "digit": ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+}
+# Operations: what to do with the item of the kind the instruction names ({o}), phrased many ways.
+OPERATIONS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
+    "name": (lambda x: x, (
+        "Name the {o}.", "Which {o} is in the list?", "What is the {o}?", "Find the {o}.", "Pick out the {o}.",
+        "Tell me the {o}.", "Write down the {o}.", "Give the {o} from the list.", "Which word is the {o}?",
+        "Say the {o}.", "Output the {o}.", "Return only the {o}.")),
+    "twice": (lambda x: f"{x} {x}", (
+        "Say the {o} twice.", "Write the {o} two times.", "Repeat the {o} twice.", "Give the {o} two times.",
+        "Name the {o} twice.", "Output the {o} twice.", "Tell me the {o} two times.", "Find the {o} and say it twice.",
+        "Write down the {o} twice.", "Pick out the {o} and repeat it two times.", "Twice, name the {o}.")),
+    "thrice": (lambda x: f"{x} {x} {x}", (
+        "Say the {o} three times.", "Write the {o} three times.", "Repeat the {o} three times.",
+        "Give the {o} three times.", "Name the {o} three times.", "Output the {o} three times.",
+        "Tell me the {o} three times.", "Find the {o} and say it three times.", "Write down the {o} three times.",
+        "Pick out the {o} and repeat it three times.", "Three times, name the {o}.")),
+    "the": (lambda x: f"the {x}", (
+        "Say the {o} with the word the before it.", "Put the word the before the {o}.",
+        "Write the {o} after the word the.", "Name the {o}, starting with the word the.",
+        "Give the {o} with the in front.", "Output the word the and then the {o}.",
+        "Tell me the {o} with the word the first.", "Find the {o} and put the before it.",
+        "Write down the {o} after the.", "Pick out the {o} and say the before it.")),
+    "like": (lambda x: f"I like {x}", (
+        "Say that you like the {o}.", "Write I like and then the {o}.", "Complete the sentence I like with the {o}.",
+        "Tell me you like the {o}.", "Find the {o} and say I like it.", "Name the {o} in the sentence I like.",
+        "Give the sentence I like with the {o}.", "Output I like followed by the {o}.",
+        "Pick out the {o} and write that you like it.", "Say I like and then name the {o}.")),
+}
+# Held-out cells: two kinds per operation, each kind held out of at most two operations, so every
+# operation is trained on four kinds and every kind on at least three operations.
+_KIND_NAMES, _OP_NAMES = tuple(KINDS), tuple(OPERATIONS)
+HELDOUT_CELLS: tuple[tuple[str, str], ...] = tuple(
+    (op, _KIND_NAMES[(i + d) % len(_KIND_NAMES)]) for i, op in enumerate(_OP_NAMES) for d in (0, 3))
+
+
+def _grid_task(op: str, kind: str) -> None:
+    fn, phrasings = OPERATIONS[op]
+
+    def gen(rng: random.Random) -> tuple:
+        items = [rng.choice(KINDS[k]) for k in _KIND_NAMES]
+        rng.shuffle(items)
+        item = items[[x in KINDS[kind] for x in items].index(True)]
+        return " ".join(items), fn(item), f"The {kind} is {item}."
+
+    split = "heldout" if (op, kind) in HELDOUT_CELLS else "train"
+    _task(f"{op}_{kind}", split, op, *(p.format(o=kind) for p in phrasings))(gen)
+
+
+for _op in _OP_NAMES:
+    for _kind in _KIND_NAMES:
+        _grid_task(_op, _kind)
+
 TRAIN_TASKS: tuple[str, ...] = tuple(_SPLITS["train"])
 HELDOUT_TASKS: tuple[str, ...] = tuple(_SPLITS["heldout"])
+CLASSIC_TASKS: tuple[str, ...] = tuple(_SPLITS["classic"])
 assert not set(TRAIN_TASKS) & set(HELDOUT_TASKS)
 
 
 def task_names(split: str) -> list[str]:
-    """Task names for ``"train"``, ``"heldout"`` or ``"all"``; a single task name gives ``[name]``."""
-    if split == "train":
-        return list(TRAIN_TASKS)
-    if split == "heldout":
-        return list(HELDOUT_TASKS)
+    """Task names for ``"train"``, ``"heldout"``, ``"classic"`` or ``"all"``; a single task name gives ``[name]``."""
+    if split in _SPLITS:
+        return list(_SPLITS[split])
     if split == "all":
-        return list(TRAIN_TASKS + HELDOUT_TASKS)
+        return list(TRAIN_TASKS + HELDOUT_TASKS + CLASSIC_TASKS)
     if split in _TASKS:
         return [split]
-    raise ValueError(f"unknown builtin split or task {split!r}; valid choices: 'train', 'heldout', "
+    raise ValueError(f"unknown builtin split or task {split!r}; valid choices: 'train', 'heldout', 'classic', "
                      f"'all' or one of the task names {sorted(_TASKS)}")
 
 

@@ -1,7 +1,9 @@
 """`ift compare`: compare evaluation results of several runs (e.g. single-task FT vs multi-task IFT).
 
-Per run dir it reads `mixture.json` (tasks trained on), `config.yaml` (run.name) and one `eval/<name>.json`,
-and writes COMPARISON.md, comparison.png and comparison_tasks.png into an output folder.
+Per run dir it reads `mixture.json` (tasks trained on), `config.yaml` (run.name), one or more
+`eval/<name>.json` (e.g. zero-shot and few-shot) and the held-out losses of `metrics.jsonl`, and writes
+COMPARISON.md, comparison.json (every number of the report, for tools), comparison.png (group means per
+evaluation), comparison_tasks.png and heldout_loss.png into an output folder.
 """
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def _caveats(runs, tasks) -> list[str]:
 
 # ---------------------------------------------------------------- outputs
 
-def _markdown(runs, tasks, status, groups, findings) -> str:
+def _markdown(runs, tasks, status, groups, findings, title_eval: str = "") -> str:
     names = [r["name"] for r in runs]
     lines = ["# Fine-tuning comparison", "",
              "Scores are x100: **ROUGE-L / exact match**, the Super-NaturalInstructions metrics (max over references, "
@@ -210,8 +212,8 @@ def _markdown(runs, tasks, status, groups, findings) -> str:
         trained = f"{len(r['trained'])}: {_task_list(r['trained'])}" if r["trained"] else "nothing"
         lines.append(f"| {r['name']} | `{r['dir']}` | {trained} | "
                      f"{r['eval_name']} (`{os.path.basename(r['eval_file'])}`) | {r['model'] or '–'} | {settings} |")
-    lines += ["", "## What the numbers show", ""] + [f"- {s}" for s in findings]
-    lines += ["", "## Means per task group", "",
+    lines += ["", f"## What the numbers show ({title_eval})", ""] + [f"- {s}" for s in findings]
+    lines += ["", f"## Means per task group ({title_eval})", "",
               f"Status per run: `{OWN}` = in that run's mixture; `{OTHER}` = in another compared run's mixture but not "
               f"this one's; `{HELD_OUT}` = in no compared run's mixture. The {OWN} and {OTHER} groups hold different "
               f"tasks for different runs; {HELD_OUT} tasks are the same for all runs. (k) = number of tasks.", "",
@@ -220,7 +222,8 @@ def _markdown(runs, tasks, status, groups, findings) -> str:
         cells = [f"{_fmt(groups[n][g]['rougeL'])} / {_fmt(groups[n][g]['exact_match'])} ({groups[n][g]['tasks']})"
                  if groups[n][g]["tasks"] else "–" for g in (*GROUPS, "all")]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per task", "", "| task | n | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    lines += ["", f"## Per task ({title_eval})", "", "| task | n | " + " | ".join(names) + " |",
+              "|---" * (len(names) + 2) + "|"]
     for t in tasks:
         ns = sorted({str(r["scores"][t].get("n", "?")) for r in runs if t in r["scores"]})
         cells = []
@@ -229,40 +232,94 @@ def _markdown(runs, tasks, status, groups, findings) -> str:
             score = f"{_fmt(s['rougeL'])} / {_fmt(s['exact_match'])}" if s else "not evaluated"
             cells.append(f"{score} ({status[t][r['name']]})")
         lines.append(f"| {t} | {'/'.join(ns)} | " + " | ".join(cells) + " |")
-    lines += ["", "![group means](comparison.png)", "", "![per task](comparison_tasks.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def _plot_groups(runs, groups, path) -> None:
+def _markdown_more(ev: dict) -> str:
+    """A further evaluation (e.g. few-shot): its findings and group means."""
+    lines = ["", f"## What the numbers show ({ev['name']})", ""] + [f"- {s}" for s in ev["findings"]]
+    lines += ["", f"## Means per task group ({ev['name']})", "", "| run | " + " | ".join(GROUPS) + " | all |",
+              "|---" * (len(GROUPS) + 2) + "|"]
+    for r in ev["runs"]:
+        g = ev["groups"][r["name"]]
+        cells = [f"{_fmt(g[c]['rougeL'])} / {_fmt(g[c]['exact_match'])} ({g[c]['tasks']})" if g[c]["tasks"] else "–"
+                 for c in (*GROUPS, "all")]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_groups(evaluations, path) -> None:
+    """One row per evaluation (zero-shot, few-shot, ...): ROUGE-L and exact match per task group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = (*GROUPS, "all")
+    runs = evaluations[0]["runs"]
     width = 0.8 / len(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 2.2 * len(runs) + 6), 5.0), sharey=True)
-    for ax, metric, title in zip(axes, ("rougeL", "exact_match"), ("ROUGE-L", "Exact match")):
-        for i, r in enumerate(runs):
-            g = groups[r["name"]]
-            xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(cols))]
-            vals = [g[c][metric] or 0.0 for c in cols]
-            bars = ax.bar(xs, vals, width, label=r["name"], color=f"C{i}")
-            for b, c in zip(bars, cols):
-                label = f"{g[c][metric]:.1f}\n({g[c]['tasks']})" if g[c]["tasks"] else "n/a"
-                ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), xytext=(0, 2),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(cols)), [c.replace("seen by other run", "seen by\nother run") for c in cols])
-        ax.set_title(f"{title} (mean over tasks)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    axes[0].set_ylabel("score (x100)")
-    top = max([1.0] + [groups[r["name"]][c][m] or 0 for r in runs for c in cols for m in ("rougeL", "exact_match")])
-    axes[0].set_ylim(0, top * 1.15)
-    handles, labels = axes[0].get_legend_handles_labels()
+    fig, rows = plt.subplots(len(evaluations), 2, figsize=(max(9, 2.2 * len(runs) + 6), 4.6 * len(evaluations) + 0.6),
+                             sharey=True, squeeze=False)
+    top = max([1.0] + [e["groups"][r["name"]][c][m] or 0 for e in evaluations for r in e["runs"] for c in cols
+                       for m in ("rougeL", "exact_match")])
+    for axes, ev in zip(rows, evaluations):
+        for ax, metric, title in zip(axes, ("rougeL", "exact_match"), ("ROUGE-L", "Exact match")):
+            for i, r in enumerate(ev["runs"]):
+                g = ev["groups"][r["name"]]
+                xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(cols))]
+                bars = ax.bar(xs, [g[c][metric] or 0.0 for c in cols], width, label=r["name"], color=f"C{i}")
+                for b, c in zip(bars, cols):
+                    label = f"{g[c][metric]:.1f}\n({g[c]['tasks']})" if g[c]["tasks"] else "n/a"
+                    ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), xytext=(0, 2),
+                                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(cols)), [c.replace("seen by other run", "seen by\nother run") for c in cols])
+            ax.set_title(f"{title}, {ev['name']} (mean over tasks)", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_axisbelow(True)
+            ax.set_ylim(0, top * 1.15)
+        axes[0].set_ylabel("score (x100)")
+    handles, labels = rows[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 4), fontsize=8, frameon=False)
-    fig.text(0.5, 0.075, "(k) = tasks in the group; 'own' and 'seen by other run' hold different tasks per run",
-             ha="center", fontsize=7, color="0.35")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.text(0.5, 0.35 / (4.6 * len(evaluations) + 0.6), "(k) = tasks in the group; 'own' and 'seen by other run' "
+             "hold different tasks per run", ha="center", fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.9 / (4.6 * len(evaluations) + 0.6), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def heldout_losses(run: dict, held: list[str]) -> dict:
+    """{step: mean eval/loss over the held-out tasks} from the run's metrics.jsonl (eval.every)."""
+    path = os.path.join(run["dir"], "metrics.jsonl")
+    out: dict = {}
+    if not held or not os.path.isfile(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                m = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            vals = [m[f"eval/loss/{t}"] for t in held if f"eval/loss/{t}" in m]
+            if len(vals) == len(held):
+                out[int(m["step"])] = sum(vals) / len(vals)  # a resumed step's line replaces the first
+    return dict(sorted(out.items()))
+
+
+def _plot_losses(runs, curves, held, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, r in enumerate(runs):
+        c = curves[r["name"]]
+        if c:
+            ax.plot(list(c), list(c.values()), marker="o", markersize=3, color=f"C{i}", label=r["name"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (mean over tasks)")
+    ax.set_title(f"Loss on the {len(held)} held-out tasks during training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -309,16 +366,8 @@ def _plot_tasks(runs, tasks, status, path) -> None:
     plt.close(fig)
 
 
-def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | None = None) -> dict:
-    """Compare runs; write COMPARISON.md, comparison.png, comparison_tasks.png into out_dir.
-
-    Returns {"runs": [...], "tasks": [{"task", "status": {run: status}, "scores": {run: {...} | None}}],
-    "groups": {run: {group: {"rougeL", "exact_match", "tasks"}}}, "findings": [str], "files": {...}}.
-    Raises ValueError with a one-line message on unusable input.
-    """
-    if not run_dirs:
-        raise ValueError("no run directories given")
-    runs = [load_run(d, eval_name) for d in run_dirs]
+def _compare(runs: list[dict]) -> dict:
+    """Groups, per-task status and findings for one evaluation of every run."""
     _unique_names(runs)
     trained_any = set().union(*(r["trained"] for r in runs))
     # Trained-on tasks first, then held-out ones, each by name.
@@ -327,23 +376,62 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | None = 
               for t in tasks}
     groups = {r["name"]: _group_means(r, tasks, status) for r in runs}
     findings = _held_out_findings(runs, tasks, status) + _own_task_findings(runs, tasks) + _caveats(runs, tasks)
+    return {"name": runs[0]["eval_name"], "runs": runs, "tasks": tasks, "status": status, "groups": groups,
+            "findings": findings}
+
+
+def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[str] | None = None) -> dict:
+    """Compare runs on one or more evaluations (the first is the main one); write COMPARISON.md,
+    comparison.json, comparison.png, comparison_tasks.png and heldout_loss.png into out_dir.
+
+    Returns the first evaluation's {"runs": [...], "tasks": [{"task", "status": {run: status},
+    "scores": {run: {...} | None}}], "groups": {run: {group: {"rougeL", "exact_match", "tasks"}}},
+    "findings": [str]}, with "evaluations" (the same for every evaluation), "heldout_loss"
+    ({run: {step: loss}}) and "files". Raises ValueError with a one-line message on unusable input.
+    """
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    names = eval_name if isinstance(eval_name, list) else [eval_name]
+    evaluations = [_compare([load_run(d, n) for d in run_dirs]) for n in names]
+    main = evaluations[0]
+    runs, tasks, status = main["runs"], main["tasks"], main["status"]
+    held = [t for t in tasks if status[t][runs[0]["name"]] == HELD_OUT]
+    curves = {r["name"]: heldout_losses(r, held) for r in runs}
 
     os.makedirs(out_dir, exist_ok=True)
-    files = {"markdown": os.path.join(out_dir, "COMPARISON.md"), "plot": os.path.join(out_dir, "comparison.png"),
+    files = {"markdown": os.path.join(out_dir, "COMPARISON.md"), "json": os.path.join(out_dir, "comparison.json"),
+             "plot": os.path.join(out_dir, "comparison.png"),
              "plot_tasks": os.path.join(out_dir, "comparison_tasks.png")}
+    if any(curves.values()):
+        files["plot_loss"] = os.path.join(out_dir, "heldout_loss.png")
+        _plot_losses(runs, curves, held, files["plot_loss"])
+    md = _markdown(runs, tasks, status, main["groups"], main["findings"], title_eval=main["name"])
+    for ev in evaluations[1:]:
+        md += _markdown_more(ev)
+    md += "\n![group means](comparison.png)\n\n![per task](comparison_tasks.png)\n"
+    if "plot_loss" in files:
+        md += "\n![held-out loss during training](heldout_loss.png)\n"
     with open(files["markdown"], "w") as f:
-        f.write(_markdown(runs, tasks, status, groups, findings))
-    _plot_groups(runs, groups, files["plot"])
+        f.write(md)
+    _plot_groups(evaluations, files["plot"])
     _plot_tasks(runs, tasks, status, files["plot_tasks"])
-    return {
+
+    def summary(ev: dict) -> dict:
+        return {"name": ev["name"],
+                "tasks": [{"task": t, "status": ev["status"][t],
+                           "scores": {r["name"]: r["scores"].get(t) for r in ev["runs"]}} for t in ev["tasks"]],
+                "groups": ev["groups"], "findings": ev["findings"]}
+
+    result = {
         "runs": [{k: r[k] for k in ("name", "dir", "trained", "eval_file", "eval_name", "model", "settings")}
                  for r in runs],
-        "tasks": [{"task": t, "status": status[t], "scores": {r["name"]: r["scores"].get(t) for r in runs}}
-                  for t in tasks],
-        "groups": groups,
-        "findings": findings,
-        "files": files,
+        **{k: v for k, v in summary(main).items() if k != "name"},
+        "evaluations": [summary(ev) for ev in evaluations],
+        "heldout_loss": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in curves.items()}},
     }
+    with open(files["json"], "w") as f:
+        json.dump(result, f, indent=1)
+    return {**result, "files": files}
 
 
 # ---------------------------------------------------------------- CLI glue (wired up in ift/cli.py)
@@ -351,15 +439,19 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | None = 
 def add_compare_args(sp) -> None:
     sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with eval/<name>.json results")
     sp.add_argument("--out", help="output folder (default: comparison/ next to the first run dir)")
-    sp.add_argument("--eval", dest="eval_name", help="evaluation name to use in each run (default: the newest)")
+    sp.add_argument("--eval", dest="eval_name", action="append",
+                    help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
+                         "--eval eval_0shot --eval eval_2shot (the first is the main one)")
 
 
 def cmd_compare(args, extras=None) -> dict:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.run_dirs[0])), "comparison")
     result = write_comparison(args.run_dirs, out, args.eval_name)
-    for n, g in result["groups"].items():
-        print(f"{n}: " + ", ".join(f"{k} {_fmt(v['rougeL'])} ({v['tasks']})" for k, v in g.items() if v["tasks"]))
-    for s in result["findings"]:
-        print(f"- {s}")
-    print(f"wrote {result['files']['markdown']}, {result['files']['plot']}, {result['files']['plot_tasks']}")
+    for ev in result["evaluations"]:
+        print(f"{ev['name']}:")
+        for n, g in ev["groups"].items():
+            print(f"  {n}: " + ", ".join(f"{k} {_fmt(v['rougeL'])} ({v['tasks']})" for k, v in g.items() if v["tasks"]))
+        for s in ev["findings"]:
+            print(f"  - {s}")
+    print("wrote " + ", ".join(result["files"].values()))
     return result
