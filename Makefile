@@ -40,10 +40,8 @@ demo: $(VENV)/.installed
 	$(BIN)/ift mix configs/demo.yaml
 	$(BIN)/ift train configs/demo.yaml
 	$(BIN)/ift train configs/demo_ft.yaml
-	$(BIN)/ift eval runs/demo_ift --shots 0
-	$(BIN)/ift eval runs/demo_ift --shots 2
-	$(BIN)/ift eval runs/demo_ft --shots 0
-	$(BIN)/ift eval runs/demo_ft --shots 2
+	$(BIN)/ift eval runs/demo_ift --shots 0,2
+	$(BIN)/ift eval runs/demo_ft --shots 0,2
 	$(BIN)/ift compare runs/demo_ift runs/demo_ft --out runs/comparison --eval eval_0shot --eval eval_2shot
 	@echo "runs: runs/demo_ift runs/demo_ft (metrics.jsonl, checkpoints/, wandb/ offline runs)"
 	@echo "report: runs/comparison/COMPARISON.md runs/comparison/comparison.png"

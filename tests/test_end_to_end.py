@@ -51,8 +51,8 @@ def test_builtin_ift_vs_ft_end_to_end(tmp_path):
         assert [m["step"] for m in scored] == [3, 6]
         assert all(f"eval/loss/{t}" in scored[-1] for t in builtin.HELDOUT_TASKS)
     for run in runs:
+        _ift("eval", str(run), "--shots", "0,2")  # two evaluations in one process
         for shots in ("0", "2"):
-            _ift("eval", str(run), "--shots", shots)
             assert (run / "eval" / f"eval_{shots}shot.json").exists()
     out = tmp_path / "comparison"
     report = _compare_and_check(runs, out, list(builtin.HELDOUT_TASKS) + ["twice_animal", "name_fruit"],

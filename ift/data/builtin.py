@@ -3,7 +3,8 @@
 The suite (splits ``train`` and ``heldout``) is a grid of operations x object kinds. Every input
 holds one item of every kind, shuffled ("tea 7 fox hammer plum red"), so only the instruction
 tells the tasks apart; each task is one cell (``twice_fruit``: "Say the fruit twice." -> "plum
-plum"), phrased by many paraphrases of its operation. The held-out cells are unseen combinations:
+plum"; ``wins_tool``: "Declare the tool the winner." -> "hammer wins"), phrased by 10-12 paraphrases of its
+operation. The held-out cells are unseen combinations:
 every word of their instructions occurs in training instructions (the operation with other kinds,
 the kind with other operations), but no held-out instruction, no held-out (instruction, input)
 pair and no held-out input -> output function occurs in training. A model that learned to follow
@@ -252,7 +253,6 @@ KINDS: dict[str, tuple[str, ...]] = {
     "colour": ("red", "blue", "green", "pink", "grey", "black", "white", "brown", "gold", "teal"),
     "drink": ("tea", "milk", "juice", "soda", "wine", "beer", "coffee", "cocoa", "water", "cider"),
     "tool": ("saw", "axe", "drill", "hammer", "wrench", "rake", "hoe", "shovel", "chisel", "pliers"),
-    "digit": ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
 }
 # Operations: what to do with the item of the kind the instruction names ({o}), phrased many ways.
 OPERATIONS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
@@ -269,20 +269,21 @@ OPERATIONS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
         "Give the {o} three times.", "Name the {o} three times.", "Output the {o} three times.",
         "Tell me the {o} three times.", "Find the {o} and say it three times.", "Write down the {o} three times.",
         "Pick out the {o} and repeat it three times.", "Three times, name the {o}.")),
-    "the": (lambda x: f"the {x}", (
-        "Say the {o} with the word the before it.", "Put the word the before the {o}.",
-        "Write the {o} after the word the.", "Name the {o}, starting with the word the.",
-        "Give the {o} with the in front.", "Output the word the and then the {o}.",
-        "Tell me the {o} with the word the first.", "Find the {o} and put the before it.",
-        "Write down the {o} after the.", "Pick out the {o} and say the before it.")),
-    "like": (lambda x: f"I like {x}", (
-        "Say that you like the {o}.", "Write I like and then the {o}.", "Complete the sentence I like with the {o}.",
-        "Tell me you like the {o}.", "Find the {o} and say I like it.", "Name the {o} in the sentence I like.",
-        "Give the sentence I like with the {o}.", "Output I like followed by the {o}.",
-        "Pick out the {o} and write that you like it.", "Say I like and then name the {o}.")),
+    # The two below end with a word, not punctuation: the metrics drop punctuation, so "cat?" would
+    # score as "cat" and the operation would go unmeasured.
+    "please": (lambda x: f"{x} please", (
+        "Ask politely for the {o}.", "Say the {o} and then please.", "Name the {o}, adding please.",
+        "Give the {o} followed by please.", "Write the {o}, then the word please.", "Request the {o} politely.",
+        "Output the {o} with please after it.", "Tell me the {o} and say please.",
+        "Find the {o} and ask for it politely.", "Pick out the {o} and end with please.")),
+    "wins": (lambda x: f"{x} wins", (
+        "Say that the {o} wins.", "Declare the {o} the winner.", "Name the {o} as the winner.",
+        "Give the {o} followed by wins.", "Write the {o}, then the word wins.", "Announce that the {o} wins.",
+        "Output the {o} with wins after it.", "Tell me the {o} wins.", "Find the {o} and say it wins.",
+        "Pick out the {o} and end with wins.")),
 }
-# Held-out cells: two kinds per operation, each kind held out of at most two operations, so every
-# operation is trained on four kinds and every kind on at least three operations.
+# Held-out cells: two kinds per operation, each kind held out of two operations, so every operation
+# is trained on three kinds and every kind on three operations.
 _KIND_NAMES, _OP_NAMES = tuple(KINDS), tuple(OPERATIONS)
 HELDOUT_CELLS: tuple[tuple[str, str], ...] = tuple(
     (op, _KIND_NAMES[(i + d) % len(_KIND_NAMES)]) for i, op in enumerate(_OP_NAMES) for d in (0, 3))

@@ -498,7 +498,8 @@ def add_eval_args(sp) -> None:
     sp.add_argument("--tasks", help="task files (path, directory or glob; one task per file), builtin:heldout | "
                     "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
                     "several (default: the run config's eval.tasks)")
-    sp.add_argument("--shots", type=int, help="positive examples in the prompt (0 or 2; default: the run's eval.shots)")
+    sp.add_argument("--shots", help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
+                    "comma-separated for several evaluations in one process, e.g. 0,2")
     sp.add_argument("--max-new-tokens", type=int, help="tokens to generate per example (default: eval.max_new_tokens)")
     sp.add_argument("--limit", type=int, help="first N examples of each task (default: eval.limit, all)")
     sp.add_argument("--batch-size", type=int, help="prompts per generate call (default: eval.batch_size)")
@@ -508,12 +509,30 @@ def add_eval_args(sp) -> None:
     sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
 
 
+def _shots_list(value: str | None) -> list[int | None]:
+    if value is None:
+        return [None]
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise UserError(f"--shots: expected a number or a comma-separated list like 0,2, got {value!r}") from None
+
+
 def cmd_eval(args, extras=None) -> dict:
     if extras:
         raise UserError(f"unrecognized argument(s): {' '.join(extras)}")
-    result = evaluate(args.source, tasks=args.tasks, shots=args.shots, max_new_tokens=args.max_new_tokens,
-                      limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
-                      wandb=not args.no_wandb)
+    shots_list = _shots_list(args.shots)
+    if len(shots_list) > 1 and args.name:
+        raise UserError("--name names one evaluation: leave it out with several --shots values")
+    for shots in shots_list:
+        result = evaluate(args.source, tasks=args.tasks, shots=shots, max_new_tokens=args.max_new_tokens,
+                          limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
+                          wandb=not args.no_wandb)
+        _print_result(result)
+    return result
+
+
+def _print_result(result: dict) -> None:
     width = max(12, *(len(t) for t in result["tasks"]))
     print(f"{'task':<{width}}  {'n':>5}  {'EM':>6}  {'ROUGE-L':>7}  {'EM(cased)':>9}")
     for t, s in result["tasks"].items():
@@ -523,4 +542,3 @@ def cmd_eval(args, extras=None) -> dict:
           f"  ({m['tasks']} tasks)")
     print(f"wrote {result['files']['json']} and {result['files']['markdown']}"
           + (" (logged to W&B)" if result.get("wandb") else ""))
-    return result
