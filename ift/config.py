@@ -175,7 +175,7 @@ class EvalConfig:
     max_new_tokens: int = 32
     limit: Optional[int] = None  # examples per task
     batch_size: int = 16
-    every: int = 0  # evaluate loss on a held-out sample every N steps (0: off)
+    every: int = 0  # evaluate loss on a held-out sample every N steps and at the last step (0: off)
 
 
 @dataclass

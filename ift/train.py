@@ -136,7 +136,8 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             stop = any_rank(STOP["requested"])  # every rank agrees, then all save together
-            scores = self._heldout_scores() if self.heldout and self.step % self.cfg.eval.every == 0 else {}
+            scores = self._heldout_scores() if self.heldout and (
+                self.step % self.cfg.eval.every == 0 or self.step == t.max_steps) else {}  # and at the end
             if self.step % t.log_every == 0 or self.step == t.max_steps:
                 metrics = self.log_metrics(scores)
                 if bar is not None:

@@ -1,7 +1,7 @@
 """Built-in, procedurally generated instruction tasks (the default dataset; no download).
 
 The suite (splits ``train`` and ``heldout``) is a grid of operations x object kinds. Every input
-holds one item of every kind, shuffled ("tea 7 fox hammer plum red"), so only the instruction
+holds one item of every kind, shuffled ("tea fox hammer plum red"), so only the instruction
 tells the tasks apart; each task is one cell (``twice_fruit``: "Say the fruit twice." -> "plum
 plum"; ``wins_tool``: "Declare the tool the winner." -> "hammer wins"), phrased by 10-12 paraphrases of its
 operation. The held-out cells are unseen combinations:

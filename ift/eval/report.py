@@ -314,8 +314,9 @@ def _plot_losses(runs, curves, held, path) -> None:
         c = curves[r["name"]]
         if c:
             ax.plot(list(c), list(c.values()), marker="o", markersize=3, color=f"C{i}", label=r["name"])
+    ax.set_yscale("log")  # a run that never saw these tasks sits an order of magnitude above
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (mean over tasks)")
+    ax.set_ylabel("loss (mean over tasks, log scale)")
     ax.set_title(f"Loss on the {len(held)} held-out tasks during training", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
