@@ -89,7 +89,8 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
 
     assert result["step"] == 3 and result["finished"]
     n_heldout = len(trainer.heldout[1])
-    assert len(forwards) == 3 * 2 + n_heldout  # every micro-batch of every step, and the held-out batches
+    # every micro-batch of every step, and the held-out batches at step 2 (eval.every) and the last step
+    assert len(forwards) == 3 * 2 + 2 * n_heldout
     assert all("input_ids" in f and "target_index" in f for f in forwards)
     # per logging step: the loss tally (all_reduce) and the non-finite tally (all_gather); one more
     # non-finite check before the final save
