@@ -142,26 +142,32 @@ def after_srun(exit_code: int, run_dir: str, max_failures: int, rank_log: Option
            "step": last_step(run_dir), "checkpoint_step": newest_checkpoint(run_dir),
            "failures": crashes + 1, "max_failures": max_failures, "user_error": user_error, "requeued": requeue,
            "last_lines": own[-LAST_LINES:] if own else lines[-LAST_LINES:]}
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, REQUEUES_FILE), "a") as f:
-        f.write(json.dumps(rec) + "\n")
     print(f"ift: job step failed: {reason}")
     if user_error:
-        print("ift: a user error (exit 2): not requeueing; fix it and submit again")
-        return exit_code, rec
+        print("ift: a user error (exit 2, or ift's UserError): not requeueing; fix it and submit again")
+        return exit_code, _record(run_dir, rec)
     if not requeue:
         print(f"ift: not requeueing: {crashes} crash requeue(s) already (slurm.max_failures={max_failures})")
-        return exit_code, rec
+        return exit_code, _record(run_dir, rec)
     resume = rec["checkpoint_step"]
     print(f"ift: requeueing job {job} (crash {crashes + 1} of at most {max_failures}); it resumes from "
           + (f"the checkpoint of step {resume} or an older valid one" if resume is not None else "the start"))
     for stale in glob.glob(os.path.join(os.path.dirname(rank_log or ""), f"{job}_*_result.pkl")) if rank_log else []:
         os.remove(stale)  # submitit's error result of this attempt: the requeued job writes its own
+    _record(run_dir, rec)  # before the requeue: Slurm ends this script as it requeues the job
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"ift: scontrol requeue {job} failed: {done.stderr.strip()}", file=sys.stderr)
-        return exit_code, rec
+        return exit_code, _record(run_dir, {**rec, "requeued": False,
+                                            "reason": f"{reason}; scontrol requeue failed: {done.stderr.strip()}"})
     return 0, rec
+
+
+def _record(run_dir: str, rec: dict) -> dict:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, REQUEUES_FILE), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return rec
 
 
 def main(argv: Optional[list[str]] = None) -> int:
