@@ -217,11 +217,7 @@ def _markdown(runs, tasks, status, groups, findings, title_eval: str = "") -> st
               f"Status per run: `{OWN}` = in that run's mixture; `{OTHER}` = in another compared run's mixture but not "
               f"this one's; `{HELD_OUT}` = in no compared run's mixture. The {OWN} and {OTHER} groups hold different "
               f"tasks for different runs; {HELD_OUT} tasks are the same for all runs. (k) = number of tasks.", "",
-              "| run | " + " | ".join(GROUPS) + " | all |", "|---" * (len(GROUPS) + 2) + "|"]
-    for n in names:
-        cells = [f"{_fmt(groups[n][g]['rougeL'])} / {_fmt(groups[n][g]['exact_match'])} ({groups[n][g]['tasks']})"
-                 if groups[n][g]["tasks"] else "–" for g in (*GROUPS, "all")]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+              *_group_table(names, groups)]
     lines += ["", f"## Per task ({title_eval})", "", "| task | n | " + " | ".join(names) + " |",
               "|---" * (len(names) + 2) + "|"]
     for t in tasks:
@@ -238,14 +234,20 @@ def _markdown(runs, tasks, status, groups, findings, title_eval: str = "") -> st
 def _markdown_more(ev: dict) -> str:
     """A further evaluation (e.g. few-shot): its findings and group means."""
     lines = ["", f"## What the numbers show ({ev['name']})", ""] + [f"- {s}" for s in ev["findings"]]
-    lines += ["", f"## Means per task group ({ev['name']})", "", "| run | " + " | ".join(GROUPS) + " | all |",
-              "|---" * (len(GROUPS) + 2) + "|"]
-    for r in ev["runs"]:
-        g = ev["groups"][r["name"]]
+    lines += ["", f"## Means per task group ({ev['name']})", "",
+              *_group_table([r["name"] for r in ev["runs"]], ev["groups"])]
+    return "\n".join(lines) + "\n"
+
+
+def _group_table(names: list[str], groups: dict) -> list[str]:
+    """Markdown rows: per run, ROUGE-L / EM (tasks) of every group."""
+    rows = ["| run | " + " | ".join(GROUPS) + " | all |", "|---" * (len(GROUPS) + 2) + "|"]
+    for n in names:
+        g = groups[n]
         cells = [f"{_fmt(g[c]['rougeL'])} / {_fmt(g[c]['exact_match'])} ({g[c]['tasks']})" if g[c]["tasks"] else "–"
                  for c in (*GROUPS, "all")]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _plot_groups(evaluations, path) -> None:
