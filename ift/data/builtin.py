@@ -293,10 +293,10 @@ def _grid_task(op: str, kind: str) -> None:
     fn, phrasings = OPERATIONS[op]
 
     def gen(rng: random.Random) -> tuple:
-        items = [rng.choice(KINDS[k]) for k in _KIND_NAMES]
+        picked = {k: rng.choice(KINDS[k]) for k in _KIND_NAMES}
+        items = list(picked.values())
         rng.shuffle(items)
-        item = items[[x in KINDS[kind] for x in items].index(True)]
-        return " ".join(items), fn(item), f"The {kind} is {item}."
+        return " ".join(items), fn(picked[kind]), f"The {kind} is {picked[kind]}."
 
     split = "heldout" if (op, kind) in HELDOUT_CELLS else "train"
     _task(f"{op}_{kind}", split, op, *(p.format(o=kind) for p in phrasings))(gen)
