@@ -152,8 +152,9 @@ def after_srun(exit_code: int, run_dir: str, max_failures: int, rank_log: Option
     resume = rec["checkpoint_step"]
     print(f"ift: requeueing job {job} (crash {crashes + 1} of at most {max_failures}); it resumes from "
           + (f"the checkpoint of step {resume} or an older valid one" if resume is not None else "the start"))
-    for stale in glob.glob(os.path.join(os.path.dirname(rank_log or ""), f"{job}_*_result.pkl")) if rank_log else []:
-        os.remove(stale)  # submitit's error result of this attempt: the requeued job writes its own
+    if rank_log:  # submitit's error results of this attempt: the requeued job writes its own
+        for stale in glob.glob(os.path.join(os.path.dirname(rank_log), f"{job}_*_result.pkl")):
+            os.remove(stale)
     _record(run_dir, rec)  # before the requeue: Slurm ends this script as it requeues the job
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if done.returncode != 0:
