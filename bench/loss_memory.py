@@ -39,7 +39,7 @@ def build(seed: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ift.data.packing import collate
+    from ift.data.packing import collate, prompt_mask
 
     torch.manual_seed(seed)
     config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=1,
@@ -55,7 +55,7 @@ def build(seed: int = 0):
             n = int(rng.integers(200, 600))
             if used + n > SEQ:
                 break
-            row.append((rng.integers(3, VOCAB, size=n), int(n * (1 - TARGET_FRAC)), 0))
+            row.append((rng.integers(3, VOCAB, size=n), prompt_mask(n, int(n * (1 - TARGET_FRAC))), 0))
             used += n
         rows.append(row)
     return model, collate(rows, SEQ, pad_id=0, train_on_prompt=False)

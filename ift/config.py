@@ -54,7 +54,8 @@ class TaskSource:
     builtin: Optional[str] = None  # built-in suite: train | heldout | all | <task name>
     split: str = "train"
     subset: Optional[str] = None
-    schema: Optional[str] = None  # alpaca | sni | messages | prompt_completion; auto-detected
+    schema: Optional[str] = None  # alpaca | sni | messages | sharegpt | prompt_completion; auto-detected
+    task_field: Optional[str] = None  # a column naming each record's task: one task per distinct value
     fields: dict = field(default_factory=dict)  # canonical name -> column name
     n: int = 200  # examples per task, built-in suite only
 
@@ -93,6 +94,7 @@ class DataConfig:
     pack_window: int = 8192  # examples per best-fit-decreasing window (resume re-packs at most one)
     truncation: str = "truncate_prompt_left"  # drop | truncate_prompt_left | error
     train_on_prompt: bool = False
+    train_on: str = "all_assistant"  # conversations: all_assistant | last_assistant turns are targets
     num_proc: int = 1
     cache_dir: Optional[str] = None  # default: ~/.cache/ift
 
@@ -381,7 +383,7 @@ def _choice(value: Any, field_path: str, choices) -> None:
 
 
 TEMPLATES = ("zero_shot", "few_shot", "cot")
-SCHEMAS = ("alpaca", "sni", "messages", "prompt_completion")
+SCHEMAS = ("alpaca", "sni", "messages", "sharegpt", "prompt_completion")
 STRATEGIES = ("explicit", "proportional", "temperature")
 
 
@@ -422,6 +424,7 @@ def validate(cfg: Config) -> None:
     _check(d.few_shot_k >= 0, "data.few_shot_k", d.few_shot_k, "must be >= 0")
     _choice(d.chat_template, "data.chat_template", ("auto", "none"))
     _choice(d.on_bad_record, "data.on_bad_record", ("error", "skip"))
+    _choice(d.train_on, "data.train_on", ("all_assistant", "last_assistant"))
     _choice(d.truncation, "data.truncation", ("drop", "truncate_prompt_left", "error"))
     _check(d.max_seq_len > 0, "data.max_seq_len", d.max_seq_len, "must be > 0")
     _check(d.pack_window > 0, "data.pack_window", d.pack_window, "must be > 0")
@@ -487,7 +490,10 @@ def validate_source(t: TaskSource, path: str) -> None:
     if t.schema is not None:
         _choice(t.schema, f"{path}.schema", SCHEMAS)
     _check(t.n > 0, f"{path}.n", t.n, "must be > 0")
-    canonical = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages", "prompt", "completion")
+    _check(t.task_field is None or (isinstance(t.task_field, str) and t.task_field and not t.builtin),
+           f"{path}.task_field", t.task_field, "must be a column name of a file or hub source")
+    canonical = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages", "conversations", "prompt",
+                 "completion")
     for k in t.fields:
         _choice(k, f"{path}.fields.{k}", canonical)
 

@@ -318,7 +318,7 @@ def test_task_source_needs_exactly_one_origin(tmp_path):
     msg = error_of(path)
     assert msg.startswith("data.tasks[0]: needs exactly one of path, hub, builtin")
     path = write(tmp_path / "r2.yaml", "data: {tasks: [{path: a.jsonl, schema: dolly}]}\n")
-    assert error_of(path) == "data.tasks[0].schema: must be one of alpaca, sni, messages, prompt_completion, got 'dolly'"
+    assert error_of(path) == "data.tasks[0].schema: must be one of alpaca, sni, messages, sharegpt, prompt_completion, got 'dolly'"
 
 
 def test_errors_are_user_errors():

@@ -14,7 +14,7 @@ import torch
 from ift.config import DataConfig, MixtureConfig, TaskSource, UserError
 from ift.data.loader import PackedLoader
 from ift.data.mixture import task_rates
-from ift.data.packing import IGNORE, best_fit_decreasing, collate, example_labels
+from ift.data.packing import IGNORE, best_fit_decreasing, collate, example_labels, prompt_mask
 from ift.data.sources import load_tasks
 from ift.data.tokenize import tokenize_tasks
 from ift.model import corpus_texts, train_bpe_tokenizer
@@ -152,15 +152,18 @@ def test_bfd_packs_tighter_than_first_fit_on_adversarial_order():
 
 
 def ex(ids, n_prompt, task):
-    return (np.asarray(ids, dtype=np.int32), n_prompt, task)
+    return (np.asarray(ids, dtype=np.int32), prompt_mask(len(ids), n_prompt), task)
 
 
 def test_example_labels_shift_inside_example():
     ids = np.array([10, 11, 12, 13, 14, 15])
-    assert example_labels(ids, 3, False).tolist() == [IGNORE, IGNORE, 13, 14, 15, IGNORE]
-    assert example_labels(ids, 3, True).tolist() == [11, 12, 13, 14, 15, IGNORE]
-    assert example_labels(ids, 0, False).tolist() == [11, 12, 13, 14, 15, IGNORE]
-    assert example_labels(ids, 1, False).tolist() == [11, 12, 13, 14, 15, IGNORE]
+    assert example_labels(ids, prompt_mask(6, 3), False).tolist() == [IGNORE, IGNORE, 13, 14, 15, IGNORE]
+    assert example_labels(ids, prompt_mask(6, 3), True).tolist() == [11, 12, 13, 14, 15, IGNORE]
+    assert example_labels(ids, prompt_mask(6, 0), False).tolist() == [11, 12, 13, 14, 15, IGNORE]
+    assert example_labels(ids, prompt_mask(6, 1), False).tolist() == [11, 12, 13, 14, 15, IGNORE]
+    # two target spans (a conversation's assistant turns): each predicted from the token before it
+    two_turns = np.array([0, 0, 1, 0, 1, 1], dtype=np.int8)
+    assert example_labels(ids, two_turns, False).tolist() == [IGNORE, 12, IGNORE, 14, 15, IGNORE]
 
 
 def test_collate_packed_row():

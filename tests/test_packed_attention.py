@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ift.data.packing import IGNORE, collate
+from ift.data.packing import IGNORE, collate, prompt_mask
 from ift.model import hidden_states, token_losses
 
 VOCAB = 97
@@ -46,9 +46,9 @@ def model(request):
 
 
 def make_examples(spec, seed=0):
-    """spec: [(length, n_prompt, task)] -> collate's (ids, n_prompt, task) triples."""
+    """spec: [(length, n_prompt, task)] -> collate's (ids, target mask, task) triples."""
     rng = np.random.default_rng(seed)
-    return [(rng.integers(3, VOCAB, size=n).astype(np.int32), p, t) for n, p, t in spec]
+    return [(rng.integers(3, VOCAB, size=n).astype(np.int32), prompt_mask(n, p), t) for n, p, t in spec]
 
 
 # row 0: four examples of different lengths + 9 padding; row 1: two examples + 31 padding
@@ -68,11 +68,11 @@ def alone_logits(model, ids) -> torch.Tensor:
         return model(input_ids=torch.as_tensor(ids, dtype=torch.long)[None], use_cache=False).logits[0]
 
 
-def alone_loss(model, ids, n_prompt) -> torch.Tensor:
+def alone_loss(model, ids, mask) -> torch.Tensor:
     """Standard HF causal-LM loss on the example alone: shift by one, ignore prompt targets; summed."""
     logits = alone_logits(model, ids)
     targets = torch.as_tensor(ids, dtype=torch.long)[1:].clone()
-    targets[: max(n_prompt - 1, 0)] = IGNORE
+    targets[torch.as_tensor(mask[1:]) == 0] = IGNORE
     return F.cross_entropy(logits[:-1], targets, ignore_index=IGNORE, reduction="none")
 
 
@@ -106,8 +106,8 @@ def test_packed_token_losses_equal_sum_of_losses_alone(model, packed):
     assert (losses[batch["labels"] == IGNORE] == 0).all()  # prompt, boundaries and padding cost nothing
     total_alone = 0.0
     for r, row in enumerate(rows):
-        for (ids, n_prompt, _), (s, e) in zip(row, spans(row)):
-            alone = alone_loss(model, ids, n_prompt)
+        for (ids, mask, _), (s, e) in zip(row, spans(row)):
+            alone = alone_loss(model, ids, mask)
             # token by token: position t of the packed row predicts token t+1 of the same example
             assert torch.allclose(losses[r, s:e - 1], alone, atol=1e-5, rtol=1e-5)
             assert losses[r, e - 1] == 0  # the last token of an example predicts nothing
@@ -115,7 +115,7 @@ def test_packed_token_losses_equal_sum_of_losses_alone(model, packed):
         assert (losses[r, spans(row)[-1][1]:] == 0).all()
     assert losses.sum().item() == pytest.approx(total_alone, rel=1e-6)
     # the number of loss tokens is exactly the number of target tokens
-    n_targets = sum(len(ids) - p for row in rows for ids, p, _ in row)
+    n_targets = sum(int(mask.sum()) for row in rows for _, mask, _ in row)
     assert int((batch["labels"] != IGNORE).sum()) == n_targets
 
 
@@ -141,10 +141,10 @@ def test_padded_unpacked_batch_matches_alone(model):
     with torch.no_grad():
         logits = forward_logits(model, batch)
         losses = token_losses(model, batch)
-    for r, (ids, n_prompt, _) in enumerate(exs):
+    for r, (ids, mask, _) in enumerate(exs):
         n = len(ids)
         assert (logits[r, :n] - alone_logits(model, ids)).abs().max() < TOL
-        assert torch.allclose(losses[r, :n - 1], alone_loss(model, ids, n_prompt), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(losses[r, :n - 1], alone_loss(model, ids, mask), atol=1e-5, rtol=1e-5)
         assert (losses[r, n - 1:] == 0).all()
 
 

@@ -56,7 +56,7 @@ def test_alpaca_jsonl_input_optional(tmp_path):
     assert set(task.dataset.column_names) == set(CANONICAL)
     r = rows(task)
     assert r[0] == {"task": "arith", "instruction": "Add the numbers.", "input": "2 3", "output": "5",
-                    "references": ["5"], "rationale": "", "category": ""}
+                    "references": ["5"], "rationale": "", "category": "", "messages": []}
     assert r[1]["input"] == "" and r[1]["output"] == "hello"
 
 
@@ -109,7 +109,7 @@ def test_sni_task_file_missing_instances(tmp_path):
     assert msg == f"{tmp_path / 't.json'}: Super-NaturalInstructions task file has no 'Instances'"
 
 
-def test_messages_jsonl_last_assistant_turn_is_target(tmp_path):
+def test_messages_jsonl_keeps_every_turn(tmp_path):
     recs = [
         {"messages": [{"role": "system", "content": "You are terse."},
                       {"role": "user", "content": "Capital of France?"},
@@ -131,6 +131,34 @@ def test_messages_jsonl_last_assistant_turn_is_target(tmp_path):
     assert "2+2?" in r[1]["instruction"] and "4" in r[1]["instruction"] and "times 3?" in r[1]["instruction"]
     assert "12" not in r[1]["instruction"]
     assert r[2]["instruction"] == "Say hi"
+    # every turn is kept, system prompt included, for the conversation's rendering and masks
+    assert r[1]["messages"] == recs[1]["messages"] and r[0]["messages"] == recs[0]["messages"]
+
+
+def test_sharegpt_conversations_map_roles(tmp_path):
+    recs = [
+        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+                           {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"},
+                           {"from": "gpt", "value": "Bye!"}, {"from": "human", "value": "(no reply)"}]},
+        {"id": "x", "conversations": [{"from": "user", "value": "Q"}, {"from": "assistant", "value": "A"}]},
+    ]
+    write_jsonl(tmp_path / "share.jsonl", recs)
+    task = only(load(tmp_path, path="share.jsonl"))
+    assert task.schema == "sharegpt"
+    r = rows(task)
+    # roles mapped; the trailing user turn, which no reply follows, is left out
+    assert r[0]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
+                                {"role": "assistant", "content": "Bye!"}]
+    assert r[0]["output"] == "Bye!" and r[1]["messages"][1] == {"role": "assistant", "content": "A"}
+
+
+def test_sharegpt_unknown_role_is_named(tmp_path):
+    recs = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "function_call", "value": "{}"}]}]
+    path = write_jsonl(tmp_path / "share.jsonl", recs)
+    msg = user_error(tmp_path, path="share.jsonl")
+    assert msg.startswith(f"{path}:2: conversations[1].from is 'function_call', expected one of"), msg
 
 
 def test_messages_without_assistant_turn_is_bad(tmp_path):
@@ -284,7 +312,7 @@ def test_builtin_source():
     t0 = tasks[0]
     assert t0.schema == "builtin" and t0.source == "builtin" and len(t0) == 7
     assert set(CANONICAL) <= set(t0.dataset.column_names)
-    assert rows(t0) == builtin.examples(t0.name, 7, 3)
+    assert rows(t0) == [{**r, "messages": []} for r in builtin.examples(t0.name, 7, 3)]
     one = only(load_tasks(DataConfig(tasks=[TaskSource(builtin="min_of_list", n=2)])))
     assert one.name == "min_of_list" and len(one) == 2
 

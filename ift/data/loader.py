@@ -54,7 +54,7 @@ class PackedLoader:
 
     def _target_tokens(self, t: int, e: int) -> int:
         task = self.tasks[t]
-        return int(task.lengths[e] - 1 if self.train_on_prompt else task.lengths[e] - max(task.n_prompt[e], 1))
+        return int(task.lengths[e] - 1 if self.train_on_prompt else task.n_target[e])
 
     def _fill_window(self, carried: list[tuple[int, int]]) -> None:
         self.window_start, self.carried_in = self.stream.state_dict(), list(carried)
@@ -88,7 +88,7 @@ class PackedLoader:
         return out
 
     def _collate(self, rows) -> dict:
-        data = [[(self.tasks[t].ids(e), int(self.tasks[t].n_prompt[e]), t) for t, e in row]
+        data = [[(self.tasks[t].ids(e), self.tasks[t].mask(e), t) for t, e in row]
                 for row in rows]
         return collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt)
 

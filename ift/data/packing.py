@@ -35,18 +35,25 @@ def best_fit_decreasing(lengths, capacity: int) -> list[list[int]]:
     return [sorted(b) for b in bins]
 
 
-def example_labels(ids: np.ndarray, n_prompt: int, train_on_prompt: bool) -> np.ndarray:
-    """labels[t] = ids[t+1] where token t+1 is a target token of the same example, else IGNORE."""
+def prompt_mask(length: int, n_prompt: int) -> np.ndarray:
+    """The target mask of an example whose first n_prompt tokens are its prompt."""
+    mask = np.ones(length, dtype=np.int8)
+    mask[:n_prompt] = 0
+    return mask
+
+
+def example_labels(ids: np.ndarray, mask: np.ndarray, train_on_prompt: bool) -> np.ndarray:
+    """labels[t] = ids[t+1] where token t+1 is a target token (mask 1) of the same example, else IGNORE."""
     labels = np.full(len(ids), IGNORE, dtype=np.int64)
     labels[:-1] = ids[1:]
     if not train_on_prompt:
-        labels[: max(n_prompt - 1, 0)] = IGNORE
+        labels[:-1][np.asarray(mask[1:]) == 0] = IGNORE
     return labels
 
 
 def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, pad_id: int,
             train_on_prompt: bool) -> dict[str, torch.Tensor]:
-    """rows: per row, a list of (token ids, n_prompt, task index). Packed rows are padded to
+    """rows: per row, a list of (token ids, target mask, task index). Packed rows are padded to
     `seq_len`; with seq_len=None (no packing) rows pad to the longest row and carry an attention_mask."""
     width = seq_len or max(sum(len(e[0]) for e in row) for row in rows)
     n = len(rows)
@@ -58,11 +65,11 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
     segments = []  # lengths of the examples and padding tails, row after row (flash-attention varlen)
     for r, row in enumerate(rows):
         at = 0
-        for ids, n_prompt, task in row:
+        for ids, mask, task in row:
             segments.append(len(ids))
             end = at + len(ids)
             input_ids[r, at:end] = ids
-            labels[r, at:end] = example_labels(ids, n_prompt, train_on_prompt)
+            labels[r, at:end] = example_labels(ids, mask, train_on_prompt)
             position_ids[r, at:end] = np.arange(len(ids))
             task_ids[r, at:end] = task
             attention_mask[r, at:end] = 1

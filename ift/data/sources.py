@@ -1,7 +1,10 @@
 """Task collections: load instruction data from files, globs, the hub or the built-in suite into
 per-task `datasets.Dataset`s with one canonical schema.
 
-Canonical columns: task, instruction, input, output, references, rationale, category.
+Canonical columns: task, instruction, input, output, references, rationale, category, messages.
+`messages` holds a conversation's turns ([{role, content}], ending with an assistant turn) for
+the chat schemas and is empty otherwise; instruction/output then summarize it (the turns before
+the last reply, and the last reply) for listings and evaluation.
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from dataclasses import dataclass, field
 import datasets
 
 from ift.config import DataConfig, TaskSource, UserError
-from ift.data import builtin
+from ift.data import builtin, chat
 
-CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category")
+CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
 CANONICAL_FEATURES = datasets.Features({
     **{c: datasets.Value("string") for c in CANONICAL}, "references": datasets.List(datasets.Value("string")),
+    "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
     "_bad": datasets.Value("string"),
 })
 FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -44,6 +48,8 @@ def detect_schema(columns, where: str) -> str:
     cols = set(columns)
     if "messages" in cols:
         return "messages"
+    if "conversations" in cols:
+        return "sharegpt"
     if {"prompt", "completion"} <= cols:
         return "prompt_completion"
     if "definition" in cols and "output" in cols:
@@ -52,7 +58,7 @@ def detect_schema(columns, where: str) -> str:
         return "alpaca"
     raise UserError(
         f"{where}: cannot detect the schema from columns {sorted(cols)}; set `schema:` "
-        "(alpaca, sni, messages, prompt_completion) or map columns with `fields:`"
+        "(alpaca, sni, messages, sharegpt, prompt_completion) or map columns with `fields:`"
     )
 
 
@@ -60,6 +66,7 @@ REQUIRED = {
     "alpaca": ("instruction", "output"),
     "sni": ("definition", "output"),
     "messages": ("messages",),
+    "sharegpt": ("conversations",),
     "prompt_completion": ("prompt", "completion"),
 }
 
@@ -86,21 +93,14 @@ def _to_canonical(batch: dict, schema: str, task: str) -> dict:
         return default if values is None else values[i]
 
     for i in range(n):
-        bad = ""
-        if schema == "messages":
-            turns = get("messages", i, None) or []
-            last = max((j for j, t in enumerate(turns) if (t or {}).get("role") == "assistant"), default=None)
-            if last is None:
-                bad, instruction, output = "messages: no assistant turn", "", ""
-            else:
-                # Earlier turns become the prompt; the last assistant turn is the target.
-                prior = turns[:last]
-                missing = next((j for j, t in enumerate(turns[:last + 1]) if not isinstance((t or {}).get("content"), str)), None)
-                if missing is not None:
-                    bad, instruction, output = f"messages[{missing}].content is not text", "", ""
-                else:
-                    instruction = prior[-1]["content"] if len(prior) == 1 else "\n".join(f"{t['role']}: {t['content']}" for t in prior)
-                    output = turns[last].get("content") or ""
+        bad, turns = "", []
+        if schema in ("messages", "sharegpt"):
+            turns, bad = chat.conversation(get(schema if schema == "messages" else "conversations", i, None),
+                                           sharegpt=schema == "sharegpt")
+            # For listings and evaluation: the turns before the last reply, and the last reply.
+            prior = turns[:-1]
+            instruction = prior[-1]["content"] if len(prior) == 1 else "\n".join(f"{t['role']}: {t['content']}" for t in prior)
+            output = turns[-1]["content"] if turns else ""
             inp = ""
         elif schema == "prompt_completion":
             instruction, inp, output = get("prompt", i, None), "", get("completion", i, None)
@@ -126,6 +126,7 @@ def _to_canonical(batch: dict, schema: str, task: str) -> dict:
         out["references"].append([str(r) for r in refs])
         out["rationale"].append(str(get("rationale", i, "") or ""))
         out["category"].append(str(get("category", i, "") or ""))
+        out["messages"].append(turns)
         out["_bad"].append(bad)
     return out
 
@@ -332,8 +333,9 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             names = builtin.task_names(source.builtin)
         except ValueError as e:
             raise UserError(f"{where}.builtin: {e}") from None
-        return [Task(name, "builtin", "builtin", datasets.Dataset.from_list(builtin.examples(name, source.n, seed)))
-                for name in names]
+        features = datasets.Features({k: v for k, v in CANONICAL_FEATURES.items() if k != "_bad"})
+        return [Task(name, "builtin", "builtin", datasets.Dataset.from_list(
+            [{**r, "messages": []} for r in builtin.examples(name, source.n, seed)], features=features)) for name in names]
     if source.hub:
         name = source.name or source.hub.rstrip("/").split("/")[-1]
         try:

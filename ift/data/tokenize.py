@@ -1,7 +1,9 @@
 """Templates + tokenizer -> token ids with a prompt/target boundary, cached by `datasets.map`.
 
-Each task becomes a Dataset with `input_ids` (prompt + target + EOS), `n_prompt` (tokens the loss
-ignores unless data.train_on_prompt) and `length`. The cache key is explicit: the source data's
+Each task becomes a Dataset with `input_ids` (prompt + target + EOS), `target_mask` (1 where the
+token is a target; 0 for prompt tokens, which the loss ignores unless data.train_on_prompt),
+`n_prompt` (tokens before the first target) and `length`. A conversation (ift.data.chat) has a
+target span per assistant turn; any other example has one, after its prompt. The cache key is explicit: the source data's
 fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
 inputs tokenizes nothing.
 """
@@ -17,23 +19,26 @@ import datasets
 import numpy as np
 
 from ift.config import DataConfig, UserError
+from ift.data import chat as chat_format
 from ift.data import templates
 from ift.data.sources import Task
 
-CACHE_VERSION = "1"  # bump when the rendering or tokenization logic changes
+CACHE_VERSION = "2"  # bump when the rendering or tokenization logic changes
 OK, TRUNCATED, DROPPED = 0, 1, 2
 
 
 @dataclass
 class TokenizedTask:
     name: str
-    dataset: datasets.Dataset  # input_ids, n_prompt, length (dropped examples removed)
+    dataset: datasets.Dataset  # input_ids, target_mask, n_prompt, length (dropped examples removed)
     lengths: np.ndarray  # tokens per example
-    n_prompt: np.ndarray  # prompt tokens per example
+    n_prompt: np.ndarray  # tokens before the first target token, per example
+    n_target: np.ndarray  # target tokens per example (the loss's count unless data.train_on_prompt)
     counts: collections.Counter = field(default_factory=collections.Counter)  # truncated / dropped
-    # All token ids end to end with per-example offsets: a zero-copy view of the Arrow column,
-    # so fetching an example is a slice, not a row lookup through `datasets`.
+    # All token ids (and target flags) end to end with per-example offsets: zero-copy views of the
+    # Arrow columns, so fetching an example is a slice, not a row lookup through `datasets`.
     flat_ids: np.ndarray = None
+    flat_mask: np.ndarray = None
     offsets: np.ndarray = None
 
     def __len__(self) -> int:
@@ -41,6 +46,9 @@ class TokenizedTask:
 
     def ids(self, i: int) -> np.ndarray:
         return self.flat_ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def mask(self, i: int) -> np.ndarray:
+        return self.flat_mask[self.offsets[i]:self.offsets[i + 1]]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -70,10 +78,32 @@ def _encode_with_shared_prefix(tokenizer, prompts: list[str], prefixes: list[str
     return joined
 
 
+def _truncate(ids: list[int], mask: list[int], max_len: int, truncation: str, conversation: bool, where: str):
+    """(ids, mask, status) within max_len. truncate_prompt_left: a prompt loses tokens from the left
+    (an example that would lose a target token is dropped); a conversation keeps its first max_len
+    tokens, later turns cut (as TRL and open-instruct do), if a target token is left."""
+    if len(ids) <= max_len:
+        return ids, mask, OK
+    if truncation == "error":
+        raise UserError(f"{where}: {len(ids)} tokens > data.max_seq_len={max_len} "
+                        "(set data.truncation to drop or truncate_prompt_left)")
+    if truncation == "truncate_prompt_left":
+        cut = len(ids) - max_len
+        if conversation and any(mask[1:max_len]):
+            return ids[:max_len], mask[:max_len], TRUNCATED
+        if not conversation and not any(mask[:cut + 1]):  # a prompt token stays to predict the first target
+            return ids[cut:], mask[cut:], TRUNCATED
+    return [], [], DROPPED
+
+
 def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig, seed: int, task: str,
                          chat: bool, max_len: int):
+    out = {"input_ids": [], "target_mask": [], "n_prompt": [], "length": [], "status": []}
+    conversations = batch["messages"]
+    plain = [j for j, turns in enumerate(conversations) if not turns]
     prompts, targets = [], []
-    for j, i in enumerate(indices):
+    for j in plain:
+        i = indices[j]
         example = {k: batch[k][j] for k in ("instruction", "input", "output", "rationale")}
         name = templates.choose_template(data.template, seed, task, i)
         exemplars = []
@@ -84,27 +114,27 @@ def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig
             prompt, target = templates.render_chat(tokenizer, prompt, target)
         prompts.append(prompt)
         targets.append(target)
-    # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
-    p_ids = None if chat else _encode_with_shared_prefix(tokenizer, prompts, [s.strip() for s in batch["instruction"]])
-    if p_ids is None:
-        p_ids = tokenizer(prompts, add_special_tokens=not chat)["input_ids"]
-    t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    out = {"input_ids": [], "n_prompt": [], "length": [], "status": []}
-    for i, p, t in zip(indices, p_ids, t_ids):
-        t = t + [tokenizer.eos_token_id]
-        status = OK
-        if len(p) + len(t) > max_len:
-            if data.truncation == "error":
-                raise UserError(f"task {task} example {i}: {len(p) + len(t)} tokens > data.max_seq_len={max_len} "
-                                "(set data.truncation to drop or truncate_prompt_left)")
-            keep = max_len - len(t)
-            if data.truncation == "truncate_prompt_left" and keep >= 1:
-                p, status = p[-keep:], TRUNCATED
-            else:
-                p, t, status = [], [], DROPPED
-        out["input_ids"].append(np.asarray(p + t, dtype=np.int32))
-        out["n_prompt"].append(len(p))
-        out["length"].append(len(p) + len(t))
+    encoded = {}
+    if plain:
+        # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
+        instructions = [batch["instruction"][j].strip() for j in plain]
+        p_ids = None if chat else _encode_with_shared_prefix(tokenizer, prompts, instructions)
+        if p_ids is None:
+            p_ids = tokenizer(prompts, add_special_tokens=not chat)["input_ids"]
+        t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
+        for j, p, t in zip(plain, p_ids, t_ids):
+            t = t + [tokenizer.eos_token_id]
+            encoded[j] = (p + t, [0] * len(p) + [1] * len(t))
+    for j, i in enumerate(indices):
+        where = f"task {task} example {i}"
+        if j not in encoded:  # a conversation: every (or the last) assistant turn is a target
+            encoded[j] = chat_format.tokenize_conversation(tokenizer, conversations[j], chat=chat,
+                                                           train_on=data.train_on, where=where)
+        ids, mask, status = _truncate(*encoded[j], max_len, data.truncation, bool(conversations[j]), where)
+        out["input_ids"].append(np.asarray(ids, dtype=np.int32))
+        out["target_mask"].append(np.asarray(mask, dtype=np.int8))
+        out["n_prompt"].append(mask.index(1) if 1 in mask else len(mask))
+        out["length"].append(len(ids))
         out["status"].append(status)
     return out
 
@@ -119,6 +149,7 @@ def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int, tok_finger
     settings = {
         "v": CACHE_VERSION, "data": task.dataset._fingerprint, "tok": tok_fingerprint or tokenizer_fingerprint(tokenizer),
         "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "task": task.name,
+        "train_on": data.train_on,
         "max_len": data.max_seq_len, "truncation": data.truncation,
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
@@ -139,10 +170,14 @@ def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int, tok_finger
                        cache_file_name=os.path.join(folder, f"{fingerprint}.kept.arrow"))
     if len(ds) == 0:
         raise UserError(f"task {task.name}: every example is longer than data.max_seq_len={data.max_seq_len}")
-    ids = _column(ds, "input_ids")
+    ids, mask = _column(ds, "input_ids"), _column(ds, "target_mask")
+    flat_mask = mask.values.to_numpy(zero_copy_only=False)
+    offsets = ids.offsets.to_numpy()
+    # Targets per example, not counting a first token (nothing predicts it).
+    n_target = np.add.reduceat(flat_mask.astype(np.int64), offsets[:-1]) - flat_mask[offsets[:-1]]
     return TokenizedTask(task.name, ds, _column(ds, "length").to_numpy().astype(np.int64),
-                         _column(ds, "n_prompt").to_numpy().astype(np.int64), counts,
-                         flat_ids=ids.values.to_numpy(zero_copy_only=False), offsets=ids.offsets.to_numpy())
+                         _column(ds, "n_prompt").to_numpy().astype(np.int64), n_target, counts,
+                         flat_ids=ids.values.to_numpy(zero_copy_only=False), flat_mask=flat_mask, offsets=offsets)
 
 
 def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:

@@ -19,6 +19,7 @@ import os
 import re
 
 from ift.config import Config, DataConfig, EvalConfig, TaskSource, UserError, load_config, read_yaml
+from ift.data import chat as chat_format
 from ift.data import templates
 from ift.eval import metrics
 
@@ -236,6 +237,11 @@ def render_prompts(task, shots: int, seed: int, tokenizer, chat: bool, limit: in
     positives = positive_examples(task) if shots > 0 else None
     out = []
     for i, row in enumerate(rows):
+        if row.get("messages"):  # a conversation: its turns before the last reply, rendered as in training
+            ids = chat_format.prompt_ids(tokenizer, row["messages"][:-1], chat=chat)
+            out.append({"index": i, "prompt": tokenizer.decode(ids), "prompt_ids": ids,
+                        "references": list(row["references"]) or [row["output"]]})
+            continue
         exemplars = []
         if shots > 0:
             if positives is not None:  # Tk-Instruct: definition + the task's first k positive examples
@@ -437,7 +443,8 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         for task in task_list:
             items = rendered[task.name]
             bar.set_postfix_str(task.name)
-            ids = tokenizer([it["prompt"] for it in items], add_special_tokens=not chat)["input_ids"]
+            ids = tokenizer([it["prompt"] for it in items], add_special_tokens=not chat)["input_ids"] if items else []
+            ids = [it.get("prompt_ids") or p for it, p in zip(items, ids)]
             truncated = 0
             if budget is not None:  # as in training (truncate_prompt_left): keep the end of the prompt
                 truncated = sum(len(p) > budget for p in ids)

@@ -19,7 +19,7 @@ def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[st
     tasks = load_tasks(cfg.data, cfg.run.seed + EVAL_SEED_OFFSET, sources=cfg.eval.tasks, section="eval.tasks")
     tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed + EVAL_SEED_OFFSET)
     n = cfg.eval.limit or per_task
-    rows = [[(task.ids(e), int(task.n_prompt[e]), t)] for t, task in enumerate(tokenized) for e in range(min(n, len(task)))]
+    rows = [[(task.ids(e), task.mask(e), t)] for t, task in enumerate(tokenized) for e in range(min(n, len(task)))]
     size = cfg.eval.batch_size
     batches = [collate(rows[i:i + size], None, tokenizer.pad_token_id, cfg.data.train_on_prompt)
                for i in range(0, len(rows), size)]
