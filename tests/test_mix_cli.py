@@ -104,3 +104,21 @@ def test_mix_unknown_weight_task_is_a_user_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.match(r"error: data\.mixture\.weights: unknown task 'revers_word'", err)
     assert err.count("\n") == 1
+
+
+def test_mix_lists_sharegpt_and_column_split_tasks(tmp_path, capsys):
+    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+             {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]
+    (tmp_path / "share.jsonl").write_text("".join(json.dumps({"conversations": turns[:2 + 2 * (i % 2)]}) + "\n"
+                                                  for i in range(5)))
+    (tmp_path / "tulu.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                    "source": src}) + "\n" for i, src in enumerate(["oasst", "flan", "oasst", "sciq", "oasst"])))
+    path = tmp_path / "mix.yaml"
+    path.write_text("data:\n  tasks:\n    - {path: %s}\n    - {path: %s, task_field: source, name: tulu}\n"
+                    % (tmp_path / "share.jsonl", tmp_path / "tulu.jsonl"))
+    assert main(["mix", str(path)]) == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert rows["share"] == ["sharegpt", "5"]
+    assert rows["tulu/oasst"] == ["messages", "3"] and rows["tulu/flan"] == ["messages", "1"]
+    assert rows["tulu/sciq"] == ["messages", "1"]

@@ -460,3 +460,52 @@ def test_csv_cells_are_read_as_text(tmp_path):
     r = rows(task)
     assert [x["output"] for x in r] == ["007", "1.50"]
     assert [x["input"] for x in r] == ["", ""]  # an all-empty column is empty text, not "nan"/"None"
+
+
+# --------------------------------------------------------------------------- tasks from a column
+
+
+def mixed_records(source_values):
+    return [{"instruction": f"Do {s}.", "input": str(i), "output": f"{s}-{i}", "source": s}
+            for i, s in enumerate(source_values)]
+
+
+def test_task_field_splits_one_source_into_tasks(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", mixed_records(["flan", "cot", "flan", "sni", "cot", "flan"]))
+    write_jsonl(tmp_path / "b.jsonl", mixed_records(["sni", "dolly"]))
+    tasks = load(tmp_path, path="*.jsonl", task_field="source")
+    # one task per distinct value over all the files, in order of first appearance
+    assert [t.name for t in tasks] == ["flan", "cot", "sni", "dolly"]
+    assert [len(t) for t in tasks] == [3, 2, 2, 1]
+    by_name = {t.name: rows(t) for t in tasks}
+    assert [r["output"] for r in by_name["flan"]] == ["flan-0", "flan-2", "flan-5"]
+    assert [r["output"] for r in by_name["sni"]] == ["sni-3", "sni-0"]  # a.jsonl's, then b.jsonl's
+    assert all(r["task"] == name for name, rs in by_name.items() for r in rs)
+    # with a name, the tasks are prefixed, so two split sources cannot collide
+    named = load(tmp_path, path="a.jsonl", task_field="source", name="mix")
+    assert [t.name for t in named] == ["mix/flan", "mix/cot", "mix/sni"]
+    assert {r["task"] for r in rows(named[0])} == {"mix/flan"}
+
+
+def test_task_field_missing_value_and_column_are_named(tmp_path):
+    recs = mixed_records(["a", "b"]) + [{"instruction": "x", "output": "y"}]
+    path = write_jsonl(tmp_path / "t.jsonl", recs)
+    assert user_error(tmp_path, path="t.jsonl", task_field="source").startswith(f"{path}:3: task_field 'source' is missing")
+    tasks = load(tmp_path, on_bad_record="skip", path="t.jsonl", task_field="source")
+    assert [t.name for t in tasks] == ["a", "b"] and sum(sum(t.skipped.values()) for t in tasks) == 1
+    msg = user_error(tmp_path, path="t.jsonl", task_field="dataset")
+    assert msg.startswith(f"{path}: task_field 'dataset' is not a column of the data"), msg
+
+
+def test_task_field_tasks_mix_like_any_task(tmp_path):
+    from ift.config import GroupConfig, MixtureConfig
+    from ift.data.mixture import task_rates
+
+    write_jsonl(tmp_path / "a.jsonl", mixed_records(["flan"] * 6 + ["cot"] * 2 + ["sni"] * 4))
+    tasks = load(tmp_path, path="a.jsonl", task_field="source", name="m")
+    sizes = {t.name: len(t) for t in tasks}
+    capped = task_rates(MixtureConfig(strategy="proportional", cap=4), sizes)
+    assert capped == pytest.approx({"m/flan": 0.4, "m/cot": 0.2, "m/sni": 0.4})
+    grouped = task_rates(MixtureConfig(groups=[GroupConfig(name="f", weight=3, tasks=["m/f*"]),
+                                               GroupConfig(name="rest", weight=1, tasks=["m/[cs]*"])]), sizes)
+    assert grouped["m/flan"] == pytest.approx(0.75) and grouped["m/cot"] + grouped["m/sni"] == pytest.approx(0.25)

@@ -82,8 +82,9 @@ def _not_text(value) -> str:
     return f"is not text (a {type(value).__name__})"
 
 
-def _to_canonical(batch: dict, schema: str, task: str) -> dict:
-    """Batched map from one schema to canonical columns; a `_bad` column names what is wrong."""
+def _to_canonical(batch: dict, schema: str, task: str, task_field: str | None = None) -> dict:
+    """Batched map from one schema to canonical columns; a `_bad` column names what is wrong. With
+    `task_field`, each record's task is that column's value."""
     n = len(next(iter(batch.values())))
     out = {k: [] for k in CANONICAL}
     out["_bad"] = []
@@ -119,7 +120,13 @@ def _to_canonical(batch: dict, schema: str, task: str) -> dict:
             bad = "empty output"
         if not bad and not str(instruction).strip() and not str(inp).strip():
             bad = "empty prompt (no instruction and no input)"
-        out["task"].append(task)
+        if task_field is not None:
+            value = get(task_field, i, None)
+            why = "is missing" if value is None else _not_text(value) or ("is empty" if not str(value).strip() else "")
+            bad = bad or (f"task_field '{task_field}' {why}" if why else "")
+            out["task"].append(task + str(value).strip() if not why else "")  # `task`: the name prefix
+        else:
+            out["task"].append(task)
         out["instruction"].append(str(instruction))
         out["input"].append(str(inp))
         out["output"].append(str(output))
@@ -132,8 +139,10 @@ def _to_canonical(batch: dict, schema: str, task: str) -> dict:
 
 
 def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str, where: str,
-              on_bad_record: str) -> tuple[datasets.Dataset, str, collections.Counter]:
+              on_bad_record: str, task_field: str | None = None) -> tuple[datasets.Dataset, str, collections.Counter]:
     """Rename mapped columns, detect the schema, convert to canonical columns, handle bad records."""
+    if task_field is not None and task_field not in ds.column_names:
+        raise UserError(f"{where}: task_field '{task_field}' is not a column of the data (columns: {ds.column_names})")
     rename = {src: dst for dst, src in fields.items() if src != dst}
     missing = [src for src in rename if src not in ds.column_names]
     if missing:
@@ -144,7 +153,7 @@ def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str,
     for col in REQUIRED[schema]:
         if col not in ds.column_names:
             raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {ds.column_names})")
-    ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task},
+    ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
                 remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
     bad = ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist()  # whole column, not row by row
     skipped = collections.Counter(reason for reason in bad if reason)
@@ -342,9 +351,16 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             ds = datasets.load_dataset(source.hub, source.subset, split=source.split)
         except Exception as e:  # noqa: BLE001 - any failure here is the user's dataset id or network
             raise UserError(f"{where}.hub: cannot load '{source.hub}' (split {source.split}): {e}") from None
-        ds, schema, skipped = normalize(ds, source.schema, source.fields, name, source.hub, on_bad_record)
+        ds, schema, skipped = normalize(ds, source.schema, source.fields, _prefix(source) if source.task_field else name,
+                                        source.hub, on_bad_record, source.task_field)
+        if source.task_field:
+            return split_by_task_field([(ds, schema, skipped)], source, source.hub)
         return [Task(name, schema, source.hub, ds, skipped)]
     files = _resolve_paths(source, root, where)
+    if source.task_field:
+        parts = [normalize(ds, source.schema, source.fields, _prefix(source), path, on_bad_record, source.task_field)
+                 for path, ds in zip(files, _load_files(files))]
+        return split_by_task_field(parts, source, source.path)
     if source.name and len(files) > 1:
         raise UserError(f"{where}.name: '{source.name}' names one task but the path matches {len(files)} files")
     tasks = []
@@ -352,6 +368,26 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
         name = source.name or os.path.splitext(os.path.basename(path))[0]
         ds, schema, skipped = normalize(ds, source.schema, source.fields, name, path, on_bad_record)
         tasks.append(Task(name, schema, path, ds, skipped))
+    return tasks
+
+
+def _prefix(source: TaskSource) -> str:
+    return f"{source.name}/" if source.name else ""
+
+
+def split_by_task_field(parts: list[tuple], source: TaskSource, origin: str) -> list[Task]:
+    """One task per distinct value of the source's task_field (over all its files), named after the
+    value, prefixed `<name>/` when the source has a `name:`; tasks in order of first appearance."""
+    ds = parts[0][0] if len(parts) == 1 else datasets.concatenate_datasets([p[0] for p in parts])
+    schemas = sorted({p[1] for p in parts})
+    skipped = sum((p[2] for p in parts), collections.Counter())
+    values = ds.with_format("arrow", columns=["task"])[:]["task"]
+    groups: dict[str, list[int]] = {}
+    for i, value in enumerate(values.to_pylist()):
+        groups.setdefault(value, []).append(i)
+    tasks = [Task(name, "+".join(schemas), origin, ds.select(rows)) for name, rows in groups.items()]
+    if tasks:
+        tasks[0].skipped = skipped  # a bad record belongs to no task: counted once, on the first
     return tasks
 
 
