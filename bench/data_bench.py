@@ -210,8 +210,8 @@ def trl_bfd_fill(tt, rows, seq_len: int) -> dict:
     from trl import pack_dataset
 
     per_task = {}
-    for t in {t for row in rows for t, _ in row}:  # whole column at once, honouring any row filter
-        per_task[t] = tt[t].dataset.with_format("arrow")[:]["input_ids"].to_pylist()
+    for t in {t for row in rows for t, _ in row}:
+        per_task[t] = [tt[t].ids(e).tolist() for e in range(len(tt[t]))]
     ids = [per_task[t][int(e)] for row in rows for t, e in row]
     ds = datasets.Dataset.from_dict({"input_ids": ids})
     t0 = time.perf_counter()

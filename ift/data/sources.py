@@ -9,16 +9,18 @@ the last reply, and the last reply) for listings and evaluation.
 from __future__ import annotations
 
 import collections
-import glob
+import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
 
 import datasets
+import pyarrow as pa
 
 from ift.config import DataConfig, TaskSource, UserError
 from ift.data import builtin, chat
+from ift.data.files import locate, read_columns, resolve_paths
 
 CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
 CANONICAL_FEATURES = datasets.Features({
@@ -26,7 +28,8 @@ CANONICAL_FEATURES = datasets.Features({
     "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
     "_bad": datasets.Value("string"),
 })
-FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+ARROW_SCHEMA = datasets.Features({k: v for k, v in CANONICAL_FEATURES.items() if k != "_bad"}).arrow_schema
+SOURCE_CACHE_VERSION = "1"  # bump when reading or normalization changes
 
 
 @dataclass
@@ -34,11 +37,22 @@ class Task:
     name: str
     schema: str
     source: str  # file, hub id or "builtin"
-    dataset: datasets.Dataset  # canonical columns
+    rows: datasets.Dataset | None  # canonical columns; None: a range of `parent`, sliced when first read
     skipped: collections.Counter = field(default_factory=collections.Counter)  # reason -> count
+    # The table this task's rows are a range of, shared with the other tasks of its source, and
+    # every task's (first row, rows) in it: tokenization runs once over the table.
+    parent: datasets.Dataset | None = None
+    parent_spans: dict | None = None
+
+    @property
+    def dataset(self) -> datasets.Dataset:
+        if self.rows is None:  # a Dataset costs milliseconds to make: thousands of tasks, only when read
+            start, n = self.parent_spans[self.name]
+            self.rows = datasets.Dataset(self.parent.data.slice(start, n), fingerprint=f"{self.parent._fingerprint}-{start}")
+        return self.rows
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.rows) if self.rows is not None else self.parent_spans[self.name][1]
 
 
 # --------------------------------------------------------------------------- schemas
@@ -138,213 +152,164 @@ def _to_canonical(batch: dict, schema: str, task: str, task_field: str | None = 
     return out
 
 
+def _columns_plan(columns: list[str], schema: str | None, fields: dict, task_field: str | None,
+                  where: str) -> tuple[dict, str]:
+    """The column renames a source's `fields:` asks for, and its schema (given or detected)."""
+    if task_field is not None and task_field not in columns:
+        raise UserError(f"{where}: task_field '{task_field}' is not a column of the data (columns: {columns})")
+    rename = {src: dst for dst, src in fields.items() if src != dst}
+    missing = [src for src in rename if src not in columns]
+    if missing:
+        raise UserError(f"{where}: fields maps to column(s) {missing} that the data does not have (columns: {columns})")
+    renamed = [rename.get(c, c) for c in columns if c not in rename.values() or c in rename]
+    schema = schema or detect_schema(renamed, where)
+    for col in REQUIRED[schema]:
+        if col not in renamed:
+            raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {renamed})")
+    return rename, schema
+
+
+def _bad_records(bad: list[str], where: str, on_bad_record: str) -> collections.Counter:
+    """Count the bad records; with on_bad_record=error, the first one is an error naming its line."""
+    skipped = collections.Counter(reason for reason in bad if reason)
+    if skipped and on_bad_record == "error":
+        first = next(i for i, reason in enumerate(bad) if reason)
+        raise UserError(f"{locate(where, first)}: {bad[first]} ({sum(skipped.values())} bad record(s) in this task; "
+                        "set data.on_bad_record=skip to skip and count them)")
+    return skipped
+
+
 def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str, where: str,
               on_bad_record: str, task_field: str | None = None) -> tuple[datasets.Dataset, str, collections.Counter]:
-    """Rename mapped columns, detect the schema, convert to canonical columns, handle bad records."""
-    if task_field is not None and task_field not in ds.column_names:
-        raise UserError(f"{where}: task_field '{task_field}' is not a column of the data (columns: {ds.column_names})")
-    rename = {src: dst for dst, src in fields.items() if src != dst}
-    missing = [src for src in rename if src not in ds.column_names]
-    if missing:
-        raise UserError(f"{where}: fields maps to column(s) {missing} that the data does not have (columns: {ds.column_names})")
+    """A `datasets.Dataset` (a hub dataset: streamed through a cached map) in canonical columns."""
+    rename, schema = _columns_plan(ds.column_names, schema, fields, task_field, where)
     if rename:
-        ds = ds.remove_columns([c for c in rename.values() if c in ds.column_names]).rename_columns(rename)
-    schema = schema or detect_schema(ds.column_names, where)
-    for col in REQUIRED[schema]:
-        if col not in ds.column_names:
-            raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {ds.column_names})")
+        ds = ds.remove_columns([c for c in rename.values() if c in ds.column_names and c not in rename]).rename_columns(rename)
     ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
                 remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
-    bad = ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist()  # whole column, not row by row
-    skipped = collections.Counter(reason for reason in bad if reason)
+    skipped = _bad_records(ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist(), where, on_bad_record)
     if skipped:
-        first = next(i for i, reason in enumerate(bad) if reason)
-        if on_bad_record == "error":
-            raise UserError(
-                f"{_locate(where, first)}: {bad[first]} ({sum(skipped.values())} bad record(s) in this task; "
-                "set data.on_bad_record=skip to skip and count them)"
-            )
         ds = ds.filter(lambda b: [not r for r in b], input_columns="_bad", batched=True)
     return ds.remove_columns("_bad"), schema, skipped
 
 
-def _locate(where: str, row: int) -> str:
-    """`file:line` for a JSONL row (counting non-blank lines, as the loader does), else `file record N`."""
-    if where.endswith(".jsonl") and os.path.isfile(where):
-        seen = -1
-        with open(where, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    seen += 1
-                    if seen == row:
-                        return f"{where}:{lineno}"
-    return f"{where} record {row + 1}"
+def normalize_columns(columns: dict[str, list], schema: str | None, fields: dict, task: str, where: str,
+                      on_bad_record: str, task_field: str | None = None) -> tuple[pa.Table, str, collections.Counter]:
+    """One file's records in canonical columns, as an Arrow table: no `datasets` machinery per file."""
+    rename, schema = _columns_plan(list(columns), schema, fields, task_field, where)
+    batch = {rename.get(c, c): values for c, values in columns.items() if c not in rename.values() or c in rename}
+    rows = len(next(iter(batch.values()), []))
+    out = _to_canonical(batch, schema, task, task_field) if rows else {k: [] for k in (*CANONICAL, "_bad")}
+    bad = out.pop("_bad")
+    skipped = _bad_records(bad, where, on_bad_record)
+    canonical = pa.Table.from_pydict(out, schema=ARROW_SCHEMA)
+    if skipped:
+        canonical = canonical.filter(pa.array([not reason for reason in bad]))
+    return canonical, schema, skipped
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def check_text_file(path: str) -> None:
-    """A file a task reads as text must be a readable file of valid UTF-8 (a byte-order mark is
-    fine): pyarrow's JSON reader would otherwise replace invalid bytes without a word. Streamed,
-    so a file of any size costs one read; the error names the line and column."""
-    import codecs
-
-    if os.path.isdir(path):
-        raise UserError(f"{path}: is a directory, expected a data file")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line, consumed = 1, 0
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 24):
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError as e:
-                    at = e.start
-                    col = at - (block.rfind(b"\n", 0, at) + 1) + 1 if b"\n" in block[:at] else None
-                    line += block.count(b"\n", 0, at)
-                    where = f"column {col}" if col is not None else f"byte {consumed + at}"
-                    raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{block[at]:02x} at {where}); "
-                                    "re-encode the file as UTF-8") from None
-                line += block.count(b"\n")
-                consumed += len(block)
-            decoder.decode(b"", final=True)
-    except PermissionError:
-        raise UserError(f"{path}: permission denied") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}:{line}: not valid UTF-8 (the file ends inside a character)") from None
+def _slice_tasks(table: datasets.Dataset | pa.Table, spans: list[dict], key: str) -> list[Task]:
+    """Tasks as row ranges of one table: each a zero-copy slice, not a `datasets` operation per task."""
+    if not isinstance(table, datasets.Dataset):
+        table = datasets.Dataset(datasets.table.InMemoryTable(table), fingerprint=key)
+    shared = {s["name"]: (s["start"], s["stop"] - s["start"]) for s in spans}
+    return [Task(s["name"], s["schema"], s["source"], None, collections.Counter(s["skipped"]), parent=table,
+                 parent_spans=shared) for s in spans]
 
 
-def _no_duplicate_keys(pairs):
-    keys = [k for k, _ in pairs]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    if dup is not None:
-        raise ValueError(f"duplicate key '{dup}'")
-    return dict(pairs)
+def _file_source_key(source: TaskSource, files: list[str], on_bad_record: str) -> str:
+    """What a file source's canonical table depends on: the files (path, size, mtime) and settings."""
+    stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
+    settings = {"v": SOURCE_CACHE_VERSION, "files": stats, "schema": source.schema, "fields": source.fields,
+                "task_field": source.task_field, "name": source.name, "on_bad_record": on_bad_record}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _find_bad_json_line(path: str) -> str | None:
-    """The first line that is not one JSON object (with unique keys), as `file:line: what`."""
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
-                except json.JSONDecodeError as e:
-                    return f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})"
-                except ValueError as e:
-                    return f"{path}:{lineno}: {e} in the record (which value is meant is ambiguous)"
-                if not isinstance(record, dict):
-                    return f"{path}:{lineno}: the record is not a JSON object (a {type(record).__name__})"
-    return None
+def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str, where: str) -> tuple[pa.Table, list[dict]]:
+    """Every file of a source, normalized, in one table; spans say which rows are which task."""
+    if source.name and len(files) > 1 and not source.task_field:
+        raise UserError(f"{where}.name: '{source.name}' names one task but the path matches {len(files)} files")
+    tables, spans, at = [], [], 0
+    for path in files:
+        name = _prefix(source) if source.task_field else source.name or os.path.splitext(os.path.basename(path))[0]
+        table, schema, skipped = normalize_columns(read_columns(path), source.schema, source.fields, name, path,
+                                                 on_bad_record, source.task_field)
+        tables.append(table)
+        spans.append({"name": name, "schema": schema, "source": path, "start": at, "stop": at + table.num_rows,
+                      "skipped": dict(skipped)})
+        at += table.num_rows
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if source.task_field:  # regroup the rows so that each task is one contiguous range
+        table, spans = _group_by_task(table, spans, source.path)
+    return table, spans
 
 
-def _is_sni_task_file(path: str) -> bool:
-    """An original Super-NaturalInstructions task file: one JSON object with Definition and Instances."""
-    if not path.endswith(".json"):
-        return False
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        head = f.read(4096).lstrip()
-    return head.startswith("{") and ('"Definition"' in head or '"Instances"' in head)
+def _group_by_task(table: pa.Table, file_spans: list[dict], origin: str) -> tuple[pa.Table, list[dict]]:
+    """Rows reordered by task (tasks in order of first appearance, rows in file order)."""
+    import numpy as np
+
+    names = table.column("task").to_pylist()
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    schemas = "+".join(sorted({s["schema"] for s in file_spans}))
+    skipped = sum((collections.Counter(s["skipped"]) for s in file_spans), collections.Counter())
+    spans, at = [], 0
+    for name, rows in groups.items():
+        spans.append({"name": name, "schema": schemas, "source": origin, "start": at, "stop": at + len(rows),
+                      "skipped": {}})
+        at += len(rows)
+    if spans:
+        spans[0]["skipped"] = dict(skipped)  # a bad record belongs to no task: counted once, on the first
+    order = np.fromiter((i for rows in groups.values() for i in rows), dtype=np.int64, count=len(names))
+    return table.take(order), spans
 
 
-def _read_sni_task_file(path: str) -> datasets.Dataset:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            task = json.load(f, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-    except ValueError as e:
-        raise UserError(f"{path}: {e} (which value is meant is ambiguous)") from None
-    for key in ("Definition", "Instances"):
-        if key not in task:
-            raise UserError(f"{path}: Super-NaturalInstructions task file has no '{key}'")
-    definition = task["Definition"][0] if isinstance(task["Definition"], list) else task["Definition"]
-    category = (task.get("Categories") or [""])[0]
-    rows = []
-    for i, inst in enumerate(task["Instances"]):
-        outputs = inst.get("output")
-        outputs = [outputs] if isinstance(outputs, str) else list(outputs or [])
-        rows.append({"definition": definition, "input": inst.get("input"), "output": outputs[0] if outputs else None,
-                     "references": outputs, "category": category})
-    return datasets.Dataset.from_list(rows)
+def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str, cache: str | None,
+                        where: str) -> list[Task]:
+    """A file source through its cache: the canonical table is written once (Arrow, memory-mapped
+    by every later run and by the other ranks of a node) and read back in milliseconds."""
+    key = _file_source_key(source, files, on_bad_record)
+    if cache is None:
+        table, spans = _read_file_source(source, files, on_bad_record, where)
+        return _slice_tasks(table, spans, key)
+    folder = os.path.join(cache, "sources")
+    arrow, meta = os.path.join(folder, f"{key}.arrow"), os.path.join(folder, f"{key}.json")
+    if not os.path.isfile(meta):
+        table, spans = _read_file_source(source, files, on_bad_record, where)
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{arrow}.{os.getpid()}.tmp"
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, arrow)
+        with open(f"{meta}.{os.getpid()}.tmp", "w") as f:
+            json.dump(spans, f)
+        os.replace(f"{meta}.{os.getpid()}.tmp", meta)  # written last: a meta file means a complete table
+    with open(meta) as f:
+        spans = json.load(f)
+    return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key), spans, key)
 
 
-def _reader_kwargs(kind: str, path: str) -> dict:
-    """CSV cells are text: no type guessing (007 stays 007) and empty cells stay empty strings."""
-    if kind != "csv":
-        return {}
-    import csv
-
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first name
-        header = next(csv.reader(f), [])
-    return {"features": datasets.Features({c: datasets.Value("string") for c in header}), "keep_default_na": False}
-
-
-def _load_files(paths: list[str]) -> list[datasets.Dataset]:
-    """Load files through `datasets` (Arrow, memory-mapped cache); one builder call per file kind."""
-    out: dict[str, datasets.Dataset] = {}
-    by_kind = collections.defaultdict(list)
-    for p in paths:
-        if FILE_KINDS[os.path.splitext(p)[1]] in ("json", "csv"):
-            check_text_file(p)
-        if _is_sni_task_file(p):
-            out[p] = _read_sni_task_file(p)
-        else:
-            by_kind[FILE_KINDS[os.path.splitext(p)[1]]].append(p)
-    for kind, files in by_kind.items():
-        if kind == "csv":  # headers differ per file, so one builder call each
-            for p in files:
-                try:
-                    out[p] = datasets.load_dataset(kind, data_files=p, split="train", **_reader_kwargs(kind, p))
-                except Exception as e:  # noqa: BLE001 - pandas' message names the line
-                    cause = e.__cause__ or e
-                    raise UserError(f"{p}: cannot read as CSV: {str(cause).strip().splitlines()[-1]}") from None
-            continue
-        try:
-            # Split names must be identifiers, so files become splits f0, f1, ...
-            dd = datasets.load_dataset(kind, data_files={f"f{i}": p for i, p in enumerate(files)})
-            out.update({p: dd[f"f{i}"] for i, p in enumerate(files)})
-        except Exception:  # noqa: BLE001 - one file at a time finds the one at fault (or mixed columns)
-            for p in files:
-                try:
-                    out[p] = datasets.load_dataset(kind, data_files=p, split="train")
-                except Exception as e:  # noqa: BLE001
-                    located = _find_bad_json_line(p) if kind == "json" else None
-                    raise UserError(located or f"{p}: cannot read as {kind}: {e}") from None
-    return [out[p] for p in paths]
-
-
-def _resolve_paths(source: TaskSource, root: str | None, where: str) -> list[str]:
-    path = os.path.expanduser(source.path)
-    if root and not os.path.isabs(path):
-        path = os.path.join(os.path.expanduser(root), path)
-    if os.path.isdir(path):
-        pattern = os.path.join(path, "*")
-    else:
-        pattern = path
-    matches = sorted(p for p in glob.glob(pattern) if os.path.splitext(p)[1] in FILE_KINDS)
-    for p in matches:
-        if os.path.isdir(p):  # named like a task file: the user expects one
-            raise UserError(f"{p}: is a directory, expected a data file")
-    files = [p for p in matches if os.path.isfile(p) and not p.endswith(".examples.json")]
-    if not files:
-        if not glob.has_magic(path) and not os.path.exists(path):
-            raise UserError(f"{where}.path: no such file or directory: {path}")
-        raise UserError(f"{where}.path: no .jsonl/.json/.parquet/.csv files match {pattern}")
-    return files
-
-
-def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: int, where: str) -> list[Task]:
-    """Load one `data.tasks` entry: one task per file, per hub dataset, or per built-in task."""
+def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: int, where: str,
+                cache: str | None = None) -> list[Task]:
+    """Load one `data.tasks` entry: one task per file, per hub dataset, per built-in task, or per
+    value of the source's task_field."""
     if source.builtin:
         try:
             names = builtin.task_names(source.builtin)
         except ValueError as e:
             raise UserError(f"{where}.builtin: {e}") from None
-        features = datasets.Features({k: v for k, v in CANONICAL_FEATURES.items() if k != "_bad"})
-        return [Task(name, "builtin", "builtin", datasets.Dataset.from_list(
-            [{**r, "messages": []} for r in builtin.examples(name, source.n, seed)], features=features)) for name in names]
+        rows, spans = [], []
+        for name in names:
+            examples = builtin.examples(name, source.n, seed)
+            spans.append({"name": name, "schema": "builtin", "source": "builtin", "start": len(rows),
+                          "stop": len(rows) + len(examples), "skipped": {}})
+            rows += [{**r, "messages": []} for r in examples]
+        key = hashlib.sha256(json.dumps([names, source.n, seed, builtin.__name__]).encode()).hexdigest()[:24]
+        return _slice_tasks(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), spans, key)
     if source.hub:
         name = source.name or source.hub.rstrip("/").split("/")[-1]
         try:
@@ -353,51 +318,27 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             raise UserError(f"{where}.hub: cannot load '{source.hub}' (split {source.split}): {e}") from None
         ds, schema, skipped = normalize(ds, source.schema, source.fields, _prefix(source) if source.task_field else name,
                                         source.hub, on_bad_record, source.task_field)
-        if source.task_field:
-            return split_by_task_field([(ds, schema, skipped)], source, source.hub)
-        return [Task(name, schema, source.hub, ds, skipped)]
-    files = _resolve_paths(source, root, where)
-    if source.task_field:
-        parts = [normalize(ds, source.schema, source.fields, _prefix(source), path, on_bad_record, source.task_field)
-                 for path, ds in zip(files, _load_files(files))]
-        return split_by_task_field(parts, source, source.path)
-    if source.name and len(files) > 1:
-        raise UserError(f"{where}.name: '{source.name}' names one task but the path matches {len(files)} files")
-    tasks = []
-    for path, ds in zip(files, _load_files(files)):
-        name = source.name or os.path.splitext(os.path.basename(path))[0]
-        ds, schema, skipped = normalize(ds, source.schema, source.fields, name, path, on_bad_record)
-        tasks.append(Task(name, schema, path, ds, skipped))
-    return tasks
+        if not source.task_field:
+            return [Task(name, schema, source.hub, ds, skipped)]
+        rows = ds.with_format("arrow")[:]  # honours the filter's indices
+        table, spans = _group_by_task(rows, [{"schema": schema, "skipped": dict(skipped)}], source.hub)
+        return _slice_tasks(table, spans, ds._fingerprint)
+    return _cached_file_source(source, resolve_paths(source, root, where), on_bad_record, cache, where)
 
 
 def _prefix(source: TaskSource) -> str:
     return f"{source.name}/" if source.name else ""
 
 
-def split_by_task_field(parts: list[tuple], source: TaskSource, origin: str) -> list[Task]:
-    """One task per distinct value of the source's task_field (over all its files), named after the
-    value, prefixed `<name>/` when the source has a `name:`; tasks in order of first appearance."""
-    ds = parts[0][0] if len(parts) == 1 else datasets.concatenate_datasets([p[0] for p in parts])
-    schemas = sorted({p[1] for p in parts})
-    skipped = sum((p[2] for p in parts), collections.Counter())
-    values = ds.with_format("arrow", columns=["task"])[:]["task"]
-    groups: dict[str, list[int]] = {}
-    for i, value in enumerate(values.to_pylist()):
-        groups.setdefault(value, []).append(i)
-    tasks = [Task(name, "+".join(schemas), origin, ds.select(rows)) for name, rows in groups.items()]
-    if tasks:
-        tasks[0].skipped = skipped  # a bad record belongs to no task: counted once, on the first
-    return tasks
-
-
 def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None = None,
                section: str = "data.tasks") -> list[Task]:
     """Every task of `data.tasks` (or of `sources`), in config order; task names must be unique."""
+    from ift.data.tokenize import cache_dir
+
     datasets.disable_progress_bars()
     tasks: list[Task] = []
     for i, source in enumerate(data.tasks if sources is None else sources):
-        tasks.extend(load_source(source, data.root, data.on_bad_record, seed, f"{section}[{i}]"))
+        tasks.extend(load_source(source, data.root, data.on_bad_record, seed, f"{section}[{i}]", cache_dir(data)))
     seen: dict[str, str] = {}
     for t in tasks:
         if t.name in seen:

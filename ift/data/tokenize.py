@@ -30,25 +30,26 @@ OK, TRUNCATED, DROPPED = 0, 1, 2
 @dataclass
 class TokenizedTask:
     name: str
-    dataset: datasets.Dataset  # input_ids, target_mask, n_prompt, length (dropped examples removed)
-    lengths: np.ndarray  # tokens per example
+    lengths: np.ndarray  # tokens per example (dropped examples removed)
     n_prompt: np.ndarray  # tokens before the first target token, per example
     n_target: np.ndarray  # target tokens per example (the loss's count unless data.train_on_prompt)
     counts: collections.Counter = field(default_factory=collections.Counter)  # truncated / dropped
-    # All token ids (and target flags) end to end with per-example offsets: zero-copy views of the
-    # Arrow columns, so fetching an example is a slice, not a row lookup through `datasets`.
+    # Token ids and target flags of the whole tokenized table end to end (zero-copy views of its
+    # Arrow columns, shared by its tasks) and where each example of this task starts and ends:
+    # fetching an example is a slice, not a row lookup through `datasets`.
     flat_ids: np.ndarray = None
     flat_mask: np.ndarray = None
-    offsets: np.ndarray = None
+    starts: np.ndarray = None
+    ends: np.ndarray = None
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def ids(self, i: int) -> np.ndarray:
-        return self.flat_ids[self.offsets[i]:self.offsets[i + 1]]
+        return self.flat_ids[self.starts[i]:self.ends[i]]
 
     def mask(self, i: int) -> np.ndarray:
-        return self.flat_mask[self.offsets[i]:self.offsets[i + 1]]
+        return self.flat_mask[self.starts[i]:self.ends[i]]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -96,19 +97,23 @@ def _truncate(ids: list[int], mask: list[int], max_len: int, truncation: str, co
     return [], [], DROPPED
 
 
-def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig, seed: int, task: str,
+def _render_and_tokenize(batch, indices, *, table, spans: dict, tokenizer, data: DataConfig, seed: int,
                          chat: bool, max_len: int):
+    """Rows of `table` (one or many tasks; spans: task -> (first row, rows)) to token ids and masks.
+    Every choice depends on (seed, task, index within the task), as if each task were alone."""
     out = {"input_ids": [], "target_mask": [], "n_prompt": [], "length": [], "status": []}
     conversations = batch["messages"]
+    within = [g - spans[task][0] for g, task in zip(indices, batch["task"])]
     plain = [j for j, turns in enumerate(conversations) if not turns]
     prompts, targets = [], []
     for j in plain:
-        i = indices[j]
+        task, i = batch["task"][j], within[j]
+        start, size = spans[task]
         example = {k: batch[k][j] for k in ("instruction", "input", "output", "rationale")}
         name = templates.choose_template(data.template, seed, task, i)
         exemplars = []
         if name == "few_shot":
-            exemplars = [task_ds[k] for k in templates.choose_exemplars(len(task_ds), i, data.few_shot_k, seed, task)]
+            exemplars = [table[start + k] for k in templates.choose_exemplars(size, i, data.few_shot_k, seed, task)]
         prompt, target = templates.render(example, name, exemplars)
         if chat:
             prompt, target = templates.render_chat(tokenizer, prompt, target)
@@ -125,8 +130,8 @@ def _render_and_tokenize(batch, indices, *, task_ds, tokenizer, data: DataConfig
         for j, p, t in zip(plain, p_ids, t_ids):
             t = t + [tokenizer.eos_token_id]
             encoded[j] = (p + t, [0] * len(p) + [1] * len(t))
-    for j, i in enumerate(indices):
-        where = f"task {task} example {i}"
+    for j, i in enumerate(within):
+        where = f"task {batch['task'][j]} example {i}"
         if j not in encoded:  # a conversation: every (or the last) assistant turn is a target
             encoded[j] = chat_format.tokenize_conversation(tokenizer, conversations[j], chat=chat,
                                                            train_on=data.train_on, where=where)
@@ -144,44 +149,72 @@ def _column(ds: datasets.Dataset, name: str):
     return ds.with_format("arrow", columns=[name])[:][name].combine_chunks()
 
 
-def tokenize_task(task: Task, tokenizer, data: DataConfig, seed: int, tok_fingerprint: str | None = None) -> TokenizedTask:
+def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int,
+                    tok_fingerprint: str) -> dict:
+    """One cached `datasets.map` over a table of tasks; its columns as numpy arrays."""
     chat = templates.uses_chat_template(tokenizer, data.chat_template)
     settings = {
-        "v": CACHE_VERSION, "data": task.dataset._fingerprint, "tok": tok_fingerprint or tokenizer_fingerprint(tokenizer),
-        "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "task": task.name,
-        "train_on": data.train_on,
+        "v": CACHE_VERSION, "data": table._fingerprint, "spans": spans, "tok": tok_fingerprint,
+        "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "train_on": data.train_on,
         "max_len": data.max_seq_len, "truncation": data.truncation,
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
     folder = os.path.join(cache_dir(data), "tokenized")
     os.makedirs(folder, exist_ok=True)
-    ds = task.dataset.map(
+    ds = table.map(
         _render_and_tokenize, batched=True, batch_size=256, with_indices=True,
-        remove_columns=task.dataset.column_names, num_proc=data.num_proc if data.num_proc > 1 else None,
-        fn_kwargs=dict(task_ds=task.dataset, tokenizer=tokenizer, data=data, seed=seed, task=task.name,
-                       chat=chat, max_len=data.max_seq_len),
+        remove_columns=table.column_names, num_proc=data.num_proc if data.num_proc > 1 else None,
+        fn_kwargs=dict(table=table, spans=spans, tokenizer=tokenizer, data=data, seed=seed, chat=chat,
+                       max_len=data.max_seq_len),
         new_fingerprint=fingerprint, cache_file_name=os.path.join(folder, f"{fingerprint}.arrow"),
-        load_from_cache_file=True, desc=f"tokenize {task.name}",
+        load_from_cache_file=True, desc=f"tokenize {len(spans)} task(s)",
     )
-    status = _column(ds, "status").to_numpy()
-    counts = collections.Counter({"truncated": int((status == TRUNCATED).sum()), "dropped": int((status == DROPPED).sum())})
-    if counts["dropped"]:
-        ds = ds.filter(lambda s: [x != DROPPED for x in s], input_columns="status", batched=True,
-                       cache_file_name=os.path.join(folder, f"{fingerprint}.kept.arrow"))
-    if len(ds) == 0:
-        raise UserError(f"task {task.name}: every example is longer than data.max_seq_len={data.max_seq_len}")
     ids, mask = _column(ds, "input_ids"), _column(ds, "target_mask")
     flat_mask = mask.values.to_numpy(zero_copy_only=False)
-    offsets = ids.offsets.to_numpy()
-    # Targets per example, not counting a first token (nothing predicts it).
-    n_target = np.add.reduceat(flat_mask.astype(np.int64), offsets[:-1]) - flat_mask[offsets[:-1]]
-    return TokenizedTask(task.name, ds, _column(ds, "length").to_numpy().astype(np.int64),
-                         _column(ds, "n_prompt").to_numpy().astype(np.int64), n_target, counts,
-                         flat_ids=ids.values.to_numpy(zero_copy_only=False), flat_mask=flat_mask, offsets=offsets)
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    nonempty = offsets[:-1] < offsets[1:]
+    # Targets per example, not counting a first token (nothing predicts it); dropped rows are empty.
+    n_target = np.zeros(len(ds), dtype=np.int64)
+    if nonempty.any():
+        firsts = offsets[:-1][nonempty]
+        n_target[nonempty] = np.add.reduceat(flat_mask.astype(np.int64), firsts) - flat_mask[firsts]
+    return {"status": _column(ds, "status").to_numpy(), "lengths": _column(ds, "length").to_numpy().astype(np.int64),
+            "n_prompt": _column(ds, "n_prompt").to_numpy().astype(np.int64), "n_target": n_target,
+            "flat_ids": ids.values.to_numpy(zero_copy_only=False), "flat_mask": flat_mask, "offsets": offsets}
+
+
+def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> TokenizedTask:
+    status = arrays["status"][start:stop]
+    keep = status != DROPPED
+    if not keep.any():
+        raise UserError(f"task {name}: every example is longer than data.max_seq_len={max_len}")
+    counts = collections.Counter({"truncated": int((status == TRUNCATED).sum()), "dropped": int((~keep).sum())})
+    offsets = arrays["offsets"]
+    return TokenizedTask(name, arrays["lengths"][start:stop][keep], arrays["n_prompt"][start:stop][keep],
+                         arrays["n_target"][start:stop][keep], counts, flat_ids=arrays["flat_ids"],
+                         flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep], ends=offsets[start + 1:stop + 1][keep])
 
 
 def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:
+    """Every task, tokenized. Tasks that are most of one source's table (ift.data.sources) are
+    tokenized together in one map and one cache file: the cost is per example, not per task."""
     if tokenizer.eos_token_id is None:
         raise UserError("the tokenizer has no EOS token; set one (model.tokenizer) so targets can end")
     fingerprint = tokenizer_fingerprint(tokenizer)
-    return [tokenize_task(t, tokenizer, data, seed, fingerprint) for t in tasks]
+    by_parent: dict[int, list[Task]] = {}
+    for t in tasks:
+        by_parent.setdefault(id(t.parent) if t.parent is not None else id(t), []).append(t)
+    views = {}
+    for group in by_parent.values():
+        parent = group[0].parent
+        if parent is not None and 2 * sum(len(t) for t in group) >= len(parent):
+            arrays = _tokenize_table(parent, group[0].parent_spans, tokenizer, data, seed, fingerprint)
+            for t in group:
+                start = t.parent_spans[t.name][0]
+                views[t.name] = _task_view(t.name, arrays, start, start + len(t), data.max_seq_len)
+        else:
+            for t in group:
+                arrays = _tokenize_table(t.dataset, {t.name: (0, len(t))}, tokenizer, data, seed, fingerprint)
+                views[t.name] = _task_view(t.name, arrays, 0, len(t), data.max_seq_len)
+    return [views[t.name] for t in tasks]
+
