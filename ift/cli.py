@@ -50,6 +50,17 @@ def cmd_mix(args, extras) -> None:
         print(f"plot: {args.plot}")
 
 
+def cmd_prepare(args, extras) -> None:
+    from ift.data.prepare import prepare
+
+    cfg = _config_and_overrides(args, extras)
+    done = prepare(cfg)
+    print(f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
+          f"in {done['seconds']:.1f} s")
+    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); tokenizer: {cfg.run_dir}/tokenizer")
+    print(f"`ift train {args.config}` (same data settings and data.cache_dir) now starts from this cache")
+
+
 def cmd_train(args, extras) -> None:
     cfg = _config_and_overrides(args, extras)
     if args.only_task:
@@ -132,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="restart all local processes up to K times after a crash, from the last valid checkpoint")
     from ift.slurm import add_submit_args, cmd_submit
     add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
+    verb("prepare", "load, render and tokenize the run's data into data.cache_dir ahead of training", cmd_prepare)
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
     m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
     m.add_argument("--plot", help="write a PNG bar chart of target vs realized rates")

@@ -538,6 +538,10 @@ def cmd_submit(args, extras: list[str]) -> None:
         return
     for cfg in cfgs:
         _note_existing(cfg)
+    from ift.data.prepare import submit_note
+
+    if note := submit_note(cfgs[0]):
+        print(note)
     try:
         jobs = submit(cfgs, folder, getattr(args, "only_task", None), base_name)
     except Exception as e:  # sbatch refused (bad partition/account/...) or no Slurm here

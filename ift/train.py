@@ -40,11 +40,15 @@ def prepare_data(cfg: Config, rank: int, local_rank: int, only_task: str | None 
     """Tasks, tokenizer, tokenized tasks and rates. Rank 0 trains/saves the tokenizer and local
     rank 0 fills the tokenization cache first; the other ranks then read them."""
     from ift.data.mixture import task_rates
+    from ift.data.prepare import cold_cache_note
     from ift.data.sources import load_tasks
     from ift.data.tokenize import tokenize_tasks
     from ift.model import load_tokenizer
 
-    tasks = load_tasks(cfg.data, cfg.run.seed)
+    for turn in (0, 1):  # local rank 0 reads the files into the source cache; the others memory-map it
+        if (local_rank == 0) == (turn == 0):
+            tasks = load_tasks(cfg.data, cfg.run.seed)
+        _barrier()
     if only_task:
         tasks = [t for t in tasks if t.name == only_task]
         if not tasks:
@@ -56,6 +60,8 @@ def prepare_data(cfg: Config, rank: int, local_rank: int, only_task: str | None 
             if rank == 0 and not os.path.isdir(tok_dir):
                 tokenizer.save_pretrained(tok_dir)
         _barrier()
+    if rank == 0 and (note := cold_cache_note(tasks, tokenizer, cfg, cfg.run.seed)):
+        log.info(note)
     for turn in (0, 1):
         if (local_rank == 0) == (turn == 0):
             tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed)
@@ -68,9 +74,12 @@ def mixture_definition(cfg: Config, rates: dict) -> dict:
     """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
     data or the cache live)."""
     d = cfg.data
-    return {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
-            "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
-            "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
+    definition = {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
+                  "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
+                  "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
+    if d.train_on != "all_assistant":  # only when set: checkpoints from before the key still match
+        definition["train_on"] = d.train_on
+    return definition
 
 
 def _barrier() -> None:

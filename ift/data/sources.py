@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 from dataclasses import dataclass, field
 
 import datasets
@@ -281,13 +282,13 @@ def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str
     if not os.path.isfile(meta):
         table, spans = _read_file_source(source, files, on_bad_record, where)
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{arrow}.{os.getpid()}.tmp"
+        tmp = f"{arrow}.{socket.gethostname()}.{os.getpid()}.tmp"  # ranks of several nodes may race here
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         os.replace(tmp, arrow)
-        with open(f"{meta}.{os.getpid()}.tmp", "w") as f:
+        with open(f"{meta}.{socket.gethostname()}.{os.getpid()}.tmp", "w") as f:
             json.dump(spans, f)
-        os.replace(f"{meta}.{os.getpid()}.tmp", meta)  # written last: a meta file means a complete table
+        os.replace(f"{meta}.{socket.gethostname()}.{os.getpid()}.tmp", meta)  # written last: a meta file means a complete table
     with open(meta) as f:
         spans = json.load(f)
     return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key), spans, key)
@@ -335,7 +336,6 @@ def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None
     """Every task of `data.tasks` (or of `sources`), in config order; task names must be unique."""
     from ift.data.tokenize import cache_dir
 
-    datasets.disable_progress_bars()
     tasks: list[Task] = []
     for i, source in enumerate(data.tasks if sources is None else sources):
         tasks.extend(load_source(source, data.root, data.on_bad_record, seed, f"{section}[{i}]", cache_dir(data)))

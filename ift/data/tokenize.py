@@ -10,6 +10,7 @@ inputs tokenizes nothing.
 from __future__ import annotations
 
 import collections
+import glob
 import hashlib
 import json
 import os
@@ -149,16 +150,21 @@ def _column(ds: datasets.Dataset, name: str):
     return ds.with_format("arrow", columns=[name])[:][name].combine_chunks()
 
 
-def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int,
-                    tok_fingerprint: str) -> dict:
-    """One cached `datasets.map` over a table of tasks; its columns as numpy arrays."""
-    chat = templates.uses_chat_template(tokenizer, data.chat_template)
+def _table_fingerprint(table: datasets.Dataset, spans: dict, chat: bool, data: DataConfig, seed: int,
+                       tok_fingerprint: str) -> str:
     settings = {
         "v": CACHE_VERSION, "data": table._fingerprint, "spans": spans, "tok": tok_fingerprint,
         "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "train_on": data.train_on,
         "max_len": data.max_seq_len, "truncation": data.truncation,
     }
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int,
+                    tok_fingerprint: str) -> dict:
+    """One cached `datasets.map` over a table of tasks; its columns as numpy arrays."""
+    chat = templates.uses_chat_template(tokenizer, data.chat_template)
+    fingerprint = _table_fingerprint(table, spans, chat, data, seed, tok_fingerprint)
     folder = os.path.join(cache_dir(data), "tokenized")
     os.makedirs(folder, exist_ok=True)
     ds = table.map(
@@ -195,26 +201,41 @@ def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> 
                          flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep], ends=offsets[start + 1:stop + 1][keep])
 
 
-def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:
-    """Every task, tokenized. Tasks that are most of one source's table (ift.data.sources) are
-    tokenized together in one map and one cache file: the cost is per example, not per task."""
-    if tokenizer.eos_token_id is None:
-        raise UserError("the tokenizer has no EOS token; set one (model.tokenizer) so targets can end")
-    fingerprint = tokenizer_fingerprint(tokenizer)
+def _plan(tasks: list[Task]) -> list[tuple[datasets.Dataset, dict, list[Task]]]:
+    """(table, its tasks' spans, the tasks wanted from it) per tokenization map. Tasks that are
+    most of one source's table (ift.data.sources) share one map over it and one cache file: the
+    cost is per example, not per task. Others (one task picked out of many) get a map each."""
     by_parent: dict[int, list[Task]] = {}
     for t in tasks:
         by_parent.setdefault(id(t.parent) if t.parent is not None else id(t), []).append(t)
-    views = {}
+    plan = []
     for group in by_parent.values():
         parent = group[0].parent
         if parent is not None and 2 * sum(len(t) for t in group) >= len(parent):
-            arrays = _tokenize_table(parent, group[0].parent_spans, tokenizer, data, seed, fingerprint)
-            for t in group:
-                start = t.parent_spans[t.name][0]
-                views[t.name] = _task_view(t.name, arrays, start, start + len(t), data.max_seq_len)
+            plan.append((parent, group[0].parent_spans, group))
         else:
-            for t in group:
-                arrays = _tokenize_table(t.dataset, {t.name: (0, len(t))}, tokenizer, data, seed, fingerprint)
-                views[t.name] = _task_view(t.name, arrays, 0, len(t), data.max_seq_len)
-    return [views[t.name] for t in tasks]
+            plan += [(t.dataset, {t.name: (0, len(t))}, [t]) for t in group]
+    return plan
 
+
+def is_cached(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> bool:
+    """Whether tokenize_tasks would find every map in the cache (a warm start)."""
+    chat = templates.uses_chat_template(tokenizer, data.chat_template)
+    fp = tokenizer_fingerprint(tokenizer)
+    folder = os.path.join(cache_dir(data), "tokenized")
+    # with data.num_proc > 1 the cache file is written in shards named <fingerprint>_0000x_of_0000n.arrow
+    return all(glob.glob(os.path.join(folder, f"{_table_fingerprint(table, spans, chat, data, seed, fp)}*.arrow"))
+               for table, spans, _ in _plan(tasks))
+
+
+def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no EOS token; set one (model.tokenizer) so targets can end")
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    views = {}
+    for table, spans, wanted in _plan(tasks):
+        arrays = _tokenize_table(table, spans, tokenizer, data, seed, fingerprint)
+        for t in wanted:
+            start = spans[t.name][0]
+            views[t.name] = _task_view(t.name, arrays, start, start + len(t), data.max_seq_len)
+    return [views[t.name] for t in tasks]
