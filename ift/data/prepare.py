@@ -16,7 +16,7 @@ log = logging.getLogger("ift.prepare")
 
 # Measured on the 2-core CPU reference machine (bench/scale_bench.py): alpaca-style examples of
 # 10-60-word instructions, one process. Only for the estimate printed before a cold start.
-EXAMPLES_PER_S = 4000
+EXAMPLES_PER_S = 7000
 
 
 def _folder_bytes(path: str) -> int:
