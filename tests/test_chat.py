@@ -179,3 +179,20 @@ def test_two_process_training_on_chat_data_matches_one_process(base_tokenizer, t
         assert np.isfinite(a["loss"]) and b["examples_drawn"] == a["examples_drawn"]
         for key in (k for k in a if k == "loss" or k.startswith("loss/")):
             assert b[key] == pytest.approx(a[key], rel=1e-6, abs=0), (a["step"], key)
+
+
+@pytest.mark.parametrize("template", ["chatml", None])
+def test_eval_prompt_is_the_conversation_before_the_last_reply(base_tokenizer, tmp_path, template):
+    from ift.eval.evaluate import render_prompts
+
+    tok = with_template(base_tokenizer, template)
+    write_chat_file(tmp_path / "chat.jsonl", n=3)
+    data = DataConfig(tasks=[TaskSource(path=str(tmp_path / "chat.jsonl"))], cache_dir=str(tmp_path / "cache"))
+    task = load_tasks(data)[0]
+    items = render_prompts(task, shots=0, seed=0, tokenizer=tok, chat=template is not None, limit=None)
+    for i, item in enumerate(items):
+        msgs = conversation(1 + i % 3, system=i % 2 == 0)
+        ids, mask = tokenize_conversation(tok, msgs, chat=template is not None, train_on="all_assistant", where="")
+        last_start = max(j for j in range(len(mask)) if mask[j] and not mask[j - 1])
+        assert item["prompt_ids"] == ids[:last_start]  # exactly what training saw before the reply
+        assert item["references"] == [msgs[-1]["content"]]

@@ -450,3 +450,10 @@ def test_no_verb_is_a_usage_error(capsys):
         main([])
     assert exc.value.code == 2
     assert "usage: ift" in capsys.readouterr().err
+
+
+def test_task_field_and_train_on_are_validated(tmp_path):
+    path = write(tmp_path / "tf.yaml", "data: {tasks: [{builtin: train, task_field: source}]}\n")
+    assert error_of(path).startswith("data.tasks[0].task_field: must be a column name of a file or hub source")
+    path = write(tmp_path / "to.yaml", "data: {train_on: every_turn}\n")
+    assert error_of(path) == "data.train_on: must be one of all_assistant, last_assistant, got 'every_turn'"

@@ -309,7 +309,7 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             spans.append({"name": name, "schema": "builtin", "source": "builtin", "start": len(rows),
                           "stop": len(rows) + len(examples), "skipped": {}})
             rows += [{**r, "messages": []} for r in examples]
-        key = hashlib.sha256(json.dumps([names, source.n, seed, builtin.__name__]).encode()).hexdigest()[:24]
+        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:24]  # the content: code changes show
         return _slice_tasks(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), spans, key)
     if source.hub:
         name = source.name or source.hub.rstrip("/").split("/")[-1]
