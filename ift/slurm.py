@@ -529,8 +529,12 @@ def cmd_submit(args, extras: list[str]) -> None:
     s = cfgs[0].slurm
     ranks = s.nodes * s.gpus_per_node
     shape = f"{s.nodes} node(s) x {s.gpus_per_node} task(s) = {ranks} rank(s)" + ("" if s.gres else ", no GPU gres")
+    from ift.data.prepare import submit_note
+
     if args.dry_run:
         print(sbatch_script(cfgs, folder, base_name).rstrip("\n"))
+        if note := submit_note(cfgs[0]):
+            print(f"# {note}")
         print(f"# dry run: nothing submitted; {len(cfgs)} job(s), {shape}; submitit folder {folder}")
         for i, (cfg, point) in enumerate(planned):
             what = f"array task {i}: {' '.join(point)}: " if len(planned) > 1 else ""
@@ -538,8 +542,6 @@ def cmd_submit(args, extras: list[str]) -> None:
         return
     for cfg in cfgs:
         _note_existing(cfg)
-    from ift.data.prepare import submit_note
-
     if note := submit_note(cfgs[0]):
         print(note)
     try:

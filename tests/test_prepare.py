@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from helpers import read_metrics, run_train, write_config
 from ift.cli import main
@@ -56,3 +57,18 @@ def test_source_cache_follows_the_files(tmp_path):
     changed = load_tasks(data)
     assert [len(t) for t in changed] == [5, 6] and changed[1].dataset[5]["output"] == "y"
     assert len(list((tmp_path / "cache" / "sources").glob("*.json"))) == 2
+
+
+def test_submit_says_when_the_cache_is_cold(tmp_path):
+    from test_slurm import _dry_run
+
+    write_tasks(tmp_path / "data")
+    data = {"tasks": [{"path": str(tmp_path / "data")}], "cache_dir": str(tmp_path / "cache")}
+    cfg = write_config(tmp_path, "sub", data=data)
+    assert "# data cache: an inline model's tokenizer is trained from the data" in _dry_run(str(cfg))
+    assert main(["prepare", str(cfg)]) == 0
+    assert "data cache" not in _dry_run(str(cfg))  # prepared: warm
+    cold = write_config(tmp_path, "sub2", data={**data, "cache_dir": str(tmp_path / "other")})
+    (tmp_path / "runs" / "sub2").mkdir(parents=True)
+    shutil.copytree(tmp_path / "runs" / "sub" / "tokenizer", tmp_path / "runs" / "sub2" / "tokenizer")
+    assert "# data cache cold: 90 examples of 3 task(s) to tokenize" in _dry_run(str(cold))

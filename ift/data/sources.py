@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from ift.config import DataConfig, TaskSource, UserError
@@ -250,8 +251,6 @@ def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str, 
 
 def _group_by_task(table: pa.Table, file_spans: list[dict], origin: str) -> tuple[pa.Table, list[dict]]:
     """Rows reordered by task (tasks in order of first appearance, rows in file order)."""
-    import numpy as np
-
     names = table.column("task").to_pylist()
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
@@ -282,13 +281,13 @@ def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str
     if not os.path.isfile(meta):
         table, spans = _read_file_source(source, files, on_bad_record, where)
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{arrow}.{socket.gethostname()}.{os.getpid()}.tmp"  # ranks of several nodes may race here
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        suffix = f".{socket.gethostname()}.{os.getpid()}.tmp"  # local rank 0 of several nodes may race here
+        with pa.OSFile(arrow + suffix, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        os.replace(tmp, arrow)
-        with open(f"{meta}.{socket.gethostname()}.{os.getpid()}.tmp", "w") as f:
+        os.replace(arrow + suffix, arrow)
+        with open(meta + suffix, "w") as f:
             json.dump(spans, f)
-        os.replace(f"{meta}.{socket.gethostname()}.{os.getpid()}.tmp", meta)  # written last: a meta file means a complete table
+        os.replace(meta + suffix, meta)  # written last: a meta file means a complete table
     with open(meta) as f:
         spans = json.load(f)
     return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key), spans, key)
