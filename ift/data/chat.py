@@ -122,7 +122,7 @@ def prompt_ids(tokenizer, messages: list[dict], *, chat: bool) -> list[int]:
     if chat:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    history = [t for t in messages]
+    history = list(messages)
     ids: list[int] = []
     if any(t["role"] == "assistant" for t in history):
         last = max(j for j, t in enumerate(history) if t["role"] == "assistant")
