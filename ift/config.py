@@ -492,8 +492,8 @@ def validate_source(t: TaskSource, path: str) -> None:
     _check(t.n > 0, f"{path}.n", t.n, "must be > 0")
     _check(t.task_field is None or (isinstance(t.task_field, str) and t.task_field and not t.builtin),
            f"{path}.task_field", t.task_field, "must be a column name of a file or hub source")
-    canonical = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages", "conversations", "prompt",
-                 "completion")
+    canonical = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages",
+                 "conversations", "prompt", "completion")
     for k in t.fields:
         _choice(k, f"{path}.fields.{k}", canonical)
 
