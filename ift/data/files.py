@@ -1,4 +1,4 @@
-"""Data files: finding a source's files and reading one file into an Arrow table, with
+"""Data files: finding a source's files and reading one file's records into columns, with
 `file:line` errors for anything unreadable (bad UTF-8, invalid JSON, duplicate keys)."""
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ def locate(where: str, row: int) -> str:
                     if seen == row:
                         return f"{where}:{lineno}"
     return f"{where} record {row + 1}"
-
 
 
 def check_text_file(path: str) -> None:
@@ -178,11 +177,7 @@ def _read_with_datasets(path: str, kind: str) -> pa.Table:
             cause = e.__cause__ or e
             raise UserError(f"{path}: cannot read as CSV: {str(cause).strip().splitlines()[-1]}") from None
         return ds.data.table
-    if kind == "json":
-        located = _find_bad_json_line(path)  # duplicate keys, non-objects, invalid JSON: by line
-        if located and path.endswith(".jsonl"):
-            raise UserError(located)
-    try:
+    try:  # a JSON array (.json) or anything else datasets reads
         return datasets.load_dataset(kind, data_files=path, split="train").data.table
     except Exception as e:  # noqa: BLE001
         located = _find_bad_json_line(path) if kind == "json" else None
