@@ -422,7 +422,7 @@ def test_sbatch_job_with_a_failing_rank_is_requeued_and_resumes_exactly(referenc
 
 
 @pytest.mark.slurm
-def test_user_errors_and_spent_failures_are_not_requeued(workdir, monkeypatch):
+def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir, monkeypatch):
     """Two jobs at once: a user error found inside the job (exit 1 through submitit, its exception
     is ift's UserError) and a crash with slurm.max_failures=0. Both end FAILED, never requeued."""
     user_job, user_run, user_logs = ift_submit(workdir, "usererr", "train.resume=/nonexistent/step_00000001")
