@@ -34,7 +34,7 @@ def conversation(turns, sharegpt: bool) -> tuple[list[dict], str]:
         if not isinstance(turn, dict):
             return [], f"{field}[{j}] is not an object"
         role = turn.get(role_key)
-        role = SHAREGPT_ROLES.get(role) if sharegpt else role
+        role = SHAREGPT_ROLES.get(role) if sharegpt and isinstance(role, str) else role
         if role not in ROLES:
             return [], f"{field}[{j}].{role_key} is {turn.get(role_key)!r}, expected one of " + \
                 (", ".join(sorted(SHAREGPT_ROLES)) if sharegpt else ", ".join(ROLES))
