@@ -143,7 +143,7 @@ def test_tokenized_task_keeps_each_turns_mask(base_tokenizer, tmp_path):
         msgs = conversation(1 + i % 3, system=i % 2 == 0)
         ids, mask = tokenize_conversation(tok, msgs, chat=True, train_on="all_assistant", where="")
         assert task.ids(i).tolist() == ids and task.mask(i).tolist() == mask
-        assert task.n_target[i] == sum(mask) and task.n_prompt[i] == mask.index(1)
+        assert task.n_target[i] == sum(mask)
     last = DataConfig(**{**data.__dict__, "train_on": "last_assistant"})
     task_last = tokenize_tasks(load_tasks(last), tok, last, seed=0)[0]
     assert task_last.n_target[2] < task.n_target[2]  # 3 turns: only the last one's tokens

@@ -31,7 +31,7 @@ def test_prompt_and_target_boundary(tmp_path, tasks, tok):
     prompt, target = templates.render(ex, "zero_shot")
     ids = list(tt.ids(0))
     assert ids == tok(prompt)["input_ids"] + tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert tt.n_prompt[0] == len(tok(prompt)["input_ids"]) and tt.lengths[0] == len(ids)
+    assert list(tt.mask(0)).index(1) == len(tok(prompt)["input_ids"]) and tt.lengths[0] == len(ids)
 
 
 def test_shared_prefix_encoding_equals_full_encoding(tasks, tok):
@@ -72,8 +72,8 @@ def test_truncation_policies(tmp_path, tasks, tok):
     assert cut.counts["truncated"] == too_long and len(cut) == len(full) and max(cut.lengths) <= limit
     # Left truncation keeps the end of the prompt and the whole target.
     i = int(next(i for i, n in enumerate(full.lengths) if n > limit))
-    target_len = full.lengths[i] - full.n_prompt[i]
-    assert list(cut.ids(i)) == list(full.ids(i)[-limit:]) and cut.lengths[i] - cut.n_prompt[i] == target_len
+    target_len = full.lengths[i] - list(full.mask(i)).index(1)
+    assert list(cut.ids(i)) == list(full.ids(i)[-limit:]) and cut.lengths[i] - list(cut.mask(i)).index(1) == target_len
     with pytest.raises(UserError, match=rf"tokens > data.max_seq_len={limit}"):
         tokenize_tasks(tasks[:1], tok, DataConfig(**short, truncation="error"), seed=0)
 

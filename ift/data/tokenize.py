@@ -2,9 +2,8 @@
 
 Each task becomes a Dataset with `input_ids` (prompt + target + EOS), `target_mask` (1 where the
 token is a target; 0 for prompt tokens, which the loss ignores unless data.train_on_prompt),
-`n_prompt` (tokens before the first target) and `length`. A conversation (ift.data.chat) has a
-target span per assistant turn; any other example has one, after its prompt. The cache key is explicit: the source data's
-fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
+`length` and `status`. A conversation (ift.data.chat) has a target span per assistant turn; any
+other example has one, after its prompt. The cache key is explicit: the source data's fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
 inputs tokenizes nothing.
 """
 from __future__ import annotations
@@ -24,7 +23,7 @@ from ift.data import chat as chat_format
 from ift.data import templates
 from ift.data.sources import Task
 
-CACHE_VERSION = "2"  # bump when the rendering or tokenization logic changes
+CACHE_VERSION = "3"  # bump when the rendering or tokenization logic changes
 OK, TRUNCATED, DROPPED = 0, 1, 2
 
 
@@ -32,7 +31,6 @@ OK, TRUNCATED, DROPPED = 0, 1, 2
 class TokenizedTask:
     name: str
     lengths: np.ndarray  # tokens per example (dropped examples removed)
-    n_prompt: np.ndarray  # tokens before the first target token, per example
     n_target: np.ndarray  # target tokens per example (the loss's count unless data.train_on_prompt)
     counts: collections.Counter = field(default_factory=collections.Counter)  # truncated / dropped
     # Token ids and target flags of the whole tokenized table end to end (zero-copy views of its
@@ -102,7 +100,7 @@ def _render_and_tokenize(batch, indices, *, table, spans: dict, tokenizer, data:
                          chat: bool, max_len: int):
     """Rows of `table` (one or many tasks; spans: task -> (first row, rows)) to token ids and masks.
     Every choice depends on (seed, task, index within the task), as if each task were alone."""
-    out = {"input_ids": [], "target_mask": [], "n_prompt": [], "length": [], "status": []}
+    out = {"input_ids": [], "target_mask": [], "length": [], "status": []}
     conversations = batch["messages"]
     within = [g - spans[task][0] for g, task in zip(indices, batch["task"])]
     plain = [j for j, turns in enumerate(conversations) if not turns]
@@ -139,7 +137,6 @@ def _render_and_tokenize(batch, indices, *, table, spans: dict, tokenizer, data:
         ids, mask, status = _truncate(*encoded[j], max_len, data.truncation, bool(conversations[j]), where)
         out["input_ids"].append(np.asarray(ids, dtype=np.int32))
         out["target_mask"].append(np.asarray(mask, dtype=np.int8))
-        out["n_prompt"].append(mask.index(1) if 1 in mask else len(mask))
         out["length"].append(len(ids))
         out["status"].append(status)
     return out
@@ -185,7 +182,7 @@ def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataC
         firsts = offsets[:-1][nonempty]
         n_target[nonempty] = np.add.reduceat(flat_mask.astype(np.int64), firsts) - flat_mask[firsts]
     return {"status": _column(ds, "status").to_numpy(), "lengths": _column(ds, "length").to_numpy().astype(np.int64),
-            "n_prompt": _column(ds, "n_prompt").to_numpy().astype(np.int64), "n_target": n_target,
+            "n_target": n_target,
             "flat_ids": ids.values.to_numpy(zero_copy_only=False), "flat_mask": flat_mask, "offsets": offsets}
 
 
@@ -196,7 +193,7 @@ def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> 
         raise UserError(f"task {name}: every example is longer than data.max_seq_len={max_len}")
     counts = collections.Counter({"truncated": int((status == TRUNCATED).sum()), "dropped": int((~keep).sum())})
     offsets = arrays["offsets"]
-    return TokenizedTask(name, arrays["lengths"][start:stop][keep], arrays["n_prompt"][start:stop][keep],
+    return TokenizedTask(name, arrays["lengths"][start:stop][keep],
                          arrays["n_target"][start:stop][keep], counts, flat_ids=arrays["flat_ids"],
                          flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep], ends=offsets[start + 1:stop + 1][keep])
 
