@@ -46,7 +46,9 @@ demo: $(VENV)/.installed
 	@echo "runs: runs/demo_ift runs/demo_ft (metrics.jsonl, checkpoints/, wandb/ offline runs)"
 	@echo "report: runs/comparison/COMPARISON.md runs/comparison/comparison.png"
 
+# Lint first (seconds; pyproject's [tool.ruff]), then the suite.
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

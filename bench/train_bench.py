@@ -105,7 +105,7 @@ def write_config(args) -> str:
 
 
 def launch(args) -> int:
-    from ift.engine import free_port
+    from ift.distributed import free_port
 
     if args.warmup_steps >= args.steps:
         sys.exit("--warmup-steps must be < --steps")
@@ -174,9 +174,9 @@ def ift_result(run_dir: str, steps: list, warmup: int) -> dict:
 def same_batches(cfg, rank, local_rank, world):
     """Every rank's micro-batches for every step, exactly as ift's PackedLoader makes them."""
     from ift.data.loader import PackedLoader
-    from ift.train import prepare_data
+    from ift.data.prepare import prepare_data
 
-    _, tokenizer, tokenized, rates = prepare_data(cfg, rank, local_rank)
+    _, tokenizer, tokenized, rates = prepare_data(cfg)
     t = cfg.train
     loaders = [PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=cfg.data.max_seq_len,
                             window=cfg.data.pack_window, packing=cfg.data.packing,
@@ -235,7 +235,8 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from ift.engine import accelerator_available, deepspeed_config
+    from ift.distributed import accelerator_available
+    from ift.engine import deepspeed_config
     from ift.model import build_model
 
     t = cfg.train
@@ -301,7 +302,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
 def synchronize() -> None:
     import torch
 
-    from ift.engine import accelerator_available
+    from ift.distributed import accelerator_available
 
     if accelerator_available():
         torch.cuda.synchronize()
@@ -310,7 +311,7 @@ def synchronize() -> None:
 def reset_peak_memory() -> None:
     import torch
 
-    from ift.engine import accelerator_available
+    from ift.distributed import accelerator_available
 
     if accelerator_available():
         torch.cuda.empty_cache()
@@ -323,7 +324,7 @@ def peak_memory_gib() -> float:
 
     import torch
 
-    from ift.engine import accelerator_available
+    from ift.distributed import accelerator_available
 
     if accelerator_available():
         return torch.cuda.max_memory_allocated() / 2**30
@@ -355,7 +356,7 @@ def worker(args) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     from ift.config import load_config
-    from ift.engine import init_distributed, setup_environment
+    from ift.distributed import init_distributed, setup_environment
 
     cfg_path = os.path.join(args.out, "bench.yaml")
     cfg = load_config(cfg_path)

@@ -29,10 +29,10 @@ import zlib
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from ift import faults
-from ift.config import UserError
+from ift import distributed, faults
+from ift.atomic import fsync, replacing, write_text
+from ift.errors import RunError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +54,14 @@ def complete_checkpoints(ckpt_dir: str) -> list[tuple[int, str]]:
     for name in os.listdir(ckpt_dir):
         m = STEP_DIR.match(name)
         path = os.path.join(ckpt_dir, name)
-        if m and os.path.exists(os.path.join(path, DONE_FILE)):
+        if m and is_complete(path):
             out.append((int(m.group(1)), path))
     return sorted(out)
 
 
-def find_resume(resume: str, run_dir: str, verify: str = "full") -> str | None:
-    """The checkpoint folder to resume from: `auto` = newest valid one in the run, `never`, or a
-    path (a run directory: its newest valid one; a checkpoint: it must be valid)."""
-    if resume == "never":
-        return None
-    if resume == "auto":
-        return newest_valid(os.path.join(run_dir, "checkpoints"), verify)
-    path = os.path.abspath(resume)
-    if os.path.isdir(os.path.join(path, "checkpoints")):  # a run directory
-        found = newest_valid(os.path.join(path, "checkpoints"), verify)
-        if not found:
-            raise UserError(f"train.resume: no valid complete checkpoint in {path}/checkpoints")
-        return found
-    if not os.path.exists(os.path.join(path, DONE_FILE)):
-        raise UserError(f"train.resume: {path} is not a complete checkpoint (no {DONE_FILE} marker)")
-    problems = verify_checkpoint(path, verify)
-    if problems:
-        raise UserError(f"train.resume: {path} is damaged: {problems[0]}")
-    return path
+def is_complete(path: str) -> bool:
+    """A checkpoint folder whose save finished (its COMPLETE marker is written last)."""
+    return os.path.isfile(os.path.join(path, DONE_FILE))
 
 
 # --------------------------------------------------------------------------- integrity
@@ -101,23 +85,14 @@ def _files(path: str) -> list[str]:
 def write_manifest(path: str) -> None:
     """Collective: every rank checksums its share of the files (they are read back from the
     filesystem, and fsynced), rank 0 writes MANIFEST.json."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank, world = distributed.rank(), distributed.world_size()
     files = _files(path)
     mine = {}
     for rel in files[rank::world]:
         full = os.path.join(path, rel)
-        fd = os.open(full, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # on disk before COMPLETE says so
-        finally:
-            os.close(fd)
+        fsync(full)  # on disk before COMPLETE says so
         mine[rel] = {"size": os.path.getsize(full), "crc32": _crc32(full)}
-    parts = [None] * world
-    if world > 1:
-        dist.all_gather_object(parts, mine)
-    else:
-        parts = [mine]
+    parts = distributed.gather_objects(mine)
     if rank == 0:
         entries = {k: v for part in parts for k, v in part.items()}
         with open(os.path.join(path, MANIFEST_FILE), "w") as f:
@@ -178,20 +153,15 @@ def set_aside(path: str, problems: list[str]) -> str:
 def newest_valid(ckpt_dir: str, verify: str = "full") -> str | None:
     """The newest complete checkpoint that passes verification; damaged newer ones are set aside.
     Decided by rank 0 and shared, so every rank loads the same one."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
     chosen = None
-    if rank == 0:
+    if distributed.rank() == 0:
         for _, path in reversed(complete_checkpoints(ckpt_dir)):
             problems = verify_checkpoint(path, verify)
             if not problems:
                 chosen = path
                 break
             set_aside(path, problems)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [chosen]
-        dist.broadcast_object_list(box, src=0)
-        chosen = box[0]
-    return chosen
+    return distributed.broadcast_object(chosen)
 
 
 # --------------------------------------------------------------------------- RNG
@@ -220,61 +190,38 @@ def set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------- save
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def save(engine, run_dir: str, step: int, state: dict, keep_last: int, keep_every: int) -> str:
+def save(engine, ckpt_dir: str, step: int, state: dict, keep_last: int, keep_every: int) -> str:
     """Collective: every rank calls it. Returns the final checkpoint path."""
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
     final_name = step_name(step)
     tmp_name = f".tmp-{final_name}"
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank = distributed.rank()
     tmp_path = os.path.join(ckpt_dir, tmp_name)
     if rank == 0:
         shutil.rmtree(tmp_path, ignore_errors=True)  # a leftover of a killed save
         os.makedirs(ckpt_dir, exist_ok=True)
-    _barrier()
+    distributed.barrier()
     # universal_checkpoint_info lets ds_to_universal convert this for another world size
     engine.save_checkpoint(ckpt_dir, tag=tmp_name, save_latest=False,
                            client_state={"universal_checkpoint_info": {}})
     os.makedirs(os.path.join(tmp_path, "rng"), exist_ok=True)
     torch.save(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"))
     faults.maybe_die("save", step, rank)  # tests only
-    _barrier()
+    distributed.barrier()
     final_path = os.path.join(ckpt_dir, final_name)
     if rank == 0:
         with open(os.path.join(tmp_path, STATE_FILE), "w") as f:
             json.dump(state, f, indent=1)
-    _barrier()
+    distributed.barrier()
     write_manifest(tmp_path)
     if rank == 0:
         with open(os.path.join(tmp_path, DONE_FILE), "w") as f:
             f.write(f"{step}\n")
         shutil.rmtree(final_path, ignore_errors=True)
         os.replace(tmp_path, final_path)
-        _write_atomic(os.path.join(ckpt_dir, "latest"), final_name)
-        _fsync_dir(ckpt_dir)
+        write_text(os.path.join(ckpt_dir, "latest"), final_name, durable=True)
         prune(ckpt_dir, keep_last, keep_every)
-    _barrier()
+    distributed.barrier()
     return final_path
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def prune(ckpt_dir: str, keep_last: int, keep_every: int) -> None:
@@ -314,10 +261,9 @@ def prepare_universal(path: str) -> str:
     """The universal form of a checkpoint, for loading at another world size: converted once by
     rank 0 with DeepSpeed's ds_to_universal and kept beside it as `<checkpoint>_universal`."""
     universal = path.rstrip("/") + "_universal"
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0 and not os.path.exists(os.path.join(universal, DONE_FILE)):
+    if distributed.rank() == 0 and not is_complete(universal):
         convert_to_universal(path, universal)
-    _barrier()
+    distributed.barrier()
     return universal
 
 
@@ -328,11 +274,10 @@ def load(engine, path: str, universal: str | None = None) -> dict:
     ckpt_dir, tag = os.path.split(source.rstrip("/"))
     load_path, _ = engine.load_checkpoint(ckpt_dir, tag=tag, load_module_strict=True)
     if load_path is None:
-        raise UserError(f"DeepSpeed could not load checkpoint {source}")
+        raise RunError(f"DeepSpeed could not load checkpoint {source}")
     if universal is not None and engine.zero_optimization_stage() == 3:
         _repair_stage3_universal_optimizer(engine, universal)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    rng_file = os.path.join(path, "rng", f"rank_{rank}.pt")
+    rng_file = os.path.join(path, "rng", f"rank_{distributed.rank()}.pt")
     if universal is None and os.path.exists(rng_file):  # per-rank RNG only means something at the same world size
         set_rng_state(torch.load(rng_file, weights_only=True))
     return read_state(path)
@@ -357,7 +302,7 @@ def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
     saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=False)
     saved_groups = saved["optimizer_state_dict"]["param_groups"]
     if len(saved_groups) != len(base.param_groups):
-        raise UserError(f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
+        raise RunError(f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
                         f"this run has {len(base.param_groups)}")
     for group, saved_group in zip(base.param_groups, saved_groups):
         group.update({k: v for k, v in saved_group.items() if k != "params"})
@@ -365,15 +310,12 @@ def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
 
 def convert_to_universal(path: str, out: str) -> None:
     """DeepSpeed's own ds_to_universal, written to a temporary folder then renamed."""
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     log.info("converting %s to a universal checkpoint (world size changed)", path)
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", path,
-           "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise UserError(f"ds_to_universal failed on {path}:\n{done.stderr[-3000:]}")
-    with open(os.path.join(tmp, DONE_FILE), "w") as f:
-        f.write("universal\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", path,
+               "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RunError(f"ds_to_universal failed on {path}:\n{done.stderr[-3000:]}")
+        with open(os.path.join(tmp, DONE_FILE), "w") as f:
+            f.write("universal\n")

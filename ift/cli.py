@@ -1,4 +1,6 @@
-"""`ift` command line: each verb is a thin function over the library."""
+"""`ift` command line: every argument parser of the project, and each verb a thin function over
+the library. Also the two script entries Slurm batch scripts run: `slurm_task_main` (a task of
+slurm/train.sbatch, launch/slurm_entry.py) and `crash_requeue_main` (`python -m ift.crash_requeue`)."""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +8,17 @@ import logging
 import os
 import sys
 
-from ift.config import UserError, load_config
+from ift.config import load_config
+from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
+from ift.logs import setup_logging
 
 log = logging.getLogger("ift")
 
 
 def _config_and_overrides(args, extras: list[str]):
-    bad = [e for e in extras if "=" not in e or e.startswith("-")]
-    if bad:
-        raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
+    from ift.launch.submit import check_overrides
+
+    check_overrides(extras)
     return load_config(args.config, extras)
 
 
@@ -64,15 +68,12 @@ def cmd_prepare(args, extras) -> None:
 def cmd_train(args, extras) -> None:
     cfg = _config_and_overrides(args, extras)
     if args.only_task:
-        from ift.config import MixtureConfig
+        from ift.launch.submit import single_task
 
-        # Single-task baseline: same model, optimizer, steps and global batch (so the same token
-        # budget with packing); only the mixture shrinks to one task.
-        cfg.data.mixture = MixtureConfig()
-        if not any(o.startswith("run.name=") for o in extras):
-            cfg.run.name = f"{cfg.run.name}-ft-{args.only_task}"
+        single_task(cfg, args.only_task, extras)
     if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
         from ift.engine import deepspeed_config
+        from ift.launch.local import launch_torchrun
 
         deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
         code = launch_torchrun(args.nproc_per_node, args.argv, args.max_restarts)
@@ -84,29 +85,6 @@ def cmd_train(args, extras) -> None:
     train(cfg, only_task=args.only_task)
 
 
-def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
-    """Re-run this same command under torch.distributed.run with N local processes. When a worker
-    dies, torchrun ends the others; then, up to max_restarts times, a fresh torchrun starts them
-    all again and they resume from the newest valid checkpoint (train.resume: auto). (torchrun's
-    own --max-restarts re-forms the group on the old rendezvous store, where DeepSpeed's new_group
-    can read a dead rank's address: seen here as gloo "connectFullMesh ... Connection refused".)"""
-    import subprocess
-
-    from ift.engine import free_port
-
-    code = 0
-    for attempt in range(max_restarts + 1):
-        if attempt:
-            log.warning("restart %d of %d after exit code %d: resuming from the newest valid checkpoint",
-                        attempt, max_restarts, code)
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               f"--master-port={free_port()}", "-m", "ift", *argv]
-        code = subprocess.call(cmd, env={**os.environ, "IFT_RESTART_COUNT": str(attempt)})
-        if code == 0:
-            break
-    return code
-
-
 def cmd_export(args, extras) -> None:
     if extras:
         raise UserError(f"unrecognized argument(s): {' '.join(extras)}")
@@ -115,14 +93,144 @@ def cmd_export(args, extras) -> None:
     print(f"exported to {export_checkpoint(args.source, args.out_dir)}")
 
 
-def _user_errors(fn):
-    """The report raises ValueError for bad inputs; show those as user errors."""
-    def run(args, extras):
-        try:
-            return fn(args, extras)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-    return run
+def add_submit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of `ift submit CONFIG [overrides]`; each overrides the `slurm:` config section."""
+    g = parser.add_argument_group("Slurm (override the slurm: config section)")
+    g.add_argument("--nodes", type=int, help="nodes (slurm.nodes)")
+    g.add_argument("--gpus-per-node", type=int,
+                   help="GPUs per node = Slurm tasks (ranks) per node (slurm.gpus_per_node)")
+    g.add_argument("--cpu", action="store_true",
+                   help="CPU-only cluster: request no GPU gres; --gpus-per-node is then only the tasks "
+                        "per node (slurm.gres=false)")
+    g.add_argument("--partition", help="slurm.partition")
+    g.add_argument("--time", type=int, metavar="MIN", help="time limit in minutes (slurm.time_min)")
+    g.add_argument("--account", help="slurm.account")
+    g.add_argument("--qos", help="slurm.qos")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                        help="one job per value (a job array; repeat for a grid), each with its own "
+                             "run.name suffix, e.g. --sweep train.lr=1e-5,2e-5")
+    parser.add_argument("--only-task", help="single-task fine-tune baseline on this task, as `ift train`")
+    parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
+    return parser
+
+
+def cmd_submit(args, extras: list[str]) -> None:
+    from ift.data.prepare import submit_note
+    from ift.launch import submit
+
+    base_name, planned = submit.plan_jobs(args.config, list(extras), args)
+    cfgs = [c for c, _ in planned]
+    folder = submit.submitit_folder(cfgs, base_name)
+    for cfg in cfgs:
+        submit.check_writable(cfg.run_dir, create=not args.dry_run)
+    submit.check_writable(folder, create=not args.dry_run)
+    s = cfgs[0].slurm
+    ranks = s.nodes * s.gpus_per_node
+    shape = f"{s.nodes} node(s) x {s.gpus_per_node} task(s) = {ranks} rank(s)" + ("" if s.gres else ", no GPU gres")
+    if args.dry_run:
+        print(submit.sbatch_script(cfgs, folder, base_name).rstrip("\n"))
+        if note := submit_note(cfgs[0]):
+            print(f"# {note}")
+        print(f"# dry run: nothing submitted; {len(cfgs)} job(s), {shape}; submitit folder {folder}")
+        for i, (cfg, point) in enumerate(planned):
+            what = f"array task {i}: {' '.join(point)}: " if len(planned) > 1 else ""
+            print(f"# {what}run dir {cfg.run_dir}")
+        return
+    for cfg in cfgs:
+        if note := submit.existing_checkpoint_note(cfg):
+            print(note)
+    if note := submit_note(cfgs[0]):
+        print(note)
+    try:
+        jobs = submit.submit(cfgs, folder, args.only_task, base_name)
+    except Exception as e:  # sbatch refused (bad partition/account/...) or no Slurm here
+        raise UserError(f"submission failed: {str(e).strip()}") from None
+    for job, cfg in zip(jobs, cfgs):
+        print(f"submitted job {job.job_id}: {cfg.run.name} ({shape})")
+        print(f"  run dir: {cfg.run_dir}")
+        print(f"  logs:    {job.paths.stdout} and {job.paths.stderr} (rank 0; rank r: _r_ in the name)")
+    print(f"watch: squeue -j {str(jobs[0].job_id).split('_')[0]}; time limit {s.time_min} min, USR2 "
+          f"{s.signal_delay_s}s before it -> checkpoint + requeue (up to {s.max_requeues} time-outs); "
+          f"a crash requeues up to {s.max_failures} time(s)")
+
+
+def add_eval_args(sp) -> None:
+    sp.add_argument("source", metavar="RUN_DIR_OR_MODEL",
+                    help="run directory (newest complete checkpoint), checkpoint folder, or local HF model folder")
+    sp.add_argument("--tasks", help="task files (path, directory or glob; one task per file), builtin:heldout | "
+                    "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
+                    "several (default: the run config's eval.tasks)")
+    sp.add_argument("--shots", help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
+                    "comma-separated for several evaluations in one process, e.g. 0,2")
+    sp.add_argument("--max-new-tokens", type=int, help="tokens to generate per example (default: eval.max_new_tokens)")
+    sp.add_argument("--limit", type=int, help="first N examples of each task (default: eval.limit, all)")
+    sp.add_argument("--batch-size", type=int, help="prompts per generate call (default: eval.batch_size)")
+    sp.add_argument("--out", help="folder for <name>.json and <name>.md (default: <run dir>/eval; "
+                    "required for a model folder)")
+    sp.add_argument("--name", help="result name (default: from --tasks and --shots, e.g. eval_0shot)")
+    sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
+
+
+def _shots_list(value: str | None) -> list[int | None]:
+    if value is None:
+        return [None]
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise UserError(f"--shots: expected a number or a comma-separated list like 0,2, got {value!r}") from None
+
+
+def cmd_eval(args, extras=None) -> dict:
+    if extras:
+        raise UserError(f"unrecognized argument(s): {' '.join(extras)}")
+    shots_list = _shots_list(args.shots)
+    if len(shots_list) > 1 and args.name:
+        raise UserError("--name names one evaluation: leave it out with several --shots values")
+    from ift.eval.evaluate import evaluate
+
+    for shots in shots_list:
+        result = evaluate(args.source, tasks=args.tasks, shots=shots, max_new_tokens=args.max_new_tokens,
+                          limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
+                          wandb=not args.no_wandb)
+        _print_result(result)
+    return result
+
+
+def _print_result(result: dict) -> None:
+    width = max(12, *(len(t) for t in result["tasks"]))
+    print(f"{'task':<{width}}  {'n':>5}  {'EM':>6}  {'ROUGE-L':>7}  {'EM(cased)':>9}")
+    for t, s in result["tasks"].items():
+        print(f"{t:<{width}}  {s['n']:>5}  {s['exact_match']:>6.1f}  {s['rougeL']:>7.1f}  "
+              f"{s['exact_match_cased']:>9.1f}")
+    m = result["mean"]
+    print(f"{'mean':<{width}}  {m['n']:>5}  {m['exact_match']:>6.1f}  {m['rougeL']:>7.1f}  "
+          f"{m['exact_match_cased']:>9.1f}  ({m['tasks']} tasks)")
+    print(f"wrote {result['files']['json']} and {result['files']['markdown']}"
+          + (" (logged to W&B)" if result.get("wandb") else ""))
+
+
+def add_compare_args(sp) -> None:
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with eval/<name>.json results")
+    sp.add_argument("--out", help="output folder (default: comparison/ next to the first run dir)")
+    sp.add_argument("--eval", dest="eval_name", action="append",
+                    help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
+                         "--eval eval_0shot --eval eval_2shot (the first is the main one)")
+
+
+def cmd_compare(args, extras=None) -> dict:
+    from ift.eval.findings import fmt
+    from ift.eval.report import write_comparison
+
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.run_dirs[0])), "comparison")
+    result = write_comparison(args.run_dirs, out, args.eval_name)
+    for ev in result["evaluations"]:
+        print(f"{ev['name']}:")
+        for n, g in ev["groups"].items():
+            print(f"  {n}: " + ", ".join(f"{k} {fmt(v['rougeL'])} ({v['tasks']})" for k, v in g.items() if v["tasks"]))
+        for s in ev["findings"]:
+            print(f"  - {s}")
+    print("wrote " + ", ".join(result["files"].values()))
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,51 +249,99 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
     tr.add_argument("--max-restarts", type=int, default=0,
                     help="restart all local processes up to K times after a crash, from the last valid checkpoint")
-    from ift.slurm import add_submit_args, cmd_submit
     add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
     verb("prepare", "load, render and tokenize the run's data into data.cache_dir ahead of training", cmd_prepare)
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
     m.add_argument("--samples", type=int, default=0, help="draw N examples and show realized fractions")
     m.add_argument("--plot", help="write a PNG bar chart of target vs realized rates")
     m.add_argument("--world-size", type=int, default=1, help="data-parallel ranks for the epochs column")
-    from ift.eval.evaluate import add_eval_args, cmd_eval
-    from ift.eval.report import add_compare_args, cmd_compare
     add_eval_args(verb("eval", "evaluate a run or model on (held-out) tasks", cmd_eval, config=False))
-    add_compare_args(verb("compare", "compare evaluation results of several runs", _user_errors(cmd_compare), config=False))
+    add_compare_args(verb("compare", "compare evaluation results of several runs", cmd_compare, config=False))
     ex = verb("export", "export a checkpoint to a Hugging Face folder", cmd_export, config=False)
     ex.add_argument("source", help="run directory or checkpoint folder")
     ex.add_argument("out_dir", help="output Hugging Face folder")
     return p
 
 
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever sys.stderr is when a record is emitted, not the one at set-up (so a
-    caller that swaps sys.stderr, as tests do, never leaves it writing to a closed stream)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[_CurrentStderr()], force=True)
+def _run(fn, *args) -> int:
+    """Run a verb: a user error is one `error:` line (exit 2); a failure of the run is logged with
+    its traceback and named on one `failed:` line (exit 1)."""
+    try:
+        code = fn(*args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except RunError as e:
+        log.error("the run failed (not a problem with its input):", exc_info=True)
+        print(f"failed: {e}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+    return code if isinstance(code, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args, extras = build_parser().parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args.fn(args, extras)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run(args.fn, args, extras)
+
+
+def slurm_task_main(argv: list[str] | None = None) -> int:
+    """One task of slurm/train.sbatch (srun starts one per GPU): `CONFIG [overrides] [--only-task T]`.
+    Exit 0: training finished; 3: stopped early by a signal with a checkpoint saved (the batch
+    script requeues); 2: a user error (never requeued); anything else: a crash (the batch script
+    requeues up to slurm.max_failures times, ift.launch.requeue)."""
+    from ift.launch import job
+
+    dist = job.start_task()  # signal handlers first: a signal during start-up requests a stop
+    return _run(lambda: job.run_task(dist, *slurm_task_config(argv)))
+
+
+def slurm_task_config(argv: list[str] | None):
+    """(config, only_task) from slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
+    from ift.launch.submit import check_overrides, single_task
+
+    p = argparse.ArgumentParser(prog="slurm_entry.py")
+    p.add_argument("config")
+    p.add_argument("--only-task")
+    args, overrides = p.parse_known_args(argv)
+    check_overrides(overrides)
+    cfg = load_config(args.config, overrides)
+    if args.only_task:
+        single_task(cfg, args.only_task, overrides)
+    return cfg, args.only_task
+
+
+def crash_requeue_main(argv: list[str] | None = None) -> int:
+    """`python -m ift.crash_requeue`: after srun returned in a batch script (ift.launch.requeue).
+
+    python -m ift.crash_requeue --exit-code RC --run-dir DIR [--run-dir DIR2 ...] --max-failures N \\
+        --rank-log '{folder}/{job}_{rank}_log.err'            # ift submit: one log file per rank
+    python -m ift.crash_requeue --exit-code RC --labelled CONFIG [overrides] [--only-task T]
+                                                              # train.sbatch: srun --label, one log
+    """
+    from ift.launch.requeue import after_srun
+
+    p = argparse.ArgumentParser(prog="python -m ift.crash_requeue", description=crash_requeue_main.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exit-code", type=int, required=True, help="srun's exit status")
+    p.add_argument("--run-dir", action="append", default=[], help="run dir (one per array task, in order)")
+    p.add_argument("--max-failures", type=int, default=2)
+    p.add_argument("--rank-log", help="per-rank log file, with {job} and {rank}")
+    p.add_argument("--labelled", action="store_true", help="ranks' lines are `R: ` lines of the batch log; "
+                   "the run dir and slurm.max_failures come from the CONFIG arguments that follow")
+    args, rest = p.parse_known_args(argv)
+    run_dir, max_failures = None, args.max_failures
+    if args.run_dir:
+        run_dir = args.run_dir[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]
+    else:
+        try:
+            cfg, _ = slurm_task_config(rest)
+            run_dir, max_failures = cfg.run_dir, cfg.slurm.max_failures
+        except UserError as e:  # the ranks failed on the same config
+            print(f"ift: the config does not load ({e}): a user error, not requeueing")
+            return args.exit_code
+    code, _ = after_srun(args.exit_code, run_dir, max_failures, args.rank_log)
+    return code
 
 
 if __name__ == "__main__":

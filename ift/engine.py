@@ -1,74 +1,20 @@
-"""Parallelism: the distributed environment, the DeepSpeed config from the typed config, and
-`deepspeed.initialize` with the optimizer and LR schedule."""
+"""The training engine: where batches go (the one function that places tensors), the DeepSpeed
+config from the typed config, and `deepspeed.initialize` with our optimizer and LR schedule. The
+distributed world itself is ift.distributed."""
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
-import socket
-import warnings
 
 import torch
 
-from ift.config import Config, UserError
+from ift.config import Config
+from ift.config_loader import deep_merge
+from ift.distributed import accelerator_available
+from ift.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def accelerator_available() -> bool:
-    """True when training runs on CUDA (DS_ACCELERATOR=cpu forces the CPU even on a GPU machine)."""
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
-
-
-def select_accelerator() -> None:
-    """DeepSpeed on CUDA when there is a GPU, on CPU otherwise. Must run before deepspeed is imported."""
-    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"
-
-
-def setup_environment() -> None:
-    """CUDA + NCCL on GPUs, CPU + gloo otherwise. A process started without a launcher becomes
-    rank 0 of a world of 1."""
-    select_accelerator()
-    # DeepSpeed still calls torch's *_tensor collectives, deprecated in torch 2.13: one warning per call
-    warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use .*_single", category=FutureWarning)
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_HOST_GROUP = None  # gloo group for host-side flags (the stop request) when the main backend is NCCL
-
-
-def init_distributed(timeout_min: int = 10) -> tuple[int, int, int]:
-    """(rank, world size, local rank). A collective waits at most timeout_min for a rank that died
-    (NCCL, gloo), so the survivors fail and a restart can begin."""
-    from datetime import timedelta
-
-    import deepspeed
-    import torch.distributed as dist
-
-    global _HOST_GROUP
-    if not dist.is_initialized():
-        backend = "nccl" if accelerator_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                                   timeout=timedelta(minutes=timeout_min))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if accelerator_available():
-        torch.cuda.set_device(local_rank)
-    if _HOST_GROUP is None:
-        _HOST_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout_min)) \
-            if dist.get_backend() != "gloo" else dist.group.WORLD
-    return rank, world, local_rank
 
 
 # --------------------------------------------------------------------------- placement
@@ -92,47 +38,6 @@ def pin_batch(batch: dict) -> dict:
     if not accelerator_available():
         return batch
     return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def collective_device(engine_device: torch.device) -> torch.device:
-    """Where a tensor must be to enter a collective of the default group: NCCL takes only CUDA
-    tensors, gloo takes host tensors."""
-    import torch.distributed as dist
-
-    nccl = dist.is_initialized() and dist.get_backend() == "nccl"
-    return torch.device(engine_device) if nccl else torch.device("cpu")
-
-
-def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    """Sum (or `op`) over ranks, in place. The tensor must already be on collective_device."""
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
-
-
-def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
-    """Every rank's `t`, in rank order. The tensor must already be on collective_device."""
-    import torch.distributed as dist
-
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return [t]
-    every = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, t)
-    return every
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is true on any: a host-side vote over gloo, so asking every
-    step costs no device synchronization."""
-    import torch.distributed as dist
-
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_HOST_GROUP)
-    return t.item() > 0
 
 
 def deepspeed_config(cfg: Config, world_size: int) -> dict:
@@ -193,16 +98,7 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
     # A torch optimizer on CPU, DeepSpeed's CPU Adam when ZeRO offloads (see build_optimizer)
     ds.setdefault("zero_allow_untested_optimizer", True)
     ds.setdefault("zero_force_ds_cpu_optimizer", False)
-    _merge(ds, d.extra)
-    return ds
-
-
-def _merge(base: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
+    return deep_merge(ds, d.extra)
 
 
 def lr_lambda(cfg: Config):

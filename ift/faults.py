@@ -1,4 +1,4 @@
-"""Fault injection, for the tests only (tests/test_faults.py, tests/test_checkpoint.py, tests/test_slurm.py).
+"""Fault injection, for the tests only (tests/integration/test_faults.py, test_checkpoint.py, test_slurm.py).
 
 One environment variable, IFT_FAULT="<point>@<step>[@rank<r>][@raise]", ends the process at one point of
 the run; without it every call is a no-op. By default the process kills itself with SIGKILL (no cleanup,

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ift.config import ModelConfig, UserError
-from ift.engine import accelerator_available
+from ift.config import ModelConfig
+from ift.distributed import accelerator_available
+from ift.errors import UserError
+from ift.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
     model.name_or_path, else a BPE trained on the tasks for an inline model."""
     from transformers import AutoTokenizer
 
-    saved = os.path.join(run_dir, "tokenizer") if run_dir else None
+    saved = RunDir(run_dir).tokenizer if run_dir else None
     source = saved if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json")) else (cfg.tokenizer or cfg.name_or_path)
     if source:
         try:

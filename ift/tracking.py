@@ -6,22 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import uuid
 
+from ift.atomic import write_text
 from ift.config import Config, to_dict
+from ift.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-def wandb_id_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "wandb_run_id")
-
-
 class Tracker:
     def __init__(self, cfg: Config, run_dir: str, enabled: bool = True):
+        run = RunDir(run_dir)
         self.enabled = enabled
-        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.metrics_path = run.metrics
         self.wandb = None
         if not enabled:
             return
@@ -29,15 +27,13 @@ class Tracker:
         if w.mode != "disabled":
             import wandb
 
-            id_path = wandb_id_path(run_dir)
-            run_id = open(id_path).read().strip() if os.path.exists(id_path) else wandb.util.generate_id() if hasattr(wandb.util, "generate_id") else uuid.uuid4().hex[:8]
-            with open(id_path, "w") as f:
-                f.write(run_id)
+            run_id = run.read_wandb_id() or uuid.uuid4().hex[:8]
+            run.write_wandb_id(run_id)
             self.wandb = wandb.init(
                 project=w.project, entity=w.entity, name=w.name or cfg.run.name, tags=list(w.tags),
                 mode=w.mode, dir=run_dir, id=run_id, resume="allow", config=to_dict(cfg),
             )
-            log.info("W&B run %s (%s) in %s", run_id, w.mode, os.path.join(run_dir, "wandb"))
+            log.info("W&B run %s (%s) in %s", run_id, w.mode, run.wandb)
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
@@ -61,13 +57,11 @@ class Tracker:
             self.wandb = None
 
 
-def truncate_metrics(run_dir: str, after_step: int) -> None:
+def truncate_metrics(run: RunDir, after_step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
+    try:
+        with open(run.metrics) as f:
+            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    except FileNotFoundError:
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= after_step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    write_text(run.metrics, "".join(keep))

@@ -1,6 +1,7 @@
 """The training loop. Read this file first: everything it calls lives in its own module
-(data: ift.data, model: ift.model, parallelism: ift.engine, checkpoints: ift.checkpoint,
-tracking: ift.tracking)."""
+(data: ift.data, model: ift.model, the engine: ift.engine, the process group: ift.distributed,
+checkpoints: ift.checkpoint, the run directory: ift.rundir, tracking: ift.tracking, stopping:
+ift.stop)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,83 +9,25 @@ import json
 import logging
 import os
 import resource
-import signal
 import time
-from dataclasses import dataclass
 
 import torch
 
-from ift import checkpoint, faults
-from ift.config import Config, UserError, save_config, to_dict
+from ift import checkpoint, faults, rundir, stop
+from ift.atomic import write_text
+from ift.config import Config, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
-from ift.engine import (all_gather, all_reduce, any_rank, collective_device, deepspeed_config, init_distributed, initialize,
-                        model_inputs, pin_batch, setup_environment)
+from ift.data.prepare import mixture_definition, prepare_data
+from ift.distributed import any_rank, init_distributed, main_process_first, setup_environment
+from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
+from ift.errors import RunError
+from ift.step_metrics import LossTally, Window
 from ift.tracking import Tracker
 
 log = logging.getLogger("ift.train")
 
-# Set by a signal (Slurm's pre-timeout USR2, preemption's TERM) on whichever rank receives it;
-# all ranks agree on it at the next step boundary, then save together.
-STOP = {"requested": False, "why": ""}
-
-
-def request_stop(why: str) -> None:
-    STOP.update(requested=True, why=why)
-
-
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def prepare_data(cfg: Config, rank: int, local_rank: int, only_task: str | None = None):
-    """Tasks, tokenizer, tokenized tasks and rates. Rank 0 trains/saves the tokenizer and local
-    rank 0 fills the tokenization cache first; the other ranks then read them."""
-    from ift.data.mixture import task_rates
-    from ift.data.prepare import cold_cache_note
-    from ift.data.sources import load_tasks
-    from ift.data.tokenize import tokenize_tasks
-    from ift.model import load_tokenizer
-
-    for turn in (0, 1):  # local rank 0 reads the files into the source cache; the others memory-map it
-        if (local_rank == 0) == (turn == 0):
-            tasks = load_tasks(cfg.data, cfg.run.seed)
-        _barrier()
-    if only_task:
-        tasks = [t for t in tasks if t.name == only_task]
-        if not tasks:
-            raise UserError(f"--only-task: no task named '{only_task}' in data.tasks")
-    tok_dir = os.path.join(cfg.run_dir, "tokenizer")
-    for turn in (0, 1):  # turn 0: rank 0 builds; turn 1: everyone else loads what it saved
-        if (rank == 0) == (turn == 0):
-            tokenizer = load_tokenizer(cfg.model, cfg.run_dir, tasks)
-            if rank == 0 and not os.path.isdir(tok_dir):
-                tokenizer.save_pretrained(tok_dir)
-        _barrier()
-    if rank == 0 and (note := cold_cache_note(tasks, tokenizer, cfg, cfg.run.seed)):
-        log.info(note)
-    for turn in (0, 1):
-        if (local_rank == 0) == (turn == 0):
-            tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed)
-        _barrier()
-    rates = task_rates(cfg.data.mixture, {t.name: len(t) for t in tokenized})
-    return tasks, tokenizer, tokenized, rates
-
-
-def mixture_definition(cfg: Config, rates: dict) -> dict:
-    """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
-    data or the cache live)."""
-    d = cfg.data
-    definition = {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
-                  "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
-                  "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
-    if d.train_on != "all_assistant":  # only when set: checkpoints from before the key still match
-        definition["train_on"] = d.train_on
-    return definition
-
-
-def _barrier() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 class Trainer:
@@ -100,12 +43,12 @@ class Trainer:
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, self.local_rank = init_distributed(cfg.train.dist_timeout_min)
         self.main = self.rank == 0
-        self.cfg, self.run_dir = cfg, cfg.run_dir
+        self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
             os.makedirs(self.run_dir, exist_ok=True)
-            save_config(cfg, os.path.join(self.run_dir, "config.yaml"))
+            save_config(cfg, self.run.config)
         set_seed(cfg.run.seed)
-        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg, self.rank, self.local_rank, only_task)
+        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg, only_task)
         self.names = [x.name for x in self.tokenized]
         if self.main:
             self._write_mixture_report()
@@ -120,9 +63,7 @@ class Trainer:
         if self.main and self.step == 0:
             self.tracker.table("mixture", [{"task": n, "examples": len(x), "rate": self.rates[n]}
                                            for n, x in zip(self.names, self.tokenized)])
-        for sig, why in ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption (SIGTERM)")):
-            if signal.getsignal(sig) in (signal.SIG_DFL, None):
-                signal.signal(sig, lambda *_, why=why: request_stop(why))
+        stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
         self.tally = LossTally(len(self.names), self.engine.device)
         self.nonfinite_skipped = 0
         self._window_reset()
@@ -144,7 +85,7 @@ class Trainer:
                 self._log_first_step_after_resume()
             if bar is not None:
                 bar.update(1)
-            stop = any_rank(STOP["requested"])  # every rank agrees, then all save together
+            stopping = any_rank(stop.requested())  # every rank agrees, then all save together
             scores = self._heldout_scores() if self.heldout and (
                 self.step % self.cfg.eval.every == 0 or self.step == t.max_steps) else {}  # and at the end
             if self.step % t.log_every == 0 or self.step == t.max_steps:
@@ -153,13 +94,13 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
             elif scores:
                 self.tracker.log(scores, self.step)
-            if (t.save_every and self.step % t.save_every == 0) or stop:
+            if (t.save_every and self.step % t.save_every == 0) or stopping:
                 self.save()
             faults.maybe_die("step", self.step, self.rank)  # tests only
-            if stop:
+            if stopping:
                 if self.main:
                     log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
-                             self.step, STOP["why"] or "stop requested")
+                             self.step, stop.reason())
                 break
         if bar is not None:
             bar.close()
@@ -187,15 +128,14 @@ class Trainer:
         report = {"tasks": {x.name: {"examples": len(x), "rate": self.rates[x.name],
                                       "skipped": dict(src.skipped), **dict(x.counts)}
                             for x, src in zip(self.tokenized, self.tasks)}}
-        with open(os.path.join(self.run_dir, "mixture.json"), "w") as f:
-            json.dump(report, f, indent=1)
+        write_text(self.run.mixture, json.dumps(report, indent=1))
 
     def _build_engine(self) -> None:
         from ift.model import CausalLMLoss, build_model, count_parameters
 
         cfg, main = self.cfg, self.main
         ds_config = deepspeed_config(cfg, self.world)
-        self.resume_path = checkpoint.find_resume(cfg.train.resume, self.run_dir, cfg.train.verify_checkpoint)
+        self.resume_path = rundir.resume_checkpoint(cfg.train.resume, self.run, cfg.train.verify_checkpoint)
         self.universal = None
         if self.resume_path:
             saved_world = checkpoint.read_state(self.resume_path)["world_size"]
@@ -234,24 +174,19 @@ class Trainer:
         else:
             loader.load_state_dict(state["loader"])
         if self.main:
-            from ift.tracking import truncate_metrics, wandb_id_path
+            from ift.tracking import truncate_metrics
 
-            truncate_metrics(self.run_dir, self.step)
-            id_path = wandb_id_path(self.run_dir)
-            if state.get("wandb_id") and not os.path.exists(id_path):  # continue the same W&B run
-                with open(id_path, "w") as f:
-                    f.write(state["wandb_id"])
+            truncate_metrics(self.run, self.step)
+            if state.get("wandb_id") and not os.path.exists(self.run.wandb_id):  # continue the same W&B run
+                self.run.write_wandb_id(state["wandb_id"])
             log.info("resumed from %s at step %d", path, self.step)
         return loader
 
     def _heldout_batches(self):
         from ift.eval.heldout_loss import heldout_batches
 
-        for turn in (0, 1):  # local rank 0 fills the tokenization cache first
-            if (self.local_rank == 0) == (turn == 0):
-                heldout = heldout_batches(self.cfg, self.tokenizer)
-            _barrier()
-        return heldout
+        with main_process_first(local=True):  # local rank 0 fills the tokenization cache first
+            return heldout_batches(self.cfg, self.tokenizer)
 
     # ------------------------------------------------------------------ logging
 
@@ -282,7 +217,7 @@ class Trainer:
         skipped = self.engine.skipped_steps - self.window.skipped_before
         if not (t.skip_nonfinite and skipped >= bad):
             why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
-            raise UserError(f"non-finite loss ({value}) at step {first}; stopping{why}")
+            raise RunError(f"non-finite loss ({value}) at step {first}; stopping{why}")
         self.nonfinite_skipped += bad
         log.warning("non-finite loss at step %d: update skipped (%d so far)", first, self.nonfinite_skipped)
 
@@ -320,14 +255,14 @@ class Trainer:
     def state(self) -> dict:
         """What a checkpoint holds besides the engine: where the data stream and W&B continue."""
         return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
-                "wandb_id": self.tracker.wandb.id if self.tracker.wandb else _read_wandb_id(self.run_dir),
+                "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
                 "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg)}
 
     def save(self) -> str:
         self.check_finite()  # never save a model a non-finite step has spoiled
         began = time.perf_counter()
         t = self.cfg.train
-        path = checkpoint.save(self.engine, self.run_dir, self.step, self.state(), t.keep_last, t.keep_every)
+        path = checkpoint.save(self.engine, self.run.checkpoints, self.step, self.state(), t.keep_last, t.keep_every)
         if self.main:
             log.info("saved %s", path)
         self.window.paused += time.perf_counter() - began
@@ -338,15 +273,14 @@ class Trainer:
         finished = self.step >= t.max_steps or self._epochs_done()
         final = None
         if finished:
-            done = checkpoint.complete_checkpoints(os.path.join(self.run_dir, "checkpoints"))
+            done = checkpoint.complete_checkpoints(self.run.checkpoints)
             final = done[-1][1] if done and done[-1][0] == self.step else self.save()
             if t.export_final:
                 from ift.export import export_checkpoint
 
-                _barrier()
-                if self.main:
-                    export_checkpoint(final, os.path.join(self.run_dir, "export"))
-                _barrier()
+                with main_process_first():  # rank 0 exports; the others wait for it
+                    if self.main:
+                        export_checkpoint(final, self.run.export)
         self.tracker.finish()
         if self.main:
             log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", self.run_dir)
@@ -354,75 +288,8 @@ class Trainer:
                 "last_metrics": getattr(self, "last_metrics", {})}
 
 
-class LossTally:
-    """Per-task sums of target-token losses and target-token counts since the last logging step,
-    kept on the model's device so that no step waits for the device; read on logging steps. A
-    step whose loss is non-finite on this rank is left out of the sums and counted, with the
-    first such step and its loss, for check_finite."""
-
-    def __init__(self, n_tasks: int, device: torch.device):
-        self.n_tasks, self.device = n_tasks, device
-        self.reset()
-        self.reset_nonfinite()
-
-    def reset(self) -> None:
-        self.loss = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
-        self.tokens = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
-
-    def reset_nonfinite(self) -> None:
-        self.nonfinite = torch.zeros(3, dtype=torch.float64, device=self.device)  # count, first step, its loss
-
-    def add_step(self, step: int, loss: torch.Tensor, tokens: torch.Tensor) -> None:
-        total = loss.sum()
-        finite = torch.isfinite(total)
-        self.loss += torch.where(finite, loss, 0.0)
-        self.tokens += torch.where(finite, tokens, 0.0)
-        first = ~finite & (self.nonfinite[0] == 0)
-        self.nonfinite = torch.where(first, torch.stack([total.new_tensor(0.0), total.new_tensor(float(step)), total]),
-                                     self.nonfinite)
-        self.nonfinite[0] += (~finite).double()
-
-    def read(self) -> tuple[list[float], list[float]]:
-        """(loss sums, token counts) per task over all ranks."""
-        both = all_reduce(torch.cat([self.loss, self.tokens]).to(collective_device(self.device)))
-        both = both.tolist()
-        return both[: self.n_tasks], both[self.n_tasks:]
-
-    def read_nonfinite(self) -> tuple[int, int, float]:
-        """(non-finite steps on the worst rank, first such step on any rank, its loss there)."""
-        every = all_gather(self.nonfinite.to(collective_device(self.device)))
-        bad = [r for r in (t.tolist() for t in every) if r[0] > 0]
-        if not bad:
-            return 0, 0, 0.0
-        first = min(bad, key=lambda r: r[1])
-        return int(max(r[0] for r in bad)), int(first[1]), first[2]
-
-
-@dataclass
-class Window:
-    """Throughput since the last logging step: wall time minus held-out eval and saving."""
-    began: float
-    skipped_before: int
-    tokens: int = 0
-    slots: int = 0
-    rows: int = 0
-    paused: float = 0.0
-
-    def add(self, step: Step, rows: int) -> None:
-        self.tokens += step.tokens
-        self.slots += step.slots
-        self.rows += rows
-
-
 def train(cfg: Config, only_task: str | None = None) -> dict:
     return Trainer(cfg, only_task).train()
-
-
-def _read_wandb_id(run_dir: str) -> str | None:
-    from ift.tracking import wandb_id_path
-
-    path = wandb_id_path(run_dir)
-    return open(path).read().strip() if os.path.exists(path) else None
 
 
 def _grad_norm(engine) -> float:

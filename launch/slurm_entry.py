@@ -7,12 +7,12 @@ and runs the `ift train` entry, ift.train.train.
 
 Exit codes: 0 finished; 3 stopped early by SIGUSR2/SIGTERM with a checkpoint saved on all ranks
 (slurm/train.sbatch then requeues the job); 2 a user error (never requeued); anything else a crash
-(slurm/train.sbatch requeues it up to slurm.max_failures times, ift/crash_requeue.py). `ift submit` runs the same code
-(ift.slurm) through submitit instead of this file.
+(slurm/train.sbatch requeues it up to slurm.max_failures times, ift.launch.requeue). `ift submit`
+runs the same code (ift.launch.job) through submitit instead of this file.
 """
 import sys
 
-from ift.slurm import entry_main
+from ift.cli import slurm_task_main
 
 if __name__ == "__main__":
-    sys.exit(entry_main())
+    sys.exit(slurm_task_main())

@@ -18,8 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import deepspeed  # noqa: E402,F401
 
-
-
 # --------------------------------------------------------------------------- Slurm
 
 # start-slurm.sh / stop-slurm.sh of the shared folder beside the repository (CI: a fresh clone

@@ -1,6 +1,9 @@
 """Tests for the typed config tree (ift.config) and the CLI's error handling (ift.cli)."""
+import dataclasses
 import os
+import re
 import textwrap
+import typing
 
 import pytest
 import yaml
@@ -318,7 +321,8 @@ def test_task_source_needs_exactly_one_origin(tmp_path):
     msg = error_of(path)
     assert msg.startswith("data.tasks[0]: needs exactly one of path, hub, builtin")
     path = write(tmp_path / "r2.yaml", "data: {tasks: [{path: a.jsonl, schema: dolly}]}\n")
-    assert error_of(path) == "data.tasks[0].schema: must be one of alpaca, sni, messages, sharegpt, prompt_completion, got 'dolly'"
+    assert error_of(path) == (
+        "data.tasks[0].schema: must be one of alpaca, sni, messages, sharegpt, prompt_completion, got 'dolly'")
 
 
 def test_errors_are_user_errors():
@@ -457,3 +461,69 @@ def test_task_field_and_train_on_are_validated(tmp_path):
     assert error_of(path).startswith("data.tasks[0].task_field: must be a column name of a file or hub source")
     path = write(tmp_path / "to.yaml", "data: {train_on: every_turn}\n")
     assert error_of(path) == "data.train_on: must be one of all_assistant, last_assistant, got 'every_turn'"
+
+
+# --------------------------------------------------------------------------- the README's reference
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def config_tree(cls=Config, prefix=""):
+    """({dotted key: type} of every leaf field, {dotted section}); a list of sections is `name[]`."""
+    leaves, sections = {}, set()
+    for name, tp in typing.get_type_hints(cls).items():
+        item = (typing.get_args(tp) or (None,))[0] if typing.get_origin(tp) is list else None
+        sub, path = (tp, prefix + name) if dataclasses.is_dataclass(tp) else (item, prefix + name + "[]")
+        if not dataclasses.is_dataclass(sub):
+            leaves[prefix + name] = tp
+            continue
+        sections.add(path)
+        sub_leaves, sub_sections = config_tree(sub, path + ".")
+        leaves.update(sub_leaves)
+        sections |= sub_sections
+    return leaves, sections
+
+
+def literal_choices(tp):
+    """The choices of the Literal in a field's type (alone, in a Union, a list's items, a dict's keys)."""
+    if typing.get_origin(tp) is typing.Literal:
+        return [str(a) for a in typing.get_args(tp)]
+    return next((c for c in map(literal_choices, typing.get_args(tp)) if c), None)
+
+
+def readme_reference(text):
+    """{dotted key: its choices or None} from the README's configuration table: one row per section
+    (or several: `data.tasks[]`, `eval.tasks[]`); keys in backticks, separated by `,` `;` or **or**;
+    a key's choices `a\\|b` right after it; notes in parentheses."""
+    lines = text.split("\n## Configuration\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| section | keys"))
+    keys = {}
+    for row in lines[start + 2:]:
+        if not row.startswith("|"):
+            break
+        sections, cell = (c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1])
+        while re.search(r"\([^()]*\)", cell):
+            cell = re.sub(r"\([^()]*\)", "", cell)
+        for item in re.split(r",|;|\*\*or\*\*", cell):
+            m = re.fullmatch(r"\s*`(\w+)`(?:\s+(\S+\\\|\S+))?\s*", item)
+            assert m, f"README configuration table, row {sections}: cannot read {item.strip()!r}"
+            for section in re.findall(r"`([^`]+)`", sections):
+                keys[f"{section}.{m[1]}"] = m[2].split("\\|") if m[2] else None
+    return keys
+
+
+def reference_problems(readme_text):
+    documented = readme_reference(readme_text)
+    leaves, sections = config_tree()
+    problems = [f"{k}: not in the README's configuration table" for k in leaves if k not in documented]
+    problems += [f"{k}: in the README but not in ift/config.py" for k in documented
+                 if k not in leaves and k not in sections and k + "[]" not in sections]
+    problems += [f"{k}: the README lists choices {documented[k]}, ift/config.py {literal_choices(tp)}"
+                 for k, tp in leaves.items() if k in documented and documented[k] != literal_choices(tp)]
+    return problems
+
+
+def test_readme_configuration_reference_matches_the_tree():
+    with open(README, encoding="utf-8") as f:
+        assert reference_problems(f.read()) == []

@@ -14,7 +14,6 @@ import signal
 
 import pytest
 import torch
-
 from helpers import write_config
 
 DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

@@ -1,7 +1,7 @@
 """Checkpoint integrity, in process on checkpoint folders: the manifest written before COMPLETE,
 verification (full: sizes and CRC-32; size; none), damaged checkpoints set aside (renamed, never
 deleted) and the newest valid one chosen; retention never deletes the newest valid checkpoint.
-The same on real training runs: tests/test_faults.py."""
+The same on real training runs: tests/integration/test_faults.py."""
 from __future__ import annotations
 
 import json
@@ -117,14 +117,14 @@ def test_retention_never_deletes_the_newest_valid_checkpoint(tmp_path):
 
 
 def test_resume_of_an_explicit_damaged_checkpoint_is_a_user_error(tmp_path):
-    from ift.config import UserError
-    from ift.export import resolve_checkpoint
+    from ift import rundir
+    from ift.errors import UserError
 
     a = make_checkpoint(tmp_path / "checkpoints", 3)
     _flip(a)
+    with pytest.raises(UserError, match="train.resume: .*damaged.*CRC-32"):
+        rundir.resume_checkpoint(a, rundir.RunDir(str(tmp_path)))
     with pytest.raises(UserError, match="damaged.*CRC-32"):
-        checkpoint.find_resume(a, str(tmp_path))
-    with pytest.raises(UserError, match="damaged.*CRC-32"):
-        resolve_checkpoint(a)
+        rundir.resolve(a)
     with pytest.raises(UserError, match="no valid complete checkpoint"):
-        resolve_checkpoint(str(tmp_path))  # the run directory: its only checkpoint is set aside
+        rundir.resolve(str(tmp_path))  # the run directory: its only checkpoint is set aside

@@ -19,7 +19,7 @@ Generation is fully deterministic given ``(task, n, seed)`` and never touches th
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 WORDS = (
     "apple", "river", "green", "house", "table", "music", "bread", "cloud", "smile", "stone",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ift.config import UserError
+from ift.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

@@ -9,7 +9,8 @@ import os
 import datasets
 import pyarrow as pa
 
-from ift.config import TaskSource, UserError
+from ift.config import TaskSource
+from ift.errors import UserError
 
 FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ift.config import UserError
 from ift.data.mixture import MixtureStream
 from ift.data.packing import best_fit_decreasing, collate
 from ift.data.tokenize import TokenizedTask
+from ift.errors import UserError
 
 CARRY_BELOW = 0.95  # a packed row filled less than this waits for the next window's examples
 

@@ -14,7 +14,8 @@ import zlib
 
 import numpy as np
 
-from ift.config import MixtureConfig, UserError
+from ift.config import MixtureConfig
+from ift.errors import UserError
 
 
 def _raw_rates(names: list[str], sizes: dict[str, int], strategy: str, cap, temperature: float,

@@ -10,7 +10,10 @@ import logging
 import os
 import time
 
+from ift import distributed
 from ift.config import Config
+from ift.errors import UserError
+from ift.rundir import RunDir
 
 log = logging.getLogger("ift.prepare")
 
@@ -48,7 +51,7 @@ def submit_note(cfg: Config) -> str | None:
     from ift.data.sources import load_tasks
     from ift.model import load_tokenizer
 
-    saved = os.path.join(cfg.run_dir, "tokenizer", "tokenizer_config.json")
+    saved = os.path.join(RunDir(cfg.run_dir).tokenizer, "tokenizer_config.json")
     if not (cfg.model.tokenizer or cfg.model.name_or_path or os.path.isfile(saved)):
         return ("data cache: an inline model's tokenizer is trained from the data at the start; "
                 "`ift prepare CONFIG` trains and saves it and fills the cache ahead")
@@ -61,14 +64,51 @@ def submit_note(cfg: Config) -> str | None:
     return note
 
 
+def prepare_data(cfg: Config, only_task: str | None = None):
+    """Tasks, tokenizer, tokenized tasks and rates. Rank 0 trains/saves the tokenizer and local
+    rank 0 fills the data caches first; the other ranks then read them."""
+    from ift.data.mixture import task_rates
+    from ift.data.sources import load_tasks
+    from ift.data.tokenize import tokenize_tasks
+    from ift.model import load_tokenizer
+
+    with distributed.main_process_first(local=True):  # local rank 0 fills the source cache; the others memory-map it
+        tasks = load_tasks(cfg.data, cfg.run.seed)
+    if only_task:
+        tasks = [t for t in tasks if t.name == only_task]
+        if not tasks:
+            raise UserError(f"--only-task: no task named '{only_task}' in data.tasks")
+    rank, tok_dir = distributed.rank(), RunDir(cfg.run_dir).tokenizer
+    with distributed.main_process_first():  # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
+        tokenizer = load_tokenizer(cfg.model, cfg.run_dir, tasks)
+        if rank == 0 and not os.path.isdir(tok_dir):
+            tokenizer.save_pretrained(tok_dir)
+    if rank == 0 and (note := cold_cache_note(tasks, tokenizer, cfg, cfg.run.seed)):
+        log.info(note)
+    with distributed.main_process_first(local=True):
+        tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed)
+    rates = task_rates(cfg.data.mixture, {t.name: len(t) for t in tokenized})
+    return tasks, tokenizer, tokenized, rates
+
+
+def mixture_definition(cfg: Config, rates: dict) -> dict:
+    """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
+    data or the cache live)."""
+    d = cfg.data
+    definition = {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
+                  "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
+                  "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
+    if d.train_on != "all_assistant":  # only when set: checkpoints from before the key still match
+        definition["train_on"] = d.train_on
+    return definition
+
+
 def prepare(cfg: Config) -> dict:
     """Load, render and tokenize the run's training data (and eval.tasks for the held-out loss)
     into data.cache_dir, as the run itself would; the tokenizer of an inline model is trained and
     saved in the run directory. Returns what was prepared."""
-    from ift.train import prepare_data
-
     started = time.perf_counter()
-    tasks, tokenizer, tokenized, _ = prepare_data(cfg, rank=0, local_rank=0)
+    tasks, tokenizer, tokenized, _ = prepare_data(cfg)
     if cfg.eval.every and cfg.eval.tasks:
         from ift.eval.heldout_loss import heldout_batches
 

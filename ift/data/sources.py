@@ -20,9 +20,10 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ift.config import DataConfig, TaskSource, UserError
+from ift.config import DataConfig, TaskSource
 from ift.data import builtin, chat
 from ift.data.files import locate, read_columns, resolve_paths
+from ift.errors import UserError
 
 CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
 CANONICAL_FEATURES = datasets.Features({

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 
-from ift.config import DataConfig, UserError
+from ift.config import DataConfig
 from ift.data import chat as chat_format
 from ift.data import templates
 from ift.data.sources import Task
+from ift.errors import UserError
 
 CACHE_VERSION = "3"  # bump when the rendering or tokenization logic changes
 OK, TRUNCATED, DROPPED = 0, 1, 2

@@ -8,7 +8,7 @@ import torch
 
 from ift.config import Config
 from ift.data.packing import collate
-from ift.eval.evaluate import EVAL_SEED_OFFSET
+from ift.eval.tasks import EVAL_SEED_OFFSET
 
 
 def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[str], list[dict]]:

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TINY_MODEL, consolidated_state, pretrained_folder, read_metrics, train_env, write_config
 
 IFT = str(Path(sys.executable).parent / "ift")  # the console script pip installed

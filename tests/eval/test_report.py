@@ -4,13 +4,15 @@ import os
 import pytest
 import yaml
 
+from ift.errors import UserError
 from ift.eval.report import write_comparison
 
 
 def make_run(root, dirname, name, trained, scores, eval_name="heldout", settings=None):
     d = root / dirname
     (d / "eval").mkdir(parents=True, exist_ok=True)
-    (d / "mixture.json").write_text(json.dumps({"tasks": {t: {"examples": 10, "rate": 1 / len(trained)} for t in trained}}))
+    mixture = {"tasks": {t: {"examples": 10, "rate": 1 / len(trained)} for t in trained}}
+    (d / "mixture.json").write_text(json.dumps(mixture))
     if name is not None:
         (d / "config.yaml").write_text(yaml.safe_dump({"run": {"name": name}}))
     tasks = {t: {"rougeL": r, "exact_match": e, "n": 100} for t, (r, e) in scores.items()}
@@ -125,7 +127,7 @@ def test_eval_file_choice(tmp_path):
     assert res["runs"][0]["eval_name"] == "new" and res["groups"]["ft_run"]["own"]["rougeL"] == 90
     res = write_comparison([d], str(tmp_path / "o2"), eval_name="old")
     assert res["groups"]["ft_run"]["own"]["rougeL"] == 10
-    with pytest.raises(ValueError, match="no evaluation named 'nope'"):
+    with pytest.raises(UserError, match="no evaluation named 'nope'"):
         write_comparison([d], str(tmp_path / "o3"), eval_name="nope")
 
 
@@ -139,10 +141,10 @@ def test_duplicate_run_names_are_disambiguated(tmp_path):
 def test_clear_errors(tmp_path):
     d = make_run(tmp_path, "ft", "ft_run", ["taskA"], FT)
     os.remove(os.path.join(d, "eval", "heldout.json"))
-    with pytest.raises(ValueError, match=f"run {d} has no evaluation results"):
+    with pytest.raises(UserError, match=f"run {d} has no evaluation results"):
         write_comparison([d], str(tmp_path / "out"))
-    with pytest.raises(ValueError, match="run directory not found"):
+    with pytest.raises(UserError, match="run directory not found"):
         write_comparison([str(tmp_path / "missing")], str(tmp_path / "out"))
     os.remove(os.path.join(d, "mixture.json"))
-    with pytest.raises(ValueError, match="no mixture.json"):
+    with pytest.raises(UserError, match="no mixture.json"):
         write_comparison([d], str(tmp_path / "out"))

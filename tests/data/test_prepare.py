@@ -7,6 +7,7 @@ import os
 import shutil
 
 from helpers import read_metrics, run_train, write_config
+
 from ift.cli import main
 from ift.config import DataConfig, TaskSource
 from ift.data.sources import load_tasks

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import TrainJob, write_config
 
 TASKS = [{"builtin": "reverse_word", "n": 48}, {"builtin": "add_numbers", "n": 48}]

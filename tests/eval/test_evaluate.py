@@ -1,4 +1,5 @@
-"""Tests for `ift eval` (ift.eval.evaluate) on a tiny random Llama saved as a local HF folder."""
+"""Tests for `ift eval` (ift.eval.evaluate, .generate, .tasks; the CLI glue in ift.cli) on a tiny random Llama
+saved as a local HF folder."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,10 @@ import pytest
 import torch
 import yaml
 
-from ift.config import UserError
+from ift import cli
+from ift.errors import UserError
 from ift.eval import evaluate as ev
+from ift.eval import generate as gen
 from ift.eval import metrics
 from ift.eval.report import load_run
 
@@ -127,7 +130,8 @@ def test_scores_are_computed_from_the_predictions(model_dir, task_dir, tmp_path)
     # swapped case: SNI's lower-casing exact match still 100, the cased one is not
     cased = [i for i in keep if preds[i].swapcase() != preds[i]]
     assert cased, preds
-    write_jsonl(tmp_path / "swapped" / "rev.jsonl", sni_rows([WORDS[i] for i in cased], [preds[i].swapcase() for i in cased]))
+    write_jsonl(tmp_path / "swapped" / "rev.jsonl",
+                sni_rows([WORDS[i] for i in cased], [preds[i].swapcase() for i in cased]))
     res = run(model_dir, tmp_path, tmp_path / "swapped" / "rev.jsonl")
     assert res["tasks"]["rev"]["exact_match"] == 100.0
     assert res["tasks"]["rev"]["exact_match_cased"] == 0.0
@@ -141,7 +145,8 @@ def test_exact_match_cased():
 
 def test_left_padded_batches_equal_one_by_one(model_dir, task_dir, tmp_path):
     # inputs of different lengths, so batches are padded
-    write_jsonl(tmp_path / "mixed" / "rev.jsonl", sni_rows(["a", "green house stone wall music box", "river", "cloud light"]))
+    write_jsonl(tmp_path / "mixed" / "rev.jsonl",
+                sni_rows(["a", "green house stone wall music box", "river", "cloud light"]))
     one = run(model_dir, tmp_path, tmp_path / "mixed" / "rev.jsonl", batch_size=1, max_new_tokens=8)
     many = run(model_dir, tmp_path, tmp_path / "mixed" / "rev.jsonl", batch_size=4, max_new_tokens=8, name="b4")
     assert [e["prediction"] for e in many["examples"]] == [e["prediction"] for e in one["examples"]]
@@ -149,10 +154,10 @@ def test_left_padded_batches_equal_one_by_one(model_dir, task_dir, tmp_path):
 
 
 def test_generate_keeps_order_and_stops_at_eos(model_dir):
-    model, tok, _ = ev.load_model(str(model_dir))
+    model, tok, _ = gen.load_model(str(model_dir))
     prompts = tok(["Input: a\nOutput:", "Write the word backwards.\n\nInput: stone wall\nOutput:"])["input_ids"]
-    both = ev.generate(model, tok, prompts, 5, batch_size=2)
-    assert both == [ev.generate(model, tok, [p], 5, batch_size=1)[0] for p in prompts]
+    both = gen.generate(model, tok, prompts, 5, batch_size=2)
+    assert both == [gen.generate(model, tok, [p], 5, batch_size=1)[0] for p in prompts]
     assert tok.padding_side == "left"
 
 
@@ -238,15 +243,15 @@ def test_errors(model_dir, task_dir, tmp_path):
 
 def test_cli_glue(model_dir, task_dir, tmp_path, capsys):
     p = argparse.ArgumentParser()
-    ev.add_eval_args(p)
+    cli.add_eval_args(p)
     args = p.parse_args([str(model_dir), "--tasks", str(task_dir / "rev.jsonl"), "--shots", "2", "--limit", "2",
                          "--max-new-tokens", "3", "--batch-size", "2", "--out", str(tmp_path / "o"), "--name", "x"])
-    res = ev.cmd_eval(args, [])
+    res = cli.cmd_eval(args, [])
     out = capsys.readouterr().out
     assert "rev" in out and "mean" in out and str(tmp_path / "o" / "x.json") in out
     assert res["settings"]["shots"] == 2 and res["tasks"]["rev"]["n"] == 2
     with pytest.raises(UserError, match="unrecognized"):
-        ev.cmd_eval(args, ["--bogus"])
+        cli.cmd_eval(args, ["--bogus"])
 
 
 # --------------------------------------------------------------------------- run directories

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from ift.config import ConfigError, GroupConfig, MixtureConfig, UserError, load_config
+from ift.config import ConfigError, GroupConfig, MixtureConfig, load_config
 from ift.data.mixture import MixtureStream, task_rates
+from ift.errors import UserError
 
 
 def approx(d):

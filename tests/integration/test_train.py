@@ -9,7 +9,7 @@ is started at once by a module fixture and the tests then check the finished run
   micro-batch 2, step by step and in the final weights: padded rows on ZeRO-2, packed rows on
   ZeRO-3.                                                                           (slow)
 - A local `from_pretrained` folder trains; DeepSpeed config-file conflicts and shipped configs;
-  a non-finite loss stops the run naming the step.
+  a non-finite loss stops the run naming the step (exit 1: a failure of the run, not of its input).
 """
 from __future__ import annotations
 
@@ -19,9 +19,16 @@ import re
 
 import pytest
 import yaml
-
-from helpers import (REPO, TINY_MODEL, consolidated_state, final_checkpoint, pretrained_folder, read_metrics,
-                     run_concurrently, write_config)
+from helpers import (
+    REPO,
+    TINY_MODEL,
+    consolidated_state,
+    final_checkpoint,
+    pretrained_folder,
+    read_metrics,
+    run_concurrently,
+    write_config,
+)
 
 # --------------------------------------------------------------------------- 1. ZeRO-2 / ZeRO-3, 2 processes
 
@@ -216,9 +223,11 @@ def test_deepspeed_config_file_conflict_exits_2(solo_runs):
 def test_nonfinite_loss_stops_naming_the_step(solo_runs):
     job = solo_runs["diverge"]
     result = job.wait(check=False)
-    assert result.returncode == 2, result.stderr[-3000:]
+    # not the input's fault: a failure of the run (exit 1, traceback in the log), not a user error
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "ift.errors.RunError: non-finite loss" in result.stderr and "Traceback" in result.stderr
     # (the progress bar's carriage returns can put the message mid-line)
-    found = re.search(r"error: non-finite loss \((nan|inf|-inf)\) at step (\d+)", result.stderr)
+    found = re.search(r"failed: non-finite loss \((nan|inf|-inf)\) at step (\d+)", result.stderr)
     assert found, result.stderr[-3000:]
     step = int(found.group(2))
     logged = read_metrics(job.run_dir)
@@ -244,8 +253,8 @@ def _cfg(*overrides):
     ({"scheduler": {"type": "WarmupLR"}}, [], ("remove 'scheduler'",)),
 ])
 def test_deepspeed_config_file_conflicts_name_both_fields(tmp_path, entry, train, message):
-    from ift.config import UserError
     from ift.engine import deepspeed_config
+    from ift.errors import UserError
 
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}, **entry}))
@@ -269,8 +278,8 @@ def test_deepspeed_config_file_auto_and_agreeing_values(tmp_path):
 
 
 def test_deepspeed_config_bad_json_names_the_line(tmp_path):
-    from ift.config import UserError
     from ift.engine import deepspeed_config
+    from ift.errors import UserError
 
     path = tmp_path / "ds.json"
     path.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}\n')
@@ -305,7 +314,7 @@ def test_shipped_deepspeed_configs_load(path, monkeypatch):
     assert parsed.train_batch_size == ds["train_batch_size"]
     # and the same file with an fp32 model is refused, naming both sides
     if any(raw.get(k, {}).get("enabled") is True for k in ("bf16", "fp16")):
-        from ift.config import UserError
+        from ift.errors import UserError
 
         with pytest.raises(UserError, match="model.dtype=fp32"):
             deepspeed_config(_cfg(*[o for o in overrides if not o.startswith("model.dtype=")]), 1)

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from ift.config import DataConfig, MixtureConfig, TaskSource, UserError
+from ift.config import DataConfig, MixtureConfig, TaskSource
 from ift.data.loader import PackedLoader
 from ift.data.mixture import task_rates
 from ift.data.packing import IGNORE, best_fit_decreasing, collate, example_labels, prompt_mask
 from ift.data.sources import load_tasks
 from ift.data.tokenize import tokenize_tasks
+from ift.errors import UserError
 from ift.model import corpus_texts, train_bpe_tokenizer
 
 SEQ = 256

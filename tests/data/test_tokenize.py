@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from ift.config import DataConfig, TaskSource, UserError
+from ift.config import DataConfig, TaskSource
 from ift.data import templates
 from ift.data.sources import load_tasks
 from ift.data.tokenize import _encode_with_shared_prefix, tokenize_tasks
+from ift.errors import UserError
 from ift.model import train_bpe_tokenizer
 
 

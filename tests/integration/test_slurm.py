@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, read_metrics, train_env, write_config
 
-import ift.slurm as slurm
+from ift.launch import job as slurm_job
+from ift.launch import requeue as cq
+from ift.launch import submit
 
 STEPS = 60  # long enough that a signal sent at step 3 lands mid-run
 SIGNAL_AT = 3
@@ -87,7 +88,7 @@ def test_sweep_grid_configs(tmp_path):
     class Args:
         sweep = ["train.lr=1e-5,2e-5", "train.warmup_steps=0,5"]
         only_task = None
-    base, jobs = slurm.plan_jobs(str(write_config(tmp_path, "g")), [], Args)
+    base, jobs = submit.plan_jobs(str(write_config(tmp_path, "g")), [], Args)
     assert base == "g" and len(jobs) == 4
     assert [(c.run.name, c.train.lr, c.train.warmup_steps) for c, _ in jobs] == [
         ("g-lr1e-5-warmup_steps0", 1e-5, 0), ("g-lr1e-5-warmup_steps5", 1e-5, 5),
@@ -112,7 +113,7 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
 
 
 def test_torch_env_from_slurm_vars(monkeypatch):
-    for k in slurm.TORCH_ENV + ("OMP_NUM_THREADS",):
+    for k in slurm_job.TORCH_ENV + ("OMP_NUM_THREADS",):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
@@ -123,13 +124,13 @@ def test_torch_env_from_slurm_vars(monkeypatch):
     monkeypatch.setenv("SLURM_NODEID", "1")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    dist = slurm.export_dist_env()
-    env = {k: os.environ[k] for k in slurm.TORCH_ENV}
+    dist = slurm_job.export_dist_env()
+    env = {k: os.environ[k] for k in slurm_job.TORCH_ENV}
     assert env == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
                    "MASTER_ADDR": "gpu07", "MASTER_PORT": str(dist["master_port"])}
     assert 20000 <= dist["master_port"] <= 60000 and os.environ["OMP_NUM_THREADS"] == "6"
     monkeypatch.delenv("MASTER_PORT")
-    assert slurm.export_dist_env()["master_port"] == dist["master_port"]  # derived from the job id
+    assert slurm_job.export_dist_env()["master_port"] == dist["master_port"]  # derived from the job id
 
 
 def test_job_pickles_without_runtime_state(tmp_path):
@@ -139,12 +140,12 @@ def test_job_pickles_without_runtime_state(tmp_path):
 
     from ift.config import load_config
 
-    job = slurm.SlurmTrainJob(load_config(str(write_config(tmp_path, "p"))))
+    job = slurm_job.SlurmTrainJob(load_config(str(write_config(tmp_path, "p"))))
     job._thread = threading.Thread(target=lambda: None)
     job._box["result"] = {"finished": False}
     job.stops.append({"reason": "time limit", "step": 3})
     copy = cloudpickle.loads(cloudpickle.dumps(job))
-    assert type(copy).__module__ == "ift.slurm" and copy.stops == job.stops
+    assert type(copy).__module__ == "ift.launch.job" and copy.stops == job.stops
     assert copy._thread is None and copy._box == {} and copy.cfg.run.name == "p"
 
 
@@ -169,8 +170,6 @@ SRUN_KILLED = ["0: 12:00:01 ift.train: step 6", "killed:  12%|█▏   | 7/60 [0
 
 
 def test_crash_requeue_reads_the_first_failed_task_and_its_exception():
-    from ift import crash_requeue as cq
-
     assert cq.first_failed_task(SRUN_KILLED) == {"rank": 1, "node": "n2", "how": "Killed"}
     assert cq.first_failed_task(["srun: error: gpu07: tasks 4-7: Exited with exit code 1"]) == {
         "rank": 4, "node": "gpu07", "how": "Exited with exit code 1"}
@@ -188,15 +187,13 @@ def test_crash_requeue_reads_the_first_failed_task_and_its_exception():
 
 
 def test_crash_requeue_never_retries_user_errors_and_stops_at_max_failures(tmp_path, monkeypatch):
-    from ift import crash_requeue as cq
-
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     run = tmp_path / "run"
     user = ["0: error: data.tasks[0].path: no such file", "srun: error: n1: task 0: Exited with exit code 2"]
     assert cq.after_srun(2, str(run), 2, batch_lines=user)[0] == 2
-    (rec,) = slurm.read_requeues(str(run))
+    (rec,) = cq.read_requeues(str(run))
     assert rec["user_error"] and not rec["requeued"] and rec["failed_rank"] == 0 and rec["node"] == "n1"
     assert rec["last_lines"] == ["error: data.tasks[0].path: no such file"]
     assert rec["reason"] == "rank 0 on n1: Exited with exit code 2"
@@ -304,7 +301,7 @@ def test_submit_runs_two_ranks_and_checkpoints(reference):
     rank0 = (run / "slurm" / f"{reference['job']}_0_log.err").read_text()
     rank1 = (run / "slurm" / f"{reference['job']}_1_log.err").read_text()
     assert "rank 0/2 (local 0) on n1, master n1:" in rank0 and "rank 1/2 (local 0) on n2, master n1:" in rank1
-    assert "SLURM_RESTART_COUNT=0" in rank0 and not (run / slurm.REQUEUES_FILE).exists()
+    assert "SLURM_RESTART_COUNT=0" in rank0 and not (run / "requeues.jsonl").exists()
 
 
 @pytest.mark.slurm
@@ -316,7 +313,7 @@ def test_signalled_job_checkpoints_requeues_and_resumes_exactly(reference, workd
     wait_done(job, 2 * START_TIMEOUT, logs)
     print(f"\n[slurm] signalled + requeued job {job}: {time.time() - began:.0f}s")
 
-    (stop,) = slurm.read_requeues(str(run))
+    (stop,) = cq.read_requeues(str(run))
     assert stop["job_id"] == job and stop["restart_count"] == 0 and stop["saved"], stop
     assert "USR2" in stop["reason"] and SIGNAL_AT <= stop["step"] < STEPS, f"not stopped mid-run: {stop}"
     complete_ckpt(run, stop["step"])  # the stop checkpoint: saved by every rank together
@@ -353,7 +350,7 @@ def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir):
     wait_done(job, 2 * START_TIMEOUT, logs)
     print(f"\n[slurm] sbatch job {job} (signalled + requeued): {time.time() - began:.0f}s")
 
-    (stop,) = slurm.read_requeues(str(run))
+    (stop,) = cq.read_requeues(str(run))
     assert stop["reason"] == "time limit (SIGUSR2)" and SIGNAL_AT <= stop["step"] < STEPS, stop
     complete_ckpt(run, stop["step"])
     complete_ckpt(run, STEPS)
@@ -375,7 +372,7 @@ def losses(run: Path) -> dict[int, float]:
 
 
 def crash_record(run: Path) -> dict:
-    (rec,) = slurm.read_requeues(str(run))
+    (rec,) = cq.read_requeues(str(run))
     assert rec["kind"] == "crash" and rec["restart_count"] == 0 and rec["failures"] == 1, rec
     return rec
 

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-
 from helpers import TrainJob, read_metrics, run_train, write_config
 
 TASKS = [{"builtin": "reverse_word", "n": 24}, {"builtin": "add_numbers", "n": 40}]

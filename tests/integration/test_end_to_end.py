@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TrainJob, read_metrics, train_env, write_config
 
 SNI = REPO.parent / "shared" / "data" / "sni"

@@ -5,9 +5,10 @@ import os
 import datasets
 import pytest
 
-from ift.config import DataConfig, TaskSource, UserError
+from ift.config import DataConfig, TaskSource
 from ift.data import builtin
 from ift.data.sources import CANONICAL, Task, load_source, load_tasks
+from ift.errors import UserError
 
 ALPACA = [
     {"instruction": "Add the numbers.", "input": "2 3", "output": "5"},

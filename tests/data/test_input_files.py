@@ -25,8 +25,9 @@ import os
 
 import pytest
 
-from ift.config import ConfigError, DataConfig, TaskSource, UserError, load_config
+from ift.config import ConfigError, DataConfig, TaskSource, load_config
 from ift.data.sources import load_tasks
+from ift.errors import UserError
 
 GOOD = {"instruction": "Reverse the word.", "input": "abc", "output": "cba"}
 

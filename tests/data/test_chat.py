@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import TINY_MODEL, read_metrics, run_concurrently, write_config
-from ift.config import DataConfig, TaskSource, UserError
+
+from ift.config import DataConfig, TaskSource
 from ift.data.chat import PLAIN_ROLES, prompt_ids, tokenize_conversation
 from ift.data.sources import load_tasks
 from ift.data.tokenize import tokenize_tasks
+from ift.errors import UserError
 from ift.model import train_bpe_tokenizer
 
 # Meta's Llama-3 template (as shipped with Meta-Llama-3-8B-Instruct).
@@ -183,7 +184,7 @@ def test_two_process_training_on_chat_data_matches_one_process(base_tokenizer, t
 
 @pytest.mark.parametrize("template", ["chatml", None])
 def test_eval_prompt_is_the_conversation_before_the_last_reply(base_tokenizer, tmp_path, template):
-    from ift.eval.evaluate import render_prompts
+    from ift.eval.tasks import render_prompts
 
     tok = with_template(base_tokenizer, template)
     write_chat_file(tmp_path / "chat.jsonl", n=3)

@@ -1,0 +1,148 @@
+"""The model `ift eval` generates with, and greedy generation.
+
+The model is a run directory (its newest complete checkpoint), a checkpoint folder, or any local
+Hugging Face causal-LM folder. Generation is greedy, batched with left padding, and stops at EOS.
+"""
+from __future__ import annotations
+
+import os
+
+from ift import rundir
+from ift.config import Config, load_config
+from ift.errors import UserError
+
+# --------------------------------------------------------------------------- loading the model
+
+
+def _checkpoint_step(ckpt: str) -> int | None:
+    from ift.checkpoint import DONE_FILE, STEP_DIR
+
+    m = STEP_DIR.match(os.path.basename(ckpt.rstrip("/")))
+    if m:
+        return int(m.group(1))
+    try:
+        with open(os.path.join(ckpt, DONE_FILE)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def locate(source: str) -> dict:
+    """What `source` is, without loading weights: {"kind": "run" | "hf", "path", "run_dir", "checkpoint",
+    "step", "cfg" (the run's Config, or None for a model folder)}."""
+    path = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(path):
+        raise UserError(f"no such run directory, checkpoint or model folder: {source}")
+    if not os.path.isdir(path):
+        raise UserError(f"{source}: not a directory (expected a run directory, a checkpoint or a model folder)")
+    if rundir.is_run_or_checkpoint(path):
+        run, ckpt = rundir.resolve(path)
+        if not os.path.isfile(run.config):
+            raise UserError(f"{run.path}: run directory without config.yaml (needed to rebuild the model)")
+        return {"kind": "run", "path": path, "run_dir": run.path, "checkpoint": ckpt, "step": _checkpoint_step(ckpt),
+                "cfg": load_config(run.config)}
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return {"kind": "hf", "path": path, "run_dir": None, "checkpoint": None, "step": None, "cfg": None}
+    raise UserError(f"{source}: not a run directory (no checkpoints/), a checkpoint (no COMPLETE marker) "
+                    "or a Hugging Face model folder (no config.json)")
+
+
+def load_model(source: str, info: dict | None = None):
+    """(model, tokenizer, info) for a run directory, a checkpoint folder or a local HF folder (see `locate`)."""
+    import torch
+
+    from ift import export
+    from ift.engine import accelerator_available
+
+    info = info or locate(source)
+    if info["kind"] == "run":
+        model, tokenizer = export.load_consolidated(info["checkpoint"])
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{source}: cannot load a tokenizer from the model folder: {e}") from None
+        dtype = "auto" if accelerator_available() else torch.float32
+        # several visible GPUs share a model too large for one (accelerate's device map)
+        device_map = "auto" if accelerator_available() and torch.cuda.device_count() > 1 else None
+        try:
+            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, device_map=device_map,
+                                                         trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{source}: cannot load a causal LM from the model folder: {e}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"{source}: the tokenizer has no EOS token, so generation cannot stop")
+    if accelerator_available() and getattr(model, "hf_device_map", None) is None:
+        from ift.model import DTYPES, resolve_dtype
+
+        if info["cfg"] is not None:  # a run's checkpoint (consolidated in fp32): the precision it trained in
+            model = model.to(DTYPES[resolve_dtype(info["cfg"].model.dtype)])
+        if torch.cuda.device_count() > 1:
+            from accelerate import dispatch_model, infer_auto_device_map
+
+            device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
+            model = dispatch_model(model, device_map)
+        else:
+            model = model.to("cuda")
+    model.eval()
+    return model, tokenizer, info
+
+
+def context_limit(model, cfg: Config | None) -> int | None:
+    """Tokens the model may see: its position limit, and the run's data.max_seq_len (as in training)."""
+    keys = ("max_position_embeddings", "n_positions", "max_sequence_length")
+    limits = [getattr(model.config, k, None) for k in keys]
+    limits = [x for x in limits if isinstance(x, int) and x > 0]
+    if cfg is not None:
+        limits.append(cfg.data.max_seq_len)
+    return min(limits) if limits else None
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id]
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for e in gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]:
+        if e is not None and e not in ids:
+            ids.append(int(e))
+    return ids
+
+
+def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
+             progress=None) -> list[str]:
+    """Greedy continuations of token-id prompts, batched with left padding; returns stripped texts
+    in the order of `prompt_ids` (batches are formed from prompts sorted by length)."""
+    import torch
+    from transformers import GenerationConfig
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # as load_model does: the batch is padded with EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+    eos = _eos_ids(model, tokenizer)
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if len(eos) > 1 else eos[0],
+                               bos_token_id=tokenizer.bos_token_id)
+    order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
+    out: list[str | None] = [None] * len(prompt_ids)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenizer.pad({"input_ids": [prompt_ids[i] for i in idx]}, padding_side="left",
+                              return_attention_mask=True, return_tensors="pt")
+        width = batch["input_ids"].shape[1]
+        with torch.inference_mode():
+            gen = model.generate(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg)
+        for row, i in enumerate(idx):
+            new = gen[row, width:].tolist()
+            cut = next((j for j, t in enumerate(new) if t in eos), len(new))
+            out[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
+        if progress is not None:
+            progress.update(len(idx))
+    return out  # type: ignore[return-value]
