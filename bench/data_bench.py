@@ -296,7 +296,8 @@ def pf(ok: bool) -> str:
 def table(rows, header):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
     print(fmt(header))
     print(line)
     for r in rows:
@@ -416,8 +417,8 @@ def main(argv=None):
                      f"{r['cpu']:.2f}", r["total_tokens"], f"{r['total_tokens'] / r['t_total']:,.0f}",
                      f"{r['total_tokens'] / r['cpu']:,.0f}"])
     if trl_prep:
-        rows.append(["TRL SFTTrainer._prepare_dataset", "-", "-", "-", f"{trl_prep['t']:.2f}", f"{trl_prep['cpu']:.2f}",
-                     trl_prep["tokens"], f"{trl_prep['tokens'] / trl_prep['t']:,.0f}",
+        rows.append(["TRL SFTTrainer._prepare_dataset", "-", "-", "-", f"{trl_prep['t']:.2f}",
+                     f"{trl_prep['cpu']:.2f}", trl_prep["tokens"], f"{trl_prep['tokens'] / trl_prep['t']:,.0f}",
                      f"{trl_prep['tokens'] / trl_prep['cpu']:,.0f}"])
     table(rows, ["pipeline", "load s", "tokenize s", "pack s", "wall s", "cpu s", "tokens", "tokens/s",
                  "tokens/cpu-s"])
@@ -435,7 +436,8 @@ def main(argv=None):
               f"completion_only_loss=default -> {trl_prep['completion_only_loss']}, padding_free -> "
               f"{trl_prep['padding_free']}, dataset_num_proc={args.num_proc if args.num_proc > 1 else None})")
         print(f"           input: prompt/completion dataset of the same rendered zero-shot prompts/targets, built "
-              f"untimed from the loaded tasks in {trl_prep['t_build']:.2f}s (ift's time includes loading and rendering)")
+              f"untimed from the loaded tasks in {trl_prep['t_build']:.2f}s "
+              "(ift's time includes loading and rendering)")
         if trl_prep["tokens"] != first["total_tokens"]:
             print(f"           note: token totals differ (TRL {trl_prep['tokens']} vs ift {first['total_tokens']}): "
                   "TRL's bfd truncates overlong examples at the end, ift truncates the prompt on the left")

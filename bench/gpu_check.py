@@ -163,7 +163,8 @@ def speed(args, data, gpus: int, tflops: float) -> None:
             try:
                 done = run(cmd, args.smoke, quiet=True)
                 ratios = [ln for ln in done.stdout.splitlines() if ln.startswith(("ift / bare", "ift / Trainer"))]
-                record(f"speed ZeRO-{stage} x{nproc}", len(ratios) == 2, "; ".join(" ".join(r.split()) for r in ratios))
+                record(f"speed ZeRO-{stage} x{nproc}", len(ratios) == 2,
+                       "; ".join(" ".join(r.split()) for r in ratios))
             except RuntimeError as e:
                 record(f"speed ZeRO-{stage} x{nproc}", False, str(e))
 
@@ -219,15 +220,17 @@ def check_export(folder: str, smoke: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cpu" if smoke else "cuda"
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if not smoke else torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(folder,
+                                                 dtype=torch.bfloat16 if not smoke else torch.float32).to(device)
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok("Reverse the word: hello\nOutput:", return_tensors="pt").to(device)
     with torch.no_grad():
         logits = model(**ids).logits
         generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
     ok = bool(torch.isfinite(logits).all()) and generated.shape[1] > ids["input_ids"].shape[1]
-    record("export", ok, f"from_pretrained on {logits.device}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
-                         f"parameters, finite logits, generated {generated.shape[1] - ids['input_ids'].shape[1]} tokens")
+    record("export", ok, f"from_pretrained on {logits.device}, "
+                         f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, finite logits, "
+                         f"generated {generated.shape[1] - ids['input_ids'].shape[1]} tokens")
 
 
 def main() -> int:

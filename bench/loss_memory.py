@@ -4,7 +4,8 @@ versus ift's loss (final hidden states at target positions only, projected and s
 a time, each chunk recomputed in backward: ift.model.target_losses), side by side in one run.
 
 Model: a 128,256-token vocabulary (Llama 3's) on a narrow, shallow Llama (hidden 64, 1 layer) so
-that it runs on 2 CPU cores; fp32 weights (bf16 matmuls are slow on these CPUs); micro-batch 2 x seq 4096 packed rows in which about 30%
+that it runs on 2 CPU cores; fp32 weights (bf16 matmuls are slow on these CPUs);
+micro-batch 2 x seq 4096 packed rows in which about 30%
 of positions are targets (as in Super-NaturalInstructions: long instructions, short answers).
 
 Each variant runs in a fresh subprocess: peak = the process's peak resident memory during one

@@ -43,7 +43,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-# configs/demo.yaml's model (as it was when measured: 4 heads; the demo now has 8) and data, made short enough for a CPU benchmark
+# configs/demo.yaml's model (as it was when measured: 4 heads; the demo now has 8) and data, made short
+# enough for a CPU benchmark
 DEMO_MODEL = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
               "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1024,
               "max_position_embeddings": 512, "tie_word_embeddings": True}
@@ -56,7 +57,8 @@ MODELS = {"demo": DEMO_MODEL, "llama-1b": LLAMA_1B}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2, help="local processes (default 2)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per method (default 30)")
     p.add_argument("--warmup-steps", type=int, default=10, help="first steps left out as warm-up (default 10)")
@@ -70,7 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=sorted(MODELS), default="demo", help="model shape (default demo)")
     p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (gloo) or cuda (NCCL, bf16)")
-    p.add_argument("--data", default=None, help="Super-NaturalInstructions folder with train/ (default: built-in suite)")
+    p.add_argument("--data", default=None,
+                   help="Super-NaturalInstructions folder with train/ (default: built-in suite)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: a BPE trained on the data)")
     p.add_argument("--cache-dir", default=None, help="tokenization cache (default: <out>/cache)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="per-device peak bf16 TFLOP/s, for MFU")
@@ -118,7 +121,8 @@ def launch(args) -> int:
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", f"--master-port={free_port()}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
+           f"--master-port={free_port()}",
            os.path.abspath(__file__)]  # the workers read the arguments from IFT_BENCH_ARGV (torchrun would parse them)
     print(f"train_bench: {args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} Llama, "
           f"data {'SNI ' + args.data if args.data else 'built-in'}, seq_len {args.seq_len}, "
@@ -381,7 +385,8 @@ def worker(args) -> None:
                     run_ift(cfg_path, f"run.name={name}")
                 logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep the rest quiet
                 if steps is None:
-                    tokenizer, steps = same_batches(load_config(cfg_path, [f"run.name={name}"]), rank, local_rank, world)
+                    tokenizer, steps = same_batches(load_config(cfg_path, [f"run.name={name}"]),
+                                                    rank, local_rank, world)
                 if rank == 0:
                     results["ift"].append(ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps))
             elif method == "bare":

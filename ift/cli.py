@@ -34,7 +34,8 @@ def cmd_mix(args, extras) -> None:
     rows = mixture_table(tasks, rates, cfg.data.mixture, planned, args.samples, cfg.run.seed)
     width = max(12, *(len(r["task"]) for r in rows))
     realized = f"  {'realized':>8}" if args.samples else ""
-    print(f"{'task':<{width}}  {'schema':<17} {'examples':>8} {'skipped':>7} {'cap':>6} {'rate':>7} {'epochs':>7}{realized}")
+    print(f"{'task':<{width}}  {'schema':<17} {'examples':>8} {'skipped':>7} {'cap':>6} {'rate':>7} "
+          f"{'epochs':>7}{realized}")
     for r in rows:
         cap = "-" if r["cap"] is None else str(r["cap"])
         real = f"  {r['realized']:>8.4f}" if args.samples else ""
@@ -234,7 +235,8 @@ def cmd_compare(args, extras=None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) on DeepSpeed ZeRO.")
+    p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) "
+                                                        "on DeepSpeed ZeRO.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name, help, fn, config=True):

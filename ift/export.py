@@ -43,7 +43,8 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (getattr(config, "tie_word_embeddings", False) and k == "lm_head.weight")]
     if missing or unexpected:
-        raise UserError(f"{ckpt}: consolidated weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserError(f"{ckpt}: consolidated weights do not fit the model: missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     model = model.to(dtype or torch.float32)

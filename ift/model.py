@@ -53,7 +53,8 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
     from transformers import AutoTokenizer
 
     saved = RunDir(run_dir).tokenizer if run_dir else None
-    source = saved if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json")) else (cfg.tokenizer or cfg.name_or_path)
+    source = (saved if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json"))
+              else (cfg.tokenizer or cfg.name_or_path))
     if source:
         try:
             tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)

@@ -170,7 +170,8 @@ class Trainer:
         faults.maybe_die("resume", self.step, self.rank)  # tests only
         if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
             loader = self._make_loader(self.cfg.run.seed + self.step)
-            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates", path, self.step)
+            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates",
+                        path, self.step)
         else:
             loader.load_state_dict(state["loader"])
         if self.main:

@@ -164,7 +164,8 @@ def pretrained_folder(path: Path) -> tuple[int, int]:
     from ift.data import builtin
     from ift.model import train_bpe_tokenizer
 
-    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)]
+    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}"
+             for e in builtin.examples("reverse_word", 64)]
     tok = train_bpe_tokenizer(texts, 300)
     spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
     config = LlamaConfig(**{**spec, "vocab_size": len(tok)}, tie_word_embeddings=False,

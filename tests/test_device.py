@@ -80,7 +80,8 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
         tensors = [v for v in (*args, *kwargs.values()) if torch.is_tensor(v)]
         assert tensors, "the model was called without tensors"
         unplaced = [k for k, v in kwargs.items() if torch.is_tensor(v) and id(v) not in placed]
-        assert not unplaced and not [a for a in args if torch.is_tensor(a)], f"inputs not moved by to_device: {unplaced}"
+        assert not unplaced and not [a for a in args if torch.is_tensor(a)], \
+            f"inputs not moved by to_device: {unplaced}"
         forwards.append(sorted(kwargs))
 
     trainer.engine.module.register_forward_pre_hook(inputs_were_placed, with_kwargs=True)

@@ -13,7 +13,8 @@ from helpers import REPO, train_env
 
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_check(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--smoke", "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--smoke",
+                           "--out", str(tmp_path / "out")],
                           cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=900)
     summary = done.stdout[done.stdout.rfind("gpu_check:"):]
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]

@@ -325,7 +325,8 @@ def task_names(split: str) -> list[str]:
 
 
 def examples(task: str, n: int = 200, seed: int = 0) -> list[dict]:
-    """``n`` deterministic records of ``task``; ``examples(t, k, s)`` is a prefix of ``examples(t, m, s)`` for k <= m."""
+    """``n`` deterministic records of ``task``; ``examples(t, k, s)`` is a prefix of
+    ``examples(t, m, s)`` for k <= m."""
     if task not in _TASKS:
         raise ValueError(f"unknown builtin task {task!r}; valid tasks: {sorted(_TASKS)}")
     if n < 0:

@@ -107,7 +107,8 @@ def tokenize_conversation(tokenizer, messages: list[dict], *, chat: bool, train_
                 continue
             text += ("\n\n" if text or ids else "") + "Assistant:"
             prompt = tokenizer(text, add_special_tokens=not ids)["input_ids"]
-            reply = tokenizer(" " + turn["content"].strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            reply = tokenizer(" " + turn["content"].strip(),
+                              add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             ids += prompt + reply
             mask += [0] * len(prompt) + [1] * len(reply)
             text = ""

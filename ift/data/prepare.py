@@ -79,7 +79,8 @@ def prepare_data(cfg: Config, only_task: str | None = None):
         if not tasks:
             raise UserError(f"--only-task: no task named '{only_task}' in data.tasks")
     rank, tok_dir = distributed.rank(), RunDir(cfg.run_dir).tokenizer
-    with distributed.main_process_first():  # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
+    # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
+    with distributed.main_process_first():
         tokenizer = load_tokenizer(cfg.model, cfg.run_dir, tasks)
         if rank == 0 and not os.path.isdir(tok_dir):
             tokenizer.save_pretrained(tok_dir)

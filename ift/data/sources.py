@@ -13,13 +13,13 @@ import hashlib
 import json
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import pyarrow as pa
 
+from ift.atomic import replacing, write_text
 from ift.config import DataConfig, TaskSource
 from ift.data import builtin, chat
 from ift.data.files import locate, read_columns, resolve_paths
@@ -51,7 +51,8 @@ class Task:
     def dataset(self) -> datasets.Dataset:
         if self.rows is None:  # a Dataset costs milliseconds to make: thousands of tasks, only when read
             start, n = self.parent_spans[self.name]
-            self.rows = datasets.Dataset(self.parent.data.slice(start, n), fingerprint=f"{self.parent._fingerprint}-{start}")
+            self.rows = datasets.Dataset(self.parent.data.slice(start, n),
+                                         fingerprint=f"{self.parent._fingerprint}-{start}")
         return self.rows
 
     def __len__(self) -> int:
@@ -117,7 +118,8 @@ def _to_canonical(batch: dict, schema: str, task: str, task_field: str | None = 
                                            sharegpt=schema == "sharegpt")
             # For listings and evaluation: the turns before the last reply, and the last reply.
             prior = turns[:-1]
-            instruction = prior[-1]["content"] if len(prior) == 1 else "\n".join(f"{t['role']}: {t['content']}" for t in prior)
+            instruction = (prior[-1]["content"] if len(prior) == 1
+                           else "\n".join(f"{t['role']}: {t['content']}" for t in prior))
             output = turns[-1]["content"] if turns else ""
             inp = ""
         elif schema == "prompt_completion":
@@ -163,12 +165,14 @@ def _columns_plan(columns: list[str], schema: str | None, fields: dict, task_fie
     rename = {src: dst for dst, src in fields.items() if src != dst}
     missing = [src for src in rename if src not in columns]
     if missing:
-        raise UserError(f"{where}: fields maps to column(s) {missing} that the data does not have (columns: {columns})")
+        raise UserError(f"{where}: fields maps to column(s) {missing} that the data does not have "
+                        f"(columns: {columns})")
     renamed = [rename.get(c, c) for c in columns if c not in rename.values() or c in rename]
     schema = schema or detect_schema(renamed, where)
     for col in REQUIRED[schema]:
         if col not in renamed:
-            raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {renamed})")
+            raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has "
+                            f"(columns: {renamed})")
     return rename, schema
 
 
@@ -187,7 +191,8 @@ def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str,
     """A `datasets.Dataset` (a hub dataset: streamed through a cached map) in canonical columns."""
     rename, schema = _columns_plan(ds.column_names, schema, fields, task_field, where)
     if rename:
-        ds = ds.remove_columns([c for c in rename.values() if c in ds.column_names and c not in rename]).rename_columns(rename)
+        ds = ds.remove_columns([c for c in rename.values()
+                                if c in ds.column_names and c not in rename]).rename_columns(rename)
     ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
                 remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
     skipped = _bad_records(ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist(), where, on_bad_record)
@@ -231,7 +236,8 @@ def _file_source_key(source: TaskSource, files: list[str], on_bad_record: str) -
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str, where: str) -> tuple[pa.Table, list[dict]]:
+def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str,
+                      where: str) -> tuple[pa.Table, list[dict]]:
     """Every file of a source, normalized, in one table; spans say which rows are which task."""
     if source.name and len(files) > 1 and not source.task_field:
         raise UserError(f"{where}.name: '{source.name}' names one task but the path matches {len(files)} files")
@@ -281,17 +287,14 @@ def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str
     arrow, meta = os.path.join(folder, f"{key}.arrow"), os.path.join(folder, f"{key}.json")
     if not os.path.isfile(meta):
         table, spans = _read_file_source(source, files, on_bad_record, where)
-        os.makedirs(folder, exist_ok=True)
-        suffix = f".{socket.gethostname()}.{os.getpid()}.tmp"  # local rank 0 of several nodes may race here
-        with pa.OSFile(arrow + suffix, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        # (local rank 0 of several nodes may race here: each writes its own temporary file)
+        with replacing(arrow) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        os.replace(arrow + suffix, arrow)
-        with open(meta + suffix, "w") as f:
-            json.dump(spans, f)
-        os.replace(meta + suffix, meta)  # written last: a meta file means a complete table
+        write_text(meta, json.dumps(spans))  # written last: a meta file means a complete table
     with open(meta) as f:
         spans = json.load(f)
-    return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key), spans, key)
+    return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key),
+                        spans, key)
 
 
 def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: int, where: str,
@@ -309,7 +312,8 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             spans.append({"name": name, "schema": "builtin", "source": "builtin", "start": len(rows),
                           "stop": len(rows) + len(examples), "skipped": {}})
             rows += [{**r, "messages": []} for r in examples]
-        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:24]  # the content: code changes show
+        # the content: code changes show
+        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:24]
         return _slice_tasks(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), spans, key)
     if source.hub:
         name = source.name or source.hub.rstrip("/").split("/")[-1]
@@ -317,7 +321,8 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             ds = datasets.load_dataset(source.hub, source.subset, split=source.split)
         except Exception as e:  # noqa: BLE001 - any failure here is the user's dataset id or network
             raise UserError(f"{where}.hub: cannot load '{source.hub}' (split {source.split}): {e}") from None
-        ds, schema, skipped = normalize(ds, source.schema, source.fields, _prefix(source) if source.task_field else name,
+        ds, schema, skipped = normalize(ds, source.schema, source.fields,
+                                        _prefix(source) if source.task_field else name,
                                         source.hub, on_bad_record, source.task_field)
         if not source.task_field:
             return [Task(name, schema, source.hub, ds, skipped)]
@@ -342,6 +347,7 @@ def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None
     seen: dict[str, str] = {}
     for t in tasks:
         if t.name in seen:
-            raise UserError(f"{section}: task name '{t.name}' comes from both {seen[t.name]} and {t.source}; give one a `name:`")
+            raise UserError(f"{section}: task name '{t.name}' comes from both {seen[t.name]} and {t.source}; "
+                            "give one a `name:`")
         seen[t.name] = t.source
     return tasks

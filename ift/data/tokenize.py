@@ -3,7 +3,8 @@
 Each task becomes a Dataset with `input_ids` (prompt + target + EOS), `target_mask` (1 where the
 token is a target; 0 for prompt tokens, which the loss ignores unless data.train_on_prompt),
 `length` and `status`. A conversation (ift.data.chat) has a target span per assistant turn; any
-other example has one, after its prompt. The cache key is explicit: the source data's fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
+other example has one, after its prompt. The cache key is explicit: the source data's
+fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
 inputs tokenizes nothing.
 """
 from __future__ import annotations
@@ -196,7 +197,8 @@ def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> 
     offsets = arrays["offsets"]
     return TokenizedTask(name, arrays["lengths"][start:stop][keep],
                          arrays["n_target"][start:stop][keep], counts, flat_ids=arrays["flat_ids"],
-                         flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep], ends=offsets[start + 1:stop + 1][keep])
+                         flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep],
+                         ends=offsets[start + 1:stop + 1][keep])
 
 
 def _plan(tasks: list[Task]) -> list[tuple[datasets.Dataset, dict, list[Task]]]:

@@ -85,7 +85,8 @@ def log_start(dist: dict, run_dir: str) -> int:
 
 def _for_restart(cfg: Config, count: int) -> Config:
     if count and cfg.train.resume != "auto":
-        log.info("requeued run: train.resume=%s -> auto (continue from this run's newest checkpoint)", cfg.train.resume)
+        log.info("requeued run: train.resume=%s -> auto (continue from this run's newest checkpoint)",
+                 cfg.train.resume)
         cfg.train.resume = "auto"
     return cfg
 
@@ -211,7 +212,8 @@ class SlurmTrainJob:
             stop.request(reason)
             self._reason_sent = True
         wait_s = max(10.0, self.cfg.slurm.signal_delay_s - 20.0)
-        log.warning("%s: asking all ranks to checkpoint at the next step boundary (waiting up to %.0fs)", reason, wait_s)
+        log.warning("%s: asking all ranks to checkpoint at the next step boundary (waiting up to %.0fs)",
+                    reason, wait_s)
         if self._thread is not None:
             self._thread.join(wait_s)
         result = self._box.get("result")

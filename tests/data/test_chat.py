@@ -18,7 +18,8 @@ from ift.model import train_bpe_tokenizer
 
 # Meta's Llama-3 template (as shipped with Meta-Llama-3-8B-Instruct).
 LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-          "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+          "'<|start_header_id|>' + message['role'] + "
+          "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
           "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
 # Qwen2.5's ChatML template without tools (a default system prompt when none is given).
@@ -28,9 +29,12 @@ CHATML = ("{%- for message in messages %}{%- if loop.first and message['role'] !
           "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
 # ChatML with the generation markers transformers reads for return_assistant_tokens_mask.
 CHATML_MARKED = ("{%- for message in messages %}{%- if message['role'] == 'assistant' %}"
-                 "{{- '<|im_start|>assistant\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-                 "{{- '\n' }}{%- else %}{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-                 "{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
+                 "{{- '<|im_start|>assistant\n' }}{% generation %}"
+                 "{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
+                 "{{- '\n' }}{%- else %}"
+                 "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+                 "{%- endif %}{%- endfor %}"
+                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
 # What each template writes after an assistant reply, inside the target.
 END_OF_TURN = {"llama3": "<|eot_id|>", "chatml": "<|im_end|>\n", "chatml_marked": "<|im_end|>"}
 TEMPLATES = {"llama3": LLAMA3, "chatml": CHATML, "chatml_marked": CHATML_MARKED}

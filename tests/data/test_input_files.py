@@ -60,7 +60,8 @@ def test_invalid_utf8_names_file_and_line(tmp_path, name):
     elif name.endswith(".csv"):
         data = b"instruction,input,output\nReverse,abc,cba\nOther,caf\xe9,x\n"
     else:
-        data = b'[\n{"instruction": "a", "input": "", "output": "b"},\n{"instruction": "caf\xe9", "input": "", "output": "x"}\n]\n'
+        data = (b'[\n{"instruction": "a", "input": "", "output": "b"},\n'
+                b'{"instruction": "caf\xe9", "input": "", "output": "x"}\n]\n')
     write(tmp_path / name, data)
     message = error(tmp_path, path=name)
     assert f"{tmp_path / name}:3: not valid UTF-8 (byte 0xe9" in message, message
@@ -118,7 +119,8 @@ def test_numbers_and_booleans_become_their_text(tmp_path):
 
 
 def test_null_nested_in_a_chat_message(tmp_path):
-    write(tmp_path / "chat.jsonl", line({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) +
+    write(tmp_path / "chat.jsonl",
+          line({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) +
           line({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}))
     message = error(tmp_path, path="chat.jsonl", schema="messages")
     assert f"{tmp_path / 'chat.jsonl'}:2" in message and "messages[0].content is not text" in message, message

@@ -115,8 +115,8 @@ def test_mix_lists_sharegpt_and_column_split_tasks(tmp_path, capsys):
         json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
                     "source": src}) + "\n" for i, src in enumerate(["oasst", "flan", "oasst", "sciq", "oasst"])))
     path = tmp_path / "mix.yaml"
-    path.write_text("data:\n  tasks:\n    - {path: %s}\n    - {path: %s, task_field: source, name: tulu}\n"
-                    % (tmp_path / "share.jsonl", tmp_path / "tulu.jsonl"))
+    path.write_text(f"data:\n  tasks:\n    - {{path: {tmp_path / 'share.jsonl'}}}\n"
+                    f"    - {{path: {tmp_path / 'tulu.jsonl'}, task_field: source, name: tulu}}\n")
     assert main(["mix", str(path)]) == 0
     rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
     assert rows["share"] == ["sharegpt", "5"]

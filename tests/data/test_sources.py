@@ -491,7 +491,8 @@ def test_task_field_splits_one_source_into_tasks(tmp_path):
 def test_task_field_missing_value_and_column_are_named(tmp_path):
     recs = mixed_records(["a", "b"]) + [{"instruction": "x", "output": "y"}]
     path = write_jsonl(tmp_path / "t.jsonl", recs)
-    assert user_error(tmp_path, path="t.jsonl", task_field="source").startswith(f"{path}:3: task_field 'source' is missing")
+    assert user_error(tmp_path, path="t.jsonl",
+                      task_field="source").startswith(f"{path}:3: task_field 'source' is missing")
     tasks = load(tmp_path, on_bad_record="skip", path="t.jsonl", task_field="source")
     assert [t.name for t in tasks] == ["a", "b"] and sum(sum(t.skipped.values()) for t in tasks) == 1
     msg = user_error(tmp_path, path="t.jsonl", task_field="dataset")

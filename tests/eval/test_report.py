@@ -33,7 +33,7 @@ def two_runs(tmp_path, ft=FT, ift=IFT):
 
 def row(md, key, section="## Per task"):
     lines = md.split(section, 1)[1].splitlines()
-    line = next(l for l in lines if l.startswith(f"| {key} |"))
+    line = next(ln for ln in lines if ln.startswith(f"| {key} |"))
     return [c.strip() for c in line.strip("|").split("|")]
 
 

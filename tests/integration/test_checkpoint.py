@@ -105,7 +105,9 @@ def test_resume_checks_model_and_mixture(tmp_path):
     assert wider.returncode == 2
     assert "different model" in wider.stderr and "resume_allow_mismatch" in wider.stderr
 
-    more_tasks = ["train.max_steps=4", "data.tasks=[{builtin: reverse_word, n: 24}, {builtin: add_numbers, n: 40}, {builtin: sentiment, n: 30}]"]
+    more_tasks = ["train.max_steps=4",
+                  "data.tasks=[{builtin: reverse_word, n: 24}, {builtin: add_numbers, n: 40}, "
+                  "{builtin: sentiment, n: 30}]"]
     refused = run_train(cfg, *more_tasks, check=False)
     assert refused.returncode == 2 and "different mixture" in refused.stderr
     allowed = run_train(cfg, *more_tasks, "train.resume_allow_mismatch=[mixture]")
@@ -139,7 +141,8 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     ids = torch.randint(0, 300, (2, 17))
     with torch.no_grad():
         assert torch.equal(model(ids).logits, trained(ids).logits)
-        assert not torch.equal(module["model.embed_tokens.weight"], torch.zeros_like(module["model.embed_tokens.weight"]))
+        assert not torch.equal(module["model.embed_tokens.weight"],
+                               torch.zeros_like(module["model.embed_tokens.weight"]))
 
 
 @pytest.mark.slow

@@ -163,7 +163,8 @@ def test_dry_run_requeues_crashes_in_the_teardown(tmp_path):
 
 
 # What srun writes when tasks fail (Slurm 22-24), as the batch log holds it.
-SRUN_KILLED = ["0: 12:00:01 ift.train: step 6", "killed:  12%|█▏   | 7/60 [00:00<00:02]srun: error: n2: task 1: Killed",
+SRUN_KILLED = ["0: 12:00:01 ift.train: step 6",
+               "killed:  12%|█▏   | 7/60 [00:00<00:02]srun: error: n2: task 1: Killed",
                "srun: launch/slurm: _step_signal: Terminating StepId=7.0",
                "0: slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***",
                "srun: error: n1: task 0: Terminated", "srun: Force Terminated StepId=7.0"]
@@ -426,7 +427,7 @@ def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir,
     monkeypatch.setenv("IFT_FAULT", "step@2@rank1")
     crash_job, crash_run, crash_log = sbatch_job(workdir, "spent", "slurm.max_failures=0")
     for job, logs in ((user_job, user_logs), (crash_job, [crash_log])):
-        wait_for(lambda: job_state(job) in TERMINAL, START_TIMEOUT, "the job to end", job, logs)
+        wait_for(lambda job=job: job_state(job) in TERMINAL, START_TIMEOUT, "the job to end", job, logs)
         assert job_state(job) == "FAILED", log_tails(logs)
 
     rec = crash_record(user_run)
@@ -434,4 +435,5 @@ def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir,
     assert "UserError: train.resume: /nonexistent/step_00000001" in rec["reason"], rec
     rec = crash_record(crash_run)
     assert not rec["user_error"] and not rec["requeued"] and rec["reason"] == "rank 1 on n1: Killed", rec
-    assert "ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)" in crash_log.read_text(errors="replace")
+    assert ("ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)"
+            in crash_log.read_text(errors="replace"))

@@ -246,7 +246,8 @@ def _cfg(*overrides):
 
 @pytest.mark.parametrize("entry, train, message", [
     ({"train_micro_batch_size_per_gpu": 8}, [], ("train_micro_batch_size_per_gpu=8", "train.micro_batch_size=4")),
-    ({"gradient_accumulation_steps": 3}, ["train.grad_accum=2"], ("gradient_accumulation_steps=3", "train.grad_accum=2")),
+    ({"gradient_accumulation_steps": 3}, ["train.grad_accum=2"],
+     ("gradient_accumulation_steps=3", "train.grad_accum=2")),
     ({"gradient_clipping": 0.5}, [], ("gradient_clipping=0.5", "train.grad_clip=1.0")),
     ({"zero_optimization": {"stage": 3}}, [], ("zero_optimization.stage=3", "train.zero_stage=2")),
     ({"optimizer": {"type": "AdamW"}}, [], ("remove 'optimizer'",)),

@@ -28,7 +28,8 @@ def zero3_cli_runs(tmp_path_factory):
     train = {"max_steps": 4, "lr": 1e-2, "zero_stage": 2}  # the config says 2: the command line says 3
     configs = {
         "inline": write_config(tmp, "inline", train=train),
-        "pretrained": write_config(tmp, "pretrained", model={"config": None, "name_or_path": str(folder)}, train=train),
+        "pretrained": write_config(tmp, "pretrained", model={"config": None, "name_or_path": str(folder)},
+                                   train=train),
     }
     procs = {}
     for (name, path) in configs.items():
