@@ -8,16 +8,20 @@ import logging
 import os
 import sys
 
-from ift.config import load_config
+from ift.config import load_config, single_task
 from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
 from ift.logs import setup_logging
 
 log = logging.getLogger("ift")
 
 
-def _config_and_overrides(args, extras: list[str]):
-    from ift.launch.submit import check_overrides
+def check_overrides(overrides: list[str]) -> None:
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
 
+
+def _config_and_overrides(args, extras: list[str]):
     check_overrides(extras)
     return load_config(args.config, extras)
 
@@ -69,8 +73,6 @@ def cmd_prepare(args, extras) -> None:
 def cmd_train(args, extras) -> None:
     cfg = _config_and_overrides(args, extras)
     if args.only_task:
-        from ift.launch.submit import single_task
-
         single_task(cfg, args.only_task, extras)
     if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
         from ift.engine import deepspeed_config
@@ -119,6 +121,7 @@ def cmd_submit(args, extras: list[str]) -> None:
     from ift.data.prepare import submit_note
     from ift.launch import submit
 
+    check_overrides(extras)
     base_name, planned = submit.plan_jobs(args.config, list(extras), args)
     cfgs = [c for c, _ in planned]
     folder = submit.submitit_folder(cfgs, base_name)
@@ -300,8 +303,6 @@ def slurm_task_main(argv: list[str] | None = None) -> int:
 
 def slurm_task_config(argv: list[str] | None):
     """(config, only_task) from slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
-    from ift.launch.submit import check_overrides, single_task
-
     p = argparse.ArgumentParser(prog="slurm_entry.py")
     p.add_argument("config")
     p.add_argument("--only-task")

@@ -20,7 +20,8 @@ from ift.errors import UserError
 
 __all__ = ["ConfigError", "UserError", "RunConfig", "ModelConfig", "TaskSource", "GroupConfig", "MixtureConfig",
            "DataConfig", "TrainConfig", "DeepSpeedConfig", "WandbConfig", "TrackingConfig", "SlurmConfig",
-           "EvalConfig", "Config", "load_config", "read_yaml", "validate", "validate_source", "to_dict", "save_config"]
+           "EvalConfig", "Config", "load_config", "single_task", "read_yaml", "validate", "validate_source", "to_dict",
+           "save_config"]
 
 Strategy = Literal["explicit", "proportional", "temperature"]
 """How a mixture (or a group) sets its tasks' rates: `explicit`: the `weights` given; `proportional`:
@@ -379,6 +380,15 @@ def load_config(path: str | None = None, overrides: tuple | list = ()) -> Config
         apply_override(Config, raw, o)
     cfg = build(Config, raw)
     validate(cfg)
+    return cfg
+
+
+def single_task(cfg: Config, task: str, overrides) -> Config:
+    """The single-task baseline of a config (`--only-task`): same model, optimizer, steps and global
+    batch (so the same token budget with packing); only the mixture shrinks to one task."""
+    cfg.data.mixture = MixtureConfig()
+    if not any(o.startswith("run.name=") for o in overrides):
+        cfg.run.name = f"{cfg.run.name}-ft-{task}"
     return cfg
 
 

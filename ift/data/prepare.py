@@ -37,7 +37,8 @@ def estimate(examples: int, num_proc: int) -> str:
 
 def cold_cache_note(tasks, tokenizer, cfg: Config, seed: int) -> str | None:
     """A line saying the tokenization cache is cold (and what preparing will cost), else None."""
-    from ift.data.tokenize import cache_dir, is_cached
+    from ift.data.sources import cache_dir
+    from ift.data.tokenize import is_cached
 
     if is_cached(tasks, tokenizer, cfg.data, seed):
         return None
@@ -114,7 +115,7 @@ def prepare(cfg: Config) -> dict:
         from ift.eval.heldout_loss import heldout_batches
 
         heldout_batches(cfg, tokenizer)
-    from ift.data.tokenize import cache_dir
+    from ift.data.sources import cache_dir
 
     folder = cache_dir(cfg.data)
     return {"tasks": len(tasks), "examples": sum(len(t) for t in tokenized),

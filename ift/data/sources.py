@@ -332,6 +332,11 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
     return _cached_file_source(source, resolve_paths(source, root, where), on_bad_record, cache, where)
 
 
+def cache_dir(data: DataConfig) -> str:
+    """Where the source tables and the tokenized tasks are cached (data.cache_dir, $IFT_CACHE)."""
+    return os.path.expanduser(data.cache_dir or os.environ.get("IFT_CACHE", "~/.cache/ift"))
+
+
 def _prefix(source: TaskSource) -> str:
     return f"{source.name}/" if source.name else ""
 
@@ -339,8 +344,6 @@ def _prefix(source: TaskSource) -> str:
 def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None = None,
                section: str = "data.tasks") -> list[Task]:
     """Every task of `data.tasks` (or of `sources`), in config order; task names must be unique."""
-    from ift.data.tokenize import cache_dir
-
     tasks: list[Task] = []
     for i, source in enumerate(data.tasks if sources is None else sources):
         tasks.extend(load_source(source, data.root, data.on_bad_record, seed, f"{section}[{i}]", cache_dir(data)))

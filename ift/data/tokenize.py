@@ -22,7 +22,7 @@ import numpy as np
 from ift.config import DataConfig
 from ift.data import chat as chat_format
 from ift.data import templates
-from ift.data.sources import Task
+from ift.data.sources import Task, cache_dir
 from ift.errors import UserError
 
 CACHE_VERSION = "3"  # bump when the rendering or tokenization logic changes
@@ -58,10 +58,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
     text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     text += repr(getattr(tokenizer, "chat_template", None)) + repr(tokenizer.eos_token_id)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_dir(data: DataConfig) -> str:
-    return os.path.expanduser(data.cache_dir or os.environ.get("IFT_CACHE", "~/.cache/ift"))
 
 
 def _encode_with_shared_prefix(tokenizer, prompts: list[str], prefixes: list[str]) -> list[list[int]] | None:

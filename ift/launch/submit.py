@@ -9,25 +9,10 @@ import shlex
 import sys
 import tempfile
 
-from ift.config import Config, MixtureConfig, load_config
+from ift.config import Config, load_config, single_task
 from ift.errors import UserError
 from ift.launch.job import TORCH_ENV, SlurmTrainJob
 from ift.rundir import RunDir
-
-
-def single_task(cfg: Config, task: str, overrides) -> Config:
-    """The single-task baseline of a config (`--only-task`): same model, optimizer, steps and global
-    batch (so the same token budget with packing); only the mixture shrinks to one task."""
-    cfg.data.mixture = MixtureConfig()
-    if not any(o.startswith("run.name=") for o in overrides):
-        cfg.run.name = f"{cfg.run.name}-ft-{task}"
-    return cfg
-
-
-def check_overrides(overrides: list[str]) -> None:
-    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
-    if bad:
-        raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
 
 
 def parse_sweeps(specs: list[str]) -> list[tuple[str, list[str]]]:
@@ -141,7 +126,6 @@ def _flag_overrides(args) -> list[str]:
 def plan_jobs(config: str, overrides: list[str], args) -> tuple[str, list[tuple[Config, list[str]]]]:
     """The base run name and (validated Config, its sweep overrides) per job: several with
     --sweep. CLI flags override the slurm section."""
-    check_overrides(overrides)
     overrides = [*overrides, *_flag_overrides(args)]
     only_task = getattr(args, "only_task", None)
     base_name = None
