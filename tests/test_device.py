@@ -27,19 +27,20 @@ def in_process_world(monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
     yield
-    import ift.engine
+    import ift.distributed
 
     for s, h in handlers.items():
         signal.signal(s, h)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    ift.engine._HOST_GROUP = None
+    ift.distributed._HOST_GROUP = None
     for k in DIST_ENV:
         monkeypatch.delenv(k, raising=False)
 
 
 def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypatch, in_process_world):
     import ift.engine
+    import ift.step_metrics
     import ift.train
     from ift.config import load_config
 
@@ -69,9 +70,10 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
         collective_inputs.append(t.device)
         return [torch.zeros(t.shape, dtype=t.dtype)]
 
-    monkeypatch.setattr(ift.train, "collective_device", lambda device: gpu_stand_in)
-    monkeypatch.setattr(ift.train, "all_reduce", spy_all_reduce)
-    monkeypatch.setattr(ift.train, "all_gather", spy_all_gather)
+    # the loss tallies enter collectives (ift.step_metrics); a CUDA device stands in as "meta"
+    monkeypatch.setattr(ift.step_metrics, "collective_device", lambda device: gpu_stand_in)
+    monkeypatch.setattr(ift.step_metrics, "all_reduce", spy_all_reduce)
+    monkeypatch.setattr(ift.step_metrics, "all_gather", spy_all_gather)
 
     trainer = ift.train.Trainer(cfg)
     forwards: list[list[str]] = []
