@@ -61,12 +61,14 @@ def cmd_mix(args, extras) -> None:
 
 def cmd_prepare(args, extras) -> None:
     from ift.data.prepare import prepare
+    from ift.rundir import RunDir
 
     cfg = _config_and_overrides(args, extras)
     done = prepare(cfg)
     print(f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
           f"in {done['seconds']:.1f} s")
-    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); tokenizer: {cfg.run_dir}/tokenizer")
+    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); "
+          f"tokenizer: {RunDir(cfg.run_dir).tokenizer}")
     print(f"`ift train {args.config}` (same data settings and data.cache_dir) now starts from this cache")
 
 

@@ -124,16 +124,16 @@ def collective_device(engine_device: torch.device) -> torch.device:
 
 def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
     """Sum (or `op`) over ranks, in place. The tensor must already be on collective_device."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world_size() > 1:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
 
 
 def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's `t`, in rank order. The tensor must already be on collective_device."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if world_size() == 1:
         return [t]
-    every = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    every = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(every, t)
     return every
 
@@ -141,7 +141,7 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
 def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on any: a host-side vote over gloo, so asking every
     step costs no device synchronization."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if world_size() == 1:
         return flag
     t = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_HOST_GROUP)

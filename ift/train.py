@@ -41,7 +41,7 @@ class Trainer:
         from ift.model import resolve_dtype
 
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
-        self.rank, self.world, self.local_rank = init_distributed(cfg.train.dist_timeout_min)
+        self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:

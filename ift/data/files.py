@@ -106,7 +106,7 @@ def _read_sni_task_file(path: str) -> pa.Table:
     definition = task["Definition"][0] if isinstance(task["Definition"], list) else task["Definition"]
     category = (task.get("Categories") or [""])[0]
     rows = []
-    for _i, inst in enumerate(task["Instances"]):
+    for inst in task["Instances"]:
         outputs = inst.get("output")
         outputs = [outputs] if isinstance(outputs, str) else list(outputs or [])
         rows.append({"definition": definition, "input": inst.get("input"), "output": outputs[0] if outputs else None,

@@ -312,7 +312,7 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             spans.append({"name": name, "schema": "builtin", "source": "builtin", "start": len(rows),
                           "stop": len(rows) + len(examples), "skipped": {}})
             rows += [{**r, "messages": []} for r in examples]
-        # the content: code changes show
+        # keyed by the content, so a change to the generators is a new key
         key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:24]
         return _slice_tasks(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), spans, key)
     if source.hub:

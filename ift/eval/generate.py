@@ -52,7 +52,7 @@ def load_model(source: str, info: dict | None = None):
     import torch
 
     from ift import export
-    from ift.engine import accelerator_available
+    from ift.distributed import accelerator_available
 
     info = info or locate(source)
     if info["kind"] == "run":
