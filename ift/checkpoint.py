@@ -16,6 +16,7 @@ valid one is used.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -82,19 +83,71 @@ def _files(path: str) -> list[str]:
     return sorted(f for f in out if f not in (MANIFEST_FILE, DONE_FILE))
 
 
-def write_manifest(path: str) -> None:
-    """Collective: every rank checksums its share of the files (they are read back from the
-    filesystem, and fsynced), rank 0 writes MANIFEST.json."""
-    rank, world = distributed.rank(), distributed.world_size()
-    files = _files(path)
-    mine = {}
-    for rel in files[rank::world]:
-        full = os.path.join(path, rel)
-        fsync(full)  # on disk before COMPLETE says so
-        mine[rel] = {"size": os.path.getsize(full), "crc32": _crc32(full)}
+class _ChecksummedFile:
+    """A file opened for writing, seen by torch.save as its target: the CRC-32 and size of the bytes
+    are computed as they pass, so the manifest needs no read-back of what was just written."""
+
+    def __init__(self, f):
+        self.f, self.crc, self.size = f, 0, 0
+
+    def write(self, data) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += memoryview(data).nbytes
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_file(obj, path: str, written: dict, zipfile: bool = True) -> None:
+    """torch.save to `path`, fsynced, with its size and CRC-32 recorded in `written` (path -> entry)."""
+    with open(path, "wb") as f:
+        out = _ChecksummedFile(f)
+        torch.save(obj, out, _use_new_zipfile_serialization=zipfile)
+        f.flush()
+        os.fsync(f.fileno())
+    written[os.path.abspath(path)] = {"size": out.size, "crc32": f"{out.crc:08x}"}
+
+
+def write_bytes(data: bytes, path: str, written: dict) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    written[os.path.abspath(path)] = {"size": len(data), "crc32": f"{zlib.crc32(data):08x}"}
+
+
+@contextlib.contextmanager
+def checksummed_saves(engine, written: dict):
+    """While DeepSpeed saves, its torch checkpoint engine writes through save_file, so every shard's
+    CRC-32 comes from the bytes written. Another checkpoint engine (DeepSpeed's decoupled or
+    Nebula ones) is left as it is; the manifest then reads its files back."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    ce = getattr(engine, "checkpoint_engine", None)
+    if type(ce) is not TorchCheckpointEngine:
+        yield
+        return
+    ce.save = lambda state_dict, path: save_file(state_dict, path, written, ce.zipfile_serialization)
+    try:
+        yield
+    finally:
+        del ce.save  # back to the class's method
+
+
+def write_manifest(path: str, written: dict) -> None:
+    """Collective: every rank hands over the sizes and CRC-32s of the files it wrote (`written`,
+    absolute path -> entry); rank 0 reads back (and fsyncs) only files nobody recorded (DeepSpeed's
+    small helper files), then writes MANIFEST.json."""
+    mine = {os.path.relpath(k, path): v for k, v in written.items()}
     parts = distributed.gather_objects(mine)
-    if rank == 0:
+    if distributed.rank() == 0:
         entries = {k: v for part in parts for k, v in part.items()}
+        for rel in _files(path):
+            if rel not in entries:
+                full = os.path.join(path, rel)
+                fsync(full)  # on disk before COMPLETE says so
+                entries[rel] = {"size": os.path.getsize(full), "crc32": _crc32(full)}
         with open(os.path.join(path, MANIFEST_FILE), "w") as f:
             json.dump({"files": dict(sorted(entries.items()))}, f, indent=1)
 
@@ -201,18 +254,17 @@ def save(engine, ckpt_dir: str, step: int, state: dict, keep_last: int, keep_eve
         os.makedirs(ckpt_dir, exist_ok=True)
     distributed.barrier()
     # universal_checkpoint_info lets ds_to_universal convert this for another world size
-    engine.save_checkpoint(ckpt_dir, tag=tmp_name, save_latest=False,
-                           client_state={"universal_checkpoint_info": {}})
+    written: dict = {}
+    with checksummed_saves(engine, written):
+        engine.save_checkpoint(ckpt_dir, tag=tmp_name, save_latest=False,
+                               client_state={"universal_checkpoint_info": {}})
     os.makedirs(os.path.join(tmp_path, "rng"), exist_ok=True)
-    torch.save(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"))
+    save_file(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"), written)
     faults.maybe_die("save", step, rank)  # tests only
-    distributed.barrier()
     final_path = os.path.join(ckpt_dir, final_name)
     if rank == 0:
-        with open(os.path.join(tmp_path, STATE_FILE), "w") as f:
-            json.dump(state, f, indent=1)
-    distributed.barrier()
-    write_manifest(tmp_path)
+        write_bytes(json.dumps(state, indent=1).encode(), os.path.join(tmp_path, STATE_FILE), written)
+    write_manifest(tmp_path, written)  # collective: after every rank's files are written
     if rank == 0:
         with open(os.path.join(tmp_path, DONE_FILE), "w") as f:
             f.write(f"{step}\n")

@@ -95,7 +95,7 @@ def cmd_export(args, extras) -> None:
         raise UserError(f"unrecognized argument(s): {' '.join(extras)}")
     from ift.export import export_checkpoint
 
-    print(f"exported to {export_checkpoint(args.source, args.out_dir)}")
+    print(f"exported to {export_checkpoint(args.source, args.out_dir, args.dtype)}")
 
 
 def add_submit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -267,14 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex = verb("export", "export a checkpoint to a Hugging Face folder", cmd_export, config=False)
     ex.add_argument("source", help="run directory or checkpoint folder")
     ex.add_argument("out_dir", help="output Hugging Face folder")
+    ex.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                    help="weights' precision (default auto: the run's training dtype, e.g. bf16)")
     return p
 
 
 def _run(fn, *args) -> int:
     """Run a verb: a user error is one `error:` line (exit 2); a failure of the run is logged with
     its traceback and named on one `failed:` line (exit 1)."""
+    success = False
     try:
         code = fn(*args)
+        success = True
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -282,7 +286,16 @@ def _run(fn, *args) -> int:
         log.error("the run failed (not a problem with its input):", exc_info=True)
         print(f"failed: {e}", file=sys.stderr)
         return EXIT_RUN_ERROR
+    finally:
+        end_process_groups(success)
     return code if isinstance(code, int) else 0
+
+
+def end_process_groups(success: bool) -> None:
+    """Every verb ends its process groups before the interpreter does (ift.distributed.shutdown).
+    Only a verb that started them has imported ift.distributed: `ift compare` never imports torch."""
+    if "ift.distributed" in sys.modules:
+        sys.modules["ift.distributed"].shutdown(success)
 
 
 def main(argv: list[str] | None = None) -> int:

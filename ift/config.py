@@ -229,8 +229,11 @@ class TrainConfig:
     """Also keep every checkpoint whose step is a multiple of this (0: none)."""
     resume: str = "auto"
     """auto: from the newest complete checkpoint | never | a checkpoint path."""
-    dist_timeout_min: int = 10
-    """A collective waits this long for a dead rank before failing."""
+    dist_timeout_min: float = 10
+    """A collective of the default group (NCCL on GPUs) waits this long for a dead rank before failing."""
+    host_timeout_min: float = 120
+    """A rank waits this long for another's host work (tokenizer training, a cold tokenization cache,
+    checkpoint verification and conversion, export) before failing; on the host (gloo) group."""
     verify_checkpoint: Literal["full", "size", "none"] = "full"
     """Checked against its manifest before loading: full = sizes and CRC-32, size = sizes, none."""
     resume_allow_mismatch: list[Literal["mixture", "model", "tokenizer"]] = field(default_factory=list)
@@ -240,13 +243,14 @@ class TrainConfig:
     skip_nonfinite: bool = False
     """Skip an update whose gradient is not finite (ZeRO stage >= 1) instead of failing."""
     peak_tflops: float = 0.0
-    """Per device, for the MFU estimate; 0 = unknown (CPU)."""
+    """Per device, dense bf16/fp16, for MFU; 0 = from the GPU's name (H100, H200, A100), none on CPU."""
     loss_chunk: int = 1024
     """Target tokens per chunk of the output projection + loss (bounds its memory)."""
 
     def check(self, at: str) -> None:
         check_choices(self, at)
-        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "loss_chunk", "dist_timeout_min"):
+        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "loss_chunk", "dist_timeout_min",
+                     "host_timeout_min"):
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         require(self.epochs is None or self.epochs > 0, f"{at}.epochs", self.epochs, "must be > 0")
         require(math.isfinite(self.lr) and self.lr > 0, f"{at}.lr", self.lr, "must be > 0")
@@ -314,8 +318,8 @@ class SlurmConfig:
     """Time-outs that requeue the job."""
     max_failures: int = 2
     """Crashes (not user errors, exit 2) that requeue the job."""
-    signal_delay_s: int = 120
-    """USR2 this long before the time limit: save and requeue."""
+    signal_delay_s: int = 180
+    """USR2 this long before the time limit: save and requeue (an 8B save: ~30-90 s, README "On GPUs")."""
     folder: str | None = None
     """Submitit logs; default <run dir>/slurm."""
     gres: bool = True

@@ -43,12 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_HOST_GROUP = None  # gloo group for host-side flags (the stop request) when the main backend is NCCL
+_HOST_GROUP = None  # gloo group for host-side waits and flags, with its own (long) timeout
 
 
-def init_distributed(timeout_min: int = 10) -> tuple[int, int, int]:
-    """(rank, world size, local rank). A collective waits at most timeout_min for a rank that died
-    (NCCL, gloo), so the survivors fail and a restart can begin."""
+def init_distributed(timeout_min: float = 10, host_timeout_min: float = 120) -> tuple[int, int, int]:
+    """(rank, world size, local rank). A collective of the default group (NCCL on GPUs) waits at
+    most timeout_min for a rank that died, so the survivors fail and a restart can begin. Waiting
+    for one rank's host work (tokenizer training, a cold cache, checkpoint verification and
+    conversion, export) happens on the host group instead, whose timeout is host_timeout_min:
+    that work may take longer than any collective should."""
     from datetime import timedelta
 
     import deepspeed
@@ -59,11 +62,32 @@ def init_distributed(timeout_min: int = 10) -> tuple[int, int, int]:
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    timeout=timedelta(minutes=timeout_min))
     if accelerator_available():
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(cuda_device_index())
     if _HOST_GROUP is None:
-        _HOST_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout_min)) \
-            if dist.get_backend() != "gloo" else dist.group.WORLD
+        _HOST_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=host_timeout_min))
     return rank(), world_size(), local_rank()
+
+
+def cuda_device_index() -> int:
+    """The GPU of this process: LOCAL_RANK among the visible GPUs, or the only one when the
+    launcher gives each task its own (Slurm --gpus-per-task=1: CUDA_VISIBLE_DEVICES names one)."""
+    visible = torch.cuda.device_count()
+    return local_rank() if local_rank() < visible else local_rank() % visible
+
+
+def shutdown(success: bool = True) -> None:
+    """End the process groups (host group and default group) before the interpreter exits: left to
+    interpreter teardown, gloo's worker threads die under it and a finished rank aborts
+    (`terminate called without an active exception`, pytorch/pytorch#190489). On success every
+    rank first meets the others on the host group, so no rank leaves while another still needs
+    it; after a failure the others may be gone, so it does not wait."""
+    global _HOST_GROUP
+    if not dist.is_initialized():
+        return
+    if success and world_size() > 1:
+        dist.barrier(group=_HOST_GROUP)
+    dist.destroy_process_group()  # every group, the host group and DeepSpeed's included
+    _HOST_GROUP = None
 
 
 def rank() -> int:
@@ -79,8 +103,9 @@ def world_size() -> int:
 
 
 def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    """Wait for every rank, on the host group: what is awaited is host work (files, caches)."""
+    if dist.is_initialized() and world_size() > 1:
+        dist.barrier(group=_HOST_GROUP)
 
 
 @contextlib.contextmanager
@@ -102,7 +127,7 @@ def broadcast_object(obj, src: int = 0):
     if world_size() == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=src, group=_HOST_GROUP)
     return box[0]
 
 
@@ -111,7 +136,7 @@ def gather_objects(obj) -> list:
     if world_size() == 1:
         return [obj]
     every = [None] * world_size()
-    dist.all_gather_object(every, obj)
+    dist.all_gather_object(every, obj, group=_HOST_GROUP)
     return every
 
 
@@ -138,11 +163,33 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
     return every
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is true on any: a host-side vote over gloo, so asking every
-    step costs no device synchronization."""
-    if world_size() == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_HOST_GROUP)
-    return t.item() > 0
+class StopVote:
+    """"Does any rank want to stop?", asked after every step without waiting for the answer: the
+    vote started after step N is read after step N+1 (a gloo all-reduce of one host number, which
+    runs while step N+1 computes). So a stop requested during step N saves after step N+1, on every
+    rank at the same step. In a world of 1 the answer is immediate."""
+
+    def __init__(self):
+        self.flag = torch.zeros(1)
+        self.work = None
+
+    def exchange(self, wants_stop: bool) -> bool:
+        """The result of the previous vote (False at first), and a new vote on `wants_stop`
+        (none once the answer is yes: every rank stops, so none waits for another vote)."""
+        if world_size() == 1:
+            return wants_stop
+        stopping = False
+        if self.work is not None:
+            self.work.wait()
+            stopping = bool(self.flag.numpy()[0] > 0)  # a host tensor: numpy() reads no device
+        self.work = None
+        if not stopping:
+            self.flag.fill_(1.0 if wants_stop else 0.0)
+            self.work = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, group=_HOST_GROUP, async_op=True)
+        return stopping
+
+    def drain(self) -> None:
+        """Finish a vote still in flight (every rank has one: they all started it after the same step)."""
+        if self.work is not None:
+            self.work.wait()
+            self.work = None

@@ -52,16 +52,22 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     return model, tokenizer
 
 
-def export_checkpoint(source: str, out_dir: str) -> str:
-    """Write a Hugging Face folder that `AutoModelForCausalLM.from_pretrained(out_dir)` loads."""
+def export_checkpoint(source: str, out_dir: str, dtype: str = "auto") -> str:
+    """Write a Hugging Face folder that `AutoModelForCausalLM.from_pretrained(out_dir)` loads, in
+    `dtype` (auto: the precision the run trained in, e.g. bf16; fp32, bf16, fp16)."""
     from transformers import GenerationConfig
 
-    _, ckpt = rundir.resolve(source)
-    model, tokenizer = load_consolidated(ckpt)
+    from ift.config import load_config
+    from ift.model import DTYPES, resolve_dtype
+
+    run, ckpt = rundir.resolve(source)
+    if dtype == "auto":
+        dtype = resolve_dtype(load_config(run.config).model.dtype)  # the saved config says what ran
+    model, tokenizer = load_consolidated(ckpt, DTYPES[dtype])
     with replacing(out_dir.rstrip("/")) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id).save_pretrained(tmp)
-    log.info("exported %s -> %s", ckpt, out_dir)
+    log.info("exported %s -> %s (%s)", ckpt, out_dir, dtype)
     return out_dir

@@ -30,3 +30,17 @@ def maybe_die(point: str, step: int, rank: int = 0) -> None:
     if "raise" in parts[2:]:
         raise RuntimeError(f"IFT_FAULT={spec}: injected failure on rank {rank}")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_stall(point: str, rank: int = 0) -> None:
+    """IFT_STALL="<point>:<seconds>[@rank<r>]" makes that rank slow at `point` (tests only), e.g.
+    rank 0's tokenizer training beyond train.dist_timeout_min. Points: tokenizer, record_stop."""
+    spec = os.environ.get("IFT_STALL")
+    if not spec:
+        return
+    where, _, who = spec.partition("@")
+    name, _, seconds = where.partition(":")
+    if name == point and (not who or who == f"rank{rank}"):
+        import time
+
+        time.sleep(float(seconds))

@@ -79,17 +79,28 @@ def resolve_dtype(name: str) -> str:
     return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def resolve_attn_implementation(name: str) -> str:
-    """model.attn_implementation=auto: flash-attention on CUDA when flash_attn is importable, else sdpa.
-    Every choice isolates the examples of a packed row through position_ids (see token_losses)."""
+_attn_logged: set[str] = set()
+
+
+def resolve_attn_implementation(name: str, dtype: str) -> str:
+    """model.attn_implementation=auto: flash-attention only when transformers says the flash_attn
+    wheel imports and matches this torch/CUDA (is_flash_attn_2_available) and the weights are
+    bf16/fp16 (its kernels take nothing else); sdpa otherwise. The choice is logged once. Every
+    choice isolates the examples of a packed row (see hidden_states)."""
     if name != "auto":
         return name
-    if accelerator_available():
-        import importlib.util
+    from transformers.utils import is_flash_attn_2_available
 
-        if importlib.util.find_spec("flash_attn") is not None:
-            return "flash_attention_2"
-    return "sdpa"
+    flash = accelerator_available() and dtype in ("bf16", "fp16") and is_flash_attn_2_available()
+    choice = "flash_attention_2" if flash else "sdpa"
+    if choice not in _attn_logged:
+        _attn_logged.add(choice)
+        why = (f"flash-attention available, {dtype}" if flash else
+               "no CUDA" if not accelerator_available() else
+               f"dtype {dtype} (flash-attention takes bf16/fp16)" if dtype not in ("bf16", "fp16") else
+               "flash_attn not installed or not matching this torch/CUDA")
+        log.info("model.attn_implementation=auto: %s (%s)", choice, why)
+    return choice
 
 
 def model_config(cfg: ModelConfig, tokenizer):
@@ -113,7 +124,7 @@ def model_config(cfg: ModelConfig, tokenizer):
             config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise UserError(f"model.name_or_path: cannot load '{cfg.name_or_path}': {e}") from None
-    config._attn_implementation = resolve_attn_implementation(cfg.attn_implementation)
+    config._attn_implementation = resolve_attn_implementation(cfg.attn_implementation, resolve_dtype(cfg.dtype))
     return config
 
 

@@ -92,7 +92,11 @@ def resolve(path: str, verify: str = "full", what: str | None = None) -> tuple[R
     if not checkpoint.is_complete(path):
         raise UserError(f"{where}{path}: not a run directory (no checkpoints/) or a complete checkpoint "
                         f"(no {checkpoint.DONE_FILE} marker)")
-    problems = checkpoint.verify_checkpoint(path, verify)
+    from ift import distributed
+
+    # one rank reads the files (an 8B checkpoint is ~100 GB), every rank gets its verdict
+    problems = distributed.broadcast_object(checkpoint.verify_checkpoint(path, verify) if distributed.rank() == 0
+                                            else None)
     if problems:
         raise UserError(f"{where}{path}: damaged checkpoint: {problems[0]}")
     return of_checkpoint(path), path

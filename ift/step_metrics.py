@@ -16,26 +16,31 @@ class LossTally:
     step whose loss is non-finite on this rank is left out of the sums and counted, with the
     first such step and its loss, for check_finite."""
 
-    def __init__(self, n_tasks: int, device: torch.device):
+    def __init__(self, n_tasks: int, device: torch.device, step: int = 0):
         self.n_tasks, self.device = n_tasks, device
-        self.reset()
-        self.reset_nonfinite()
+        self.loss = torch.zeros(n_tasks, dtype=torch.float64, device=device)
+        self.tokens = torch.zeros_like(self.loss)
+        self.step_loss, self.step_tokens = torch.zeros_like(self.loss), torch.zeros_like(self.loss)  # one step's
+        self.nonfinite = torch.zeros(3, dtype=torch.float64, device=device)  # count, first step, its loss
+        self.zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.step = torch.full((), float(step), dtype=torch.float64, device=device)  # counted on the device
 
     def reset(self) -> None:
-        self.loss = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
-        self.tokens = torch.zeros(self.n_tasks, dtype=torch.float64, device=self.device)
+        self.loss.zero_()
+        self.tokens.zero_()
 
     def reset_nonfinite(self) -> None:
-        self.nonfinite = torch.zeros(3, dtype=torch.float64, device=self.device)  # count, first step, its loss
+        self.nonfinite.zero_()
 
-    def add_step(self, step: int, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+    def add_step(self, loss: torch.Tensor, tokens: torch.Tensor) -> None:
+        """One step's per-task sums, in place: no host value enters, nothing is read back."""
+        self.step += 1
         total = loss.sum()
         finite = torch.isfinite(total)
         self.loss += torch.where(finite, loss, 0.0)
         self.tokens += torch.where(finite, tokens, 0.0)
         first = ~finite & (self.nonfinite[0] == 0)
-        self.nonfinite = torch.where(first, torch.stack([total.new_tensor(0.0), total.new_tensor(float(step)), total]),
-                                     self.nonfinite)
+        self.nonfinite.copy_(torch.where(first, torch.stack([self.zero, self.step, total]), self.nonfinite))
         self.nonfinite[0] += (~finite).double()
 
     def read(self) -> tuple[list[float], list[float]]:
@@ -56,15 +61,20 @@ class LossTally:
 
 @dataclass
 class Window:
-    """Throughput since the last logging step: wall time minus held-out eval and saving."""
+    """Throughput since the last logging step (host counts from the loader): wall time minus
+    held-out eval and saving."""
     began: float
     skipped_before: int
     tokens: int = 0
     slots: int = 0
     rows: int = 0
+    target_tokens: int = 0
+    attention_sq: int = 0
     paused: float = 0.0
 
     def add(self, step: Step, rows: int) -> None:
         self.tokens += step.tokens
         self.slots += step.slots
         self.rows += rows
+        self.target_tokens += step.target_tokens
+        self.attention_sq += step.attention_sq

@@ -18,7 +18,7 @@ from ift.atomic import write_text
 from ift.config import Config, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
 from ift.data.prepare import mixture_definition, prepare_data
-from ift.distributed import any_rank, init_distributed, main_process_first, setup_environment
+from ift.distributed import StopVote, broadcast_object, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.errors import RunError
 from ift.step_metrics import LossTally, Window
@@ -41,7 +41,7 @@ class Trainer:
         from ift.model import resolve_dtype
 
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
-        self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min)
+        self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
@@ -60,11 +60,13 @@ class Trainer:
         self.data = Prefetcher(loader, pin_batch)
         self.heldout = self._heldout_batches() if cfg.eval.every else None
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
+        self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
             self.tracker.table("mixture", [{"task": n, "examples": len(x), "rate": self.rates[n]}
                                            for n, x in zip(self.names, self.tokenized)])
         stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
-        self.tally = LossTally(len(self.names), self.engine.device)
+        self.tally = LossTally(len(self.names), self.engine.device, self.step)
+        self.stop_vote = StopVote()
         self.nonfinite_skipped = 0
         self._window_reset()
 
@@ -85,7 +87,7 @@ class Trainer:
                 self._log_first_step_after_resume()
             if bar is not None:
                 bar.update(1)
-            stopping = any_rank(stop.requested())  # every rank agrees, then all save together
+            stopping = self.stop_vote.exchange(stop.requested())  # every rank agrees, then all save together
             scores = self._heldout_scores() if self.heldout and (
                 self.step % self.cfg.eval.every == 0 or self.step == t.max_steps) else {}  # and at the end
             if self.step % t.log_every == 0 or self.step == t.max_steps:
@@ -104,13 +106,13 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        self.stop_vote.drain()
         return self.finish()
 
     def train_step(self, batch: Step) -> None:
         """One optimizer step: grad_accum micro-batches forward and backward, losses tallied on the device."""
         t, device = self.cfg.train, self.engine.device
-        loss = torch.zeros(len(self.names), dtype=torch.float64, device=device)
-        tokens = torch.zeros_like(loss)
+        loss, tokens = self.tally.step_loss.zero_(), self.tally.step_tokens.zero_()
         for micro in batch.micro_batches:
             inputs, task = model_inputs(micro, device)
             losses = self.engine(**inputs)  # per target token, fp32
@@ -120,7 +122,7 @@ class Trainer:
             self.engine.step()
             loss.index_add_(0, task, losses.detach().double())
             tokens.index_add_(0, task, torch.ones_like(losses, dtype=torch.float64))
-        self.tally.add_step(self.step + 1, loss, tokens)
+        self.tally.add_step(loss, tokens)
 
     # ------------------------------------------------------------------ set-up
 
@@ -131,10 +133,12 @@ class Trainer:
         write_text(self.run.mixture, json.dumps(report, indent=1))
 
     def _build_engine(self) -> None:
-        from ift.model import CausalLMLoss, build_model, count_parameters
+        from ift.flops import flop_counter
+        from ift.model import CausalLMLoss, build_model, count_parameters, model_config
 
         cfg, main = self.cfg, self.main
-        ds_config = deepspeed_config(cfg, self.world)
+        width = model_config(cfg.model, self.tokenizer)
+        ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
         self.resume_path = rundir.resume_checkpoint(cfg.train.resume, self.run, cfg.train.verify_checkpoint)
         self.universal = None
         if self.resume_path:
@@ -147,6 +151,7 @@ class Trainer:
                 ds_config["checkpoint"] = {"load_universal": True}
         lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
         self.n_params = count_parameters(lm)
+        self.flops = flop_counter(lm)
         self.engine, _, self.scheduler = initialize(cfg, CausalLMLoss(lm, cfg.train.loss_chunk), ds_config)
         self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
                              "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
@@ -225,7 +230,7 @@ class Trainer:
     def log_metrics(self, scores: dict) -> dict:
         self.check_finite()
         loss, tokens = self.tally.read()  # the step's work is done once this returns
-        w, t = self.window, self.cfg.train
+        w = self.window
         seconds = max(time.perf_counter() - w.began - w.paused, 1e-9)
         tok_s = w.tokens / seconds
         metrics = {
@@ -234,8 +239,10 @@ class Trainer:
             "padding_frac": 1 - w.tokens / max(w.slots, 1), "examples_drawn": self.data.examples_drawn,
             "peak_mem_gb": _peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
         }
-        if t.peak_tflops:
-            metrics["mfu"] = 6 * self.n_params * tok_s / (t.peak_tflops * 1e12 * self.world)
+        flops_s = self.flops.step_flops(w.tokens, w.attention_sq, w.target_tokens) / seconds
+        metrics["tflops_per_device"] = flops_s / self.world / 1e12
+        if self.peak_tflops:
+            metrics["mfu"] = flops_s / (self.peak_tflops * 1e12 * self.world)
         metrics.update({f"loss/{n}": loss[i] / tokens[i] for i, n in enumerate(self.names) if tokens[i]})
         metrics.update(scores)
         self.tracker.log(metrics, self.step)
@@ -274,8 +281,10 @@ class Trainer:
         finished = self.step >= t.max_steps or self._epochs_done()
         final = None
         if finished:
-            done = checkpoint.complete_checkpoints(self.run.checkpoints)
-            final = done[-1][1] if done and done[-1][0] == self.step else self.save()
+            # one rank reads the shared directory and decides; the save that may follow is collective
+            done = checkpoint.complete_checkpoints(self.run.checkpoints) if self.main else None
+            saved = broadcast_object(done[-1][1] if done and done[-1][0] == self.step else None)
+            final = saved or self.save()
             if t.export_final:
                 from ift.export import export_checkpoint
 
@@ -291,6 +300,15 @@ class Trainer:
 
 def train(cfg: Config, only_task: str | None = None) -> dict:
     return Trainer(cfg, only_task).train()
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    """Peak dense TFLOP/s of a CUDA device from its name (ift.flops); None on CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    from ift.flops import peak_tflops
+
+    return peak_tflops(torch.cuda.get_device_name(device))
 
 
 def _grad_norm(engine) -> float:

@@ -26,7 +26,7 @@ def make_checkpoint(ckpt_dir, step: int, manifest: bool = True) -> str:
     with open(os.path.join(path, checkpoint.STATE_FILE), "w") as f:
         json.dump({"step": step}, f)
     if manifest:
-        write_manifest(path)
+        write_manifest(path, {})
     with open(os.path.join(path, DONE_FILE), "w") as f:
         f.write(f"{step}\n")
     return path

@@ -26,6 +26,7 @@ class Step:
     target_tokens: int  # target tokens in the whole global batch (all ranks, all micro-batches)
     tokens: int  # non-padding tokens in the global batch
     slots: int  # token slots (incl. padding) in the global batch
+    attention_sq: int = 0  # sum of squared example lengths in the global batch (attention FLOPs, ift.flops)
 
 
 class PackedLoader:
@@ -108,7 +109,9 @@ class PackedLoader:
                     part = group[r::self.world_size]
                     slots += len(part) * max(int(self.tasks[t].lengths[e]) for row in part for t, e in row)
         self.steps += 1
-        return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots)
+        attention_sq = sum(int(self.tasks[t].lengths[e]) ** 2 for row in rows for t, e in row)
+        return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots,
+                    attention_sq)
 
     @property
     def examples_drawn(self) -> int:

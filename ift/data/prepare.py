@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from ift import distributed
+from ift import distributed, faults
 from ift.config import Config
 from ift.errors import UserError
 from ift.rundir import RunDir
@@ -82,6 +82,7 @@ def prepare_data(cfg: Config, only_task: str | None = None):
     rank, tok_dir = distributed.rank(), RunDir(cfg.run_dir).tokenizer
     # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
     with distributed.main_process_first():
+        faults.maybe_stall("tokenizer", rank)  # tests only
         tokenizer = load_tokenizer(cfg.model, cfg.run_dir, tasks)
         if rank == 0 and not os.path.isdir(tok_dir):
             tokenizer.save_pretrained(tok_dir)

@@ -65,31 +65,43 @@ def load_model(source: str, info: dict | None = None):
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a tokenizer from the model folder: {e}") from None
         dtype = "auto" if accelerator_available() else torch.float32
-        # several visible GPUs share a model too large for one (accelerate's device map)
-        device_map = "auto" if accelerator_available() and torch.cuda.device_count() > 1 else None
         try:
-            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, device_map=device_map,
-                                                         trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a causal LM from the model folder: {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
         raise UserError(f"{source}: the tokenizer has no EOS token, so generation cannot stop")
-    if accelerator_available() and getattr(model, "hf_device_map", None) is None:
+    if accelerator_available():
         from ift.model import DTYPES, resolve_dtype
 
         if info["cfg"] is not None:  # a run's checkpoint (consolidated in fp32): the precision it trained in
             model = model.to(DTYPES[resolve_dtype(info["cfg"].model.dtype)])
-        if torch.cuda.device_count() > 1:
-            from accelerate import dispatch_model, infer_auto_device_map
-
-            device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
-            model = dispatch_model(model, device_map)
-        else:
-            model = model.to("cuda")
+        model = place_on_gpus(model)
     model.eval()
     return model, tokenizer, info
+
+
+def gpu_placement(model_bytes: int, free_bytes: int, gpus: int) -> str:
+    """"one": the model fits on one GPU with a fifth to spare (the KV cache and activations of
+    generation); "spread": it does not, and there are several GPUs to spread it over."""
+    return "one" if gpus == 1 or model_bytes * 1.2 <= free_bytes else "spread"
+
+
+def place_on_gpus(model):
+    """The model on the current GPU when it fits there, else over all visible GPUs with accelerate's
+    device map (layers split whole). A model on several GPUs generates slower: one at a time works."""
+    import torch
+
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    free, _ = torch.cuda.mem_get_info()
+    if gpu_placement(size, free, torch.cuda.device_count()) == "one":
+        return model.to("cuda")
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
+    return dispatch_model(model, device_map)
 
 
 def context_limit(model, cfg: Config | None) -> int | None:

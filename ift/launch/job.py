@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from ift import stop
+from ift import faults, stop
 from ift.config import Config
 from ift.launch.requeue import job_id, read_requeues, record_stop, restart_count
 from ift.logs import setup_logging
@@ -112,7 +112,11 @@ def run_task(dist: dict, cfg: Config, only_task: str | None = None) -> int:
     if result["finished"]:
         return 0
     if dist["rank"] == 0:
+        faults.maybe_stall("record_stop", 0)  # tests only
         record_stop(cfg.run_dir, stop.reason(), result)
+    # Under srun --kill-on-bad-exit, the first rank to exit 3 gets the others killed: every rank
+    # leaves only after rank 0 has recorded the stop (the CLI's ift.distributed.shutdown barrier
+    # comes after this return, on every rank).
     return EXIT_REQUEUE
 
 
@@ -159,15 +163,21 @@ class SlurmTrainJob:
         self._thread = threading.Thread(target=self._train, name="ift-train", daemon=True)
         self._thread.start()
         log.info("training in thread %s; the main thread waits and handles signals", self._thread.name)
-        while True:
-            try:
-                while self._thread.is_alive():
-                    self._thread.join(0.5)
-                break
-            except UncompletedJobError:  # raised by submitit's handler after self.checkpoint
-                if self._box.get("result", {}).get("finished") or "error" in self._box:
-                    break  # finished as the signal came (nothing to requeue), or failed (raised below)
-                raise
+        try:
+            while True:
+                try:
+                    while self._thread.is_alive():
+                        self._thread.join(0.5)
+                    break
+                except UncompletedJobError:  # raised by submitit's handler after self.checkpoint
+                    if self._box.get("result", {}).get("finished") or "error" in self._box:
+                        break  # finished as the signal came (nothing to requeue), or failed (raised below)
+                    raise  # requeued: rank 0 has recorded the stop
+        finally:
+            if not self._thread.is_alive():  # the groups end after the thread that used them
+                from ift import distributed
+
+                distributed.shutdown(success="error" not in self._box)
         if "error" in self._box:
             raise self._box["error"]
         result = self._box["result"]

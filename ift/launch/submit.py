@@ -77,7 +77,11 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         *s.setup,
     ]
-    params["srun_args"] = ["--kill-on-bad-exit=1"]
+    # srun gets the CPUs per task itself: Slurm 22.05-23.02 do not pass SLURM_CPUS_PER_TASK from
+    # sbatch to srun. --gpu-bind=none: every task sees the node's GPUs and takes LOCAL_RANK (NCCL
+    # then sees its peers for NVLink/P2P); a site's --gpus-per-task=1 works too (ift.distributed).
+    params["srun_args"] = ["--kill-on-bad-exit=1", f"--cpus-per-task={s.cpus_per_task}",
+                           *(["--gpu-bind=none"] if s.gres else [])]
     requeue = [_python(cfg), "-m", "ift.crash_requeue", "--exit-code", '"$ift_rc"',
                "--max-failures", str(s.max_failures),
                "--rank-log", shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),

@@ -58,8 +58,11 @@ def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
     lines = set(out.splitlines())
     for want in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=8", "--partition=gpu",
                  "--time=120", "--account=proj", "--qos=high", "--mem=200GB", "--constraint=a100", "--exclusive",
-                 "--mail-type=END", "--signal=USR2@120", "--job-name=big", "--open-mode=append"):
+                 "--mail-type=END", "--signal=USR2@180", "--job-name=big", "--open-mode=append"):
         assert f"#SBATCH {want}" in lines, f"missing #SBATCH {want} in:\n{out}"
+    # srun gets the CPUs per task itself (Slurm 22.05-23.02 do not pass them on) and the GPU binding
+    (srun,) = [x for x in out.splitlines() if x.startswith("srun ")]
+    assert "--cpus-per-task=8" in srun.split() and "--gpu-bind=none" in srun.split(), srun
     assert out.startswith("#!/bin/bash\n")
     assert "module load cuda" in lines and "export SUBMITIT_EXECUTOR=slurm" in lines
     assert f"{sys.executable} -u -m submitit.core._submit" in out  # the job runs this venv's python
@@ -73,6 +76,8 @@ def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
         sbatch = [x for x in out.splitlines() if x.startswith("#SBATCH")]
         assert "#SBATCH --ntasks-per-node=2" in sbatch, out
         assert not [x for x in sbatch if "gpu" in x or "gres" in x], out
+        (srun,) = [x for x in out.splitlines() if x.startswith("srun ")]
+        assert "--cpus-per-task=8" in srun.split() and "gpu-bind" not in srun, srun
 
 
 def test_dry_run_sweep_is_one_array_with_a_run_per_value(tmp_path, capsys):
