@@ -10,6 +10,8 @@ one-process `Trainer` (DeepSpeed engine, gloo) runs with two spies:
 The held-out loss (`eval.every`) goes through the same checks."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 
 import pytest
@@ -31,9 +33,11 @@ def in_process_world(monkeypatch):
 
     for s, h in handlers.items():
         signal.signal(s, h)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    ift.distributed._HOST_GROUP = None
+    ift.distributed.shutdown()
+    import deepspeed.utils.groups
+
+    # DeepSpeed caches its clone of the world group per process: a second run in this process needs a new one
+    deepspeed.utils.groups._WORLD_GROUP = None
     for k in DIST_ENV:
         monkeypatch.delenv(k, raising=False)
 
@@ -109,3 +113,82 @@ def test_to_device_moves_every_tensor_and_keeps_values():
     assert {k: v.shape for k, v in moved.items()} == {k: v.shape for k, v in batch.items()}
     same = to_device(batch, torch.device("cpu"))
     assert all(torch.equal(same[k], batch[k]) for k in batch)
+
+
+HOST_READS = ("item", "tolist", "new_tensor", "__float__", "__int__", "__bool__", "cpu")
+
+
+def test_no_host_read_in_a_step_that_does_not_log(tmp_path, monkeypatch, in_process_world):
+    """On CUDA every read of a device value into Python (item, tolist, float(t), bool(t), .cpu())
+    and every Python scalar copied to the device (new_tensor) blocks until the GPU catches up.
+    Spies on those Tensor methods record each call made from ift's own code, with the phase of the
+    loop it came from; a step that neither logs nor saves must make none. (numpy() is not spied:
+    it refuses a CUDA tensor, so it only ever reads host tensors, like the stop vote's.)"""
+    import os
+    import sys
+
+    import ift.train
+    from ift.config import load_config
+
+    path = write_config(tmp_path, "sync", train={"max_steps": 8, "log_every": 4, "grad_accum": 2,
+                                                  "peak_tflops": 1.0})
+    cfg = load_config(str(path), [])
+    package = os.path.dirname(ift.train.__file__)
+    phase = {"now": "set-up"}
+    calls: list[tuple[str, str, str]] = []
+
+    def spy(name, real):
+        def method(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(package):
+                calls.append((phase["now"], name, f"{os.path.relpath(caller, package)}:{sys._getframe(1).f_lineno}"))
+            return real(self, *args, **kwargs)
+        return method
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+
+    def in_phase(name, real):
+        def method(self, *args, **kwargs):
+            before, phase["now"] = phase["now"], name
+            try:
+                return real(self, *args, **kwargs)
+            finally:
+                phase["now"] = before
+        return method
+
+    for name in ("log_metrics", "save", "finish"):
+        monkeypatch.setattr(ift.train.Trainer, name, in_phase(name, getattr(ift.train.Trainer, name)))
+    trainer = ift.train.Trainer(cfg)
+    phase["now"] = "step"
+    result = trainer.train()
+
+    assert result["finished"] and result["step"] == 8
+    in_steps = [c for c in calls if c[0] == "step"]
+    assert not in_steps, f"host reads in steps that do not log: {in_steps}"
+    assert any(c[0] == "log_metrics" for c in calls)  # the spies do see ift's reads where they belong
+    m = result["last_metrics"]
+    assert m["tflops_per_device"] > 0 and m["mfu"] == pytest.approx(m["tflops_per_device"] / 1.0)
+
+
+def test_checkpoint_checksums_come_from_the_bytes_written(tmp_path, monkeypatch, in_process_world):
+    """The manifest's CRC-32s are computed while DeepSpeed's checkpoint engine writes the shards
+    (ift.checkpoint.save_file), not by reading the files back: only DeepSpeed's small helper files
+    nobody recorded are read. The manifest still matches a full read-back verification."""
+    import ift.checkpoint
+    import ift.train
+    from ift.config import load_config
+
+    cfg = load_config(str(write_config(tmp_path, "crc", train={"max_steps": 2})), [])
+    read_back: list[str] = []
+    real_crc = ift.checkpoint._crc32
+    trainer = ift.train.Trainer(cfg)
+    monkeypatch.setattr(ift.checkpoint, "_crc32", lambda p: read_back.append(p) or real_crc(p))
+    result = trainer.train()
+    monkeypatch.setattr(ift.checkpoint, "_crc32", real_crc)
+
+    ckpt = result["checkpoint"]
+    manifest = json.loads(open(os.path.join(ckpt, ift.checkpoint.MANIFEST_FILE)).read())["files"]
+    assert "mp_rank_00_model_states.pt" in manifest and "rng/rank_0.pt" in manifest
+    assert not [p for p in read_back if p.endswith((".pt", ift.checkpoint.STATE_FILE))], read_back
+    assert ift.checkpoint.verify_checkpoint(ckpt, "full") == []

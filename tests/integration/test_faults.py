@@ -147,3 +147,16 @@ def test_a_crashed_rank_is_restarted_by_max_restarts(tmp_path, monkeypatch):
     straight.wait()
     assert "resumed from" in result.stderr and "step_00000004 at step 4" in result.stderr, result.stderr[-3000:]
     assert _losses(job.run_dir) == _losses(straight.run_dir)
+
+
+@pytest.mark.slow
+def test_rank_0_slower_than_the_collective_timeout_does_not_fail_the_run(tmp_path, monkeypatch):
+    """Rank 0 alone builds what the others then read (here the tokenizer, stalled for 2.5x
+    train.dist_timeout_min); the others wait for it on the host group, whose timeout is
+    train.host_timeout_min, not inside a collective of the default group, which would give up."""
+    monkeypatch.setenv("IFT_STALL", "tokenizer:15@rank0")
+    cfg = _config(tmp_path, "slow", max_steps=4, save_every=0, dist_timeout_min=0.1)  # 6 s
+    done = TrainJob(cfg, nproc=2).wait()
+    assert done.returncode == 0
+    assert [m["step"] for m in map(json.loads, (tmp_path / "runs" / "slow" / "metrics.jsonl").open())] == \
+        [1, 2, 3, 4]

@@ -346,8 +346,11 @@ def sbatch_job(workdir, name: str, *overrides: str) -> tuple[str, Path, Path]:
 
 
 @pytest.mark.slurm
-def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir):
+def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir, monkeypatch):
     began = time.time()
+    # rank 0 is slow to record the stop: under srun --kill-on-bad-exit a rank that left with exit 3
+    # first would get it killed before requeues.jsonl is written; every rank leaves after it
+    monkeypatch.setenv("IFT_STALL", "record_stop:5@rank0")
     job, run, log = sbatch_job(workdir, "sbatch")
     logs = [log]
     wait_for(lambda: steps_logged(run) >= SIGNAL_AT, START_TIMEOUT, f"step {SIGNAL_AT}", job, logs)
