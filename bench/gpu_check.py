@@ -31,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per GPU
+SMOKE_PEAK_TFLOPS = 1.0  # a nominal CPU "peak" so that --smoke prints an MFU figure (meaningless on CPU)
 # The resume/export/eval model: the 1B shape is measured in (1); these checks need a real GPU run, not size.
 CHECK_MODEL = {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4,
                "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 128256,
@@ -100,13 +100,16 @@ def environment(args) -> dict:
 
 
 def peak_tflops(args, info) -> float:
+    from ift.flops import peak_tflops as peak_of
+
     if args.peak_tflops:
         return args.peak_tflops
-    name = info.get("device", "")
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
+    if args.smoke:
+        return SMOKE_PEAK_TFLOPS
+    return peak_of(info.get("device", "")) or 0.0
 
 
-def write_config(path, args, data, **train) -> str:
+def write_config(path, args, data, peak: float = 0.0, **train) -> str:
     import yaml
 
     model = SMOKE_MODEL if args.smoke else CHECK_MODEL
@@ -119,7 +122,7 @@ def write_config(path, args, data, **train) -> str:
         "data": {"tasks": tasks, "template": "zero_shot", "max_seq_len": 128 if args.smoke else 2048,
                  "cache_dir": os.path.join(args.out, "cache"), "on_bad_record": "skip"},
         "train": {"max_steps": 12, "micro_batch_size": 2, "lr": 3e-4, "warmup_steps": 2, "zero_stage": 3,
-                  "log_every": 1, "save_every": 6, "keep_last": 3, **train},
+                  "log_every": 1, "save_every": 6, "keep_last": 3, "peak_tflops": peak, **train},
         "eval": {"max_new_tokens": 8, "limit": 8},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
@@ -174,13 +177,14 @@ def losses(run_dir: str) -> dict[int, float]:
         return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
 
 
-def resume_export_eval(args, data) -> None:
+def resume_export_eval(args, data, tflops: float) -> None:
     ift = [sys.executable, "-m", "ift"]
     runs = os.path.join(args.out, "runs")
-    ref = write_config(os.path.join(args.out, "reference.yaml"), args, data)
-    killed = write_config(os.path.join(args.out, "killed.yaml"), args, data)
+    ref = write_config(os.path.join(args.out, "reference.yaml"), args, data, tflops)
+    killed = write_config(os.path.join(args.out, "killed.yaml"), args, data, tflops)
     try:
         run(ift + ["train", ref], args.smoke, quiet=True)
+        report_mfu(os.path.join(runs, "reference"), tflops, args.smoke)
         died = run(ift + ["train", killed], args.smoke, check=False, quiet=True, extra_env={"IFT_FAULT": "step@9"})
         assert died.returncode != 0, "the killed run did not die"
         run(ift + ["train", killed], args.smoke, quiet=True)
@@ -210,6 +214,19 @@ def resume_export_eval(args, data) -> None:
         record("eval", False, str(e))
 
 
+def report_mfu(run_dir: str, tflops: float, smoke: bool) -> None:
+    """ift's own MFU (metrics.jsonl: ift.flops' model FLOPs over the peak) of the check model's steps 3-12."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [r for r in map(json.loads, f) if r["step"] > 2]
+    achieved = sum(r["tflops_per_device"] for r in rows) / len(rows)
+    mfus = [r["mfu"] for r in rows if "mfu" in r]
+    mfu = sum(mfus) / len(mfus) if mfus else None
+    peak = f"{tflops:g} TFLOP/s" + (" (nominal, smoke)" if smoke else "")
+    record("mfu", mfu is not None and mfu > 0,
+           f"{achieved:.3f} TFLOP/s per device over steps 3-12 of the check model, MFU "
+           f"{'-' if mfu is None else f'{mfu:.2%}'} of {peak}")
+
+
 def _two_sni_tasks(data: str) -> str:
     names = sorted(t for t in os.listdir(os.path.join(data, "eval")) if t.endswith(".jsonl"))[:2]
     return ",".join(os.path.join(data, "eval", t) for t in names)
@@ -220,15 +237,19 @@ def check_export(folder: str, smoke: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cpu" if smoke else "cuda"
-    model = AutoModelForCausalLM.from_pretrained(folder,
-                                                 dtype=torch.bfloat16 if not smoke else torch.float32).to(device)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    saved = config.get("dtype") or config.get("torch_dtype")  # the training dtype by default
+    want = "float32" if smoke else "bfloat16"
+    if saved != want:
+        raise AssertionError(f"exported in {saved}, trained in {want}")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").to(device)
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok("Reverse the word: hello\nOutput:", return_tensors="pt").to(device)
     with torch.no_grad():
         logits = model(**ids).logits
         generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
     ok = bool(torch.isfinite(logits).all()) and generated.shape[1] > ids["input_ids"].shape[1]
-    record("export", ok, f"from_pretrained on {logits.device}, "
+    record("export", ok, f"from_pretrained on {logits.device}, {saved}, "
                          f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, finite logits, "
                          f"generated {generated.shape[1] - ids['input_ids'].shape[1]} tokens")
 
@@ -253,7 +274,7 @@ def main() -> int:
     if not args.smoke and not tflops:
         print("note: unknown device peak; pass --peak-tflops for MFU", flush=True)
     speed(args, data, info["gpus"], tflops)
-    resume_export_eval(args, data)
+    resume_export_eval(args, data, tflops)
     print(f"\ngpu_check: {time.perf_counter() - began:.0f}s in all")
     for name, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")

@@ -160,19 +160,23 @@ def run_ift(cfg_path, *overrides) -> dict:
     return {"wall": time.perf_counter() - started}
 
 
-def ift_result(run_dir: str, steps: list, warmup: int) -> dict:
+def ift_result(run_dir: str, steps: list, warmup: int, world: int) -> dict:
     """(tokens, seconds) of every logged window after the warm-up steps: a window's tokens_per_s
     is its tokens over the summed time of its steps, and its tokens are known (the same batches)."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    samples, prev = [], 0
+    samples, prev, flops, tokens = [], 0, 0.0, 0
     for r in rows:
         window_tokens = sum(s["tokens"] for s in steps[prev:r["step"]])
         if prev >= warmup:
-            samples.append((window_tokens, window_tokens / r["tokens_per_s"]))
+            seconds = window_tokens / r["tokens_per_s"]
+            samples.append((window_tokens, seconds))
+            # ift's model FLOPs of the window (ift.flops: attention by document, head on targets only)
+            flops += r["tflops_per_device"] * 1e12 * world * seconds
+            tokens += window_tokens
         prev = r["step"]
     return {"samples": samples, "loss": sum(r["loss"] for r in rows[-warmup:]) / len(rows[-warmup:]),
-            "peak_gib": max(r["peak_mem_gb"] for r in rows)}
+            "peak_gib": max(r["peak_mem_gb"] for r in rows), "flops_per_token": flops / max(tokens, 1)}
 
 
 def same_batches(cfg, rank, local_rank, world):
@@ -388,7 +392,8 @@ def worker(args) -> None:
                     tokenizer, steps = same_batches(load_config(cfg_path, [f"run.name={name}"]),
                                                     rank, local_rank, world)
                 if rank == 0:
-                    results["ift"].append(ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps))
+                    results["ift"].append(ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps,
+                                                     world))
             elif method == "bare":
                 log0(rank, f"round {r + 1}: (b) bare deepspeed.initialize loop ...")
                 results["bare"].append(run_bare(cfg, tokenizer, steps, rank, world, args.warmup_steps))
@@ -461,11 +466,18 @@ def report(args, results, n_params: int) -> None:
             continue
         cells = "".join(f"{rates(r['samples'])[0]:>9.0f}" for r in results[key])
         per_device = pooled[key][1] / args.nproc
-        # MFU: 6 * parameters * tokens/s (attention's own FLOPs left out) over the device's peak
-        mfu = f"{6 * n_params * per_device / (args.peak_tflops * 1e12):>7.1%}" if args.peak_tflops else f"{'-':>7}"
+        # MFU: model FLOPs per token as ift counts them (ift.flops; every method trains the same
+        # batches, so the same FLOPs per token) x tokens/s over the device's peak
+        flops_per_token = results["ift"][0]["flops_per_token"] if "ift" in results else 6 * n_params
+        mfu = (f"{flops_per_token * per_device / (args.peak_tflops * 1e12):>7.1%}" if args.peak_tflops
+               else f"{'-':>7}")
         peak = max(r["peak_gib"] for r in results[key])
         print(f"{label:<31}{cells}{pooled[key][0]:>9.0f}{pooled[key][1]:>9.0f}{per_device:>10.0f}{mfu}"
               f"{peak:>9.2f}{results[key][-1]['loss']:>8.3f}")
+    if "ift" in results:
+        print(f"(MFU: {results['ift'][0]['flops_per_token'] / 1e9:.3f} GFLOP per token as ift counts them, ift.flops: "
+              "6 x non-embedding parameters + attention within each document + the output projection on "
+              "targets only)")
     print()
     print(f"{'ratio':<16}{'median':>8}{'mean':>8}{'target':>9}  result (on the median)")
     for name, other, target in (("ift / bare", "bare", 0.97), ("ift / Trainer", "trainer", 1.0)):

@@ -3,6 +3,7 @@ the middle of a save, retention, mismatch checks, another world size, export rou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -117,6 +118,7 @@ def test_resume_checks_model_and_mixture(tmp_path):
 
 
 def test_export_round_trip_matches_the_training_weights(tmp_path):
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from ift.export import export_checkpoint
@@ -136,6 +138,12 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     assert set(module) == set(exported)
     for key, value in module.items():
         assert torch.equal(value, exported[key]), key
+    # the training dtype by default (fp32 here), another on request
+    assert {v.dtype for v in load_file(str(tmp_path / "hf" / "model.safetensors")).values()} == {torch.float32}
+    half = export_checkpoint(str(run.run_dir), str(tmp_path / "hf16"), dtype="bf16")
+    weights = load_file(os.path.join(half, "model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}
+    assert torch.equal(weights["model.embed_tokens.weight"], module["model.embed_tokens.weight"].bfloat16())
     trained = AutoModelForCausalLM.from_pretrained(out).eval()
     trained.load_state_dict(module, strict=True)
     ids = torch.randint(0, 300, (2, 17))

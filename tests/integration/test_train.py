@@ -6,8 +6,8 @@ is started at once by a module fixture and the tests then check the finished run
 - ZeRO-2 and ZeRO-3 on 2 processes: loss falls, metrics, per-task losses, W&B offline files,
   run-directory layout, consolidated checkpoints.                                   (slow)
 - Loss normalization: micro-batch 4 x 1 process == micro-batch 1 x grad_accum 4 == 2 ranks x
-  micro-batch 2, step by step and in the final weights: padded rows on ZeRO-2, packed rows on
-  ZeRO-3.                                                                           (slow)
+  micro-batch 2, step by step (and the held-out loss, scored in shares across ranks) and in the
+  final weights: padded rows on ZeRO-2, packed rows on ZeRO-3.                      (slow)
 - A local `from_pretrained` folder trains; DeepSpeed config-file conflicts and shipped configs;
   a non-finite loss stops the run naming the step (exit 1: a failure of the run, not of its input).
 """
@@ -107,6 +107,10 @@ EQUIV_DATA = {
 # per-micro-batch normalization moves most weights by ~1e-4.
 EQUIV_TRAIN = {"max_steps": 4, "grad_clip": 0.0, "lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0,
                "log_every": 1, "zero_stage": 2}
+# The held-out loss at steps 2 and 4: 5 batches, so at 2 ranks one rank scores 3 and the other
+# 2 (+ one uncounted forward, which ZeRO-3's collective parameter gathering needs).
+EQUIV_EVAL = {"every": 2, "limit": 5, "batch_size": 2,
+              "tasks": [{"builtin": "uppercase_word", "n": 8}, {"builtin": "add_numbers", "n": 8}]}
 LAYOUTS = {  # name: (train overrides, processes); every layout has 4 rows per optimizer step
     "mb4": ({"micro_batch_size": 4, "grad_accum": 1}, 1),
     "ga4": ({"micro_batch_size": 1, "grad_accum": 4}, 1),
@@ -129,7 +133,7 @@ def equivalence_runs(tmp_path_factory):
         for name, (_, nproc) in LAYOUTS.items():
             tag = f"{'packed' if packing else 'padded'}_{name}"
             path = write_config(tmp, tag, data={**EQUIV_DATA, "packing": packing},
-                                train=_layout_train(packing, name))
+                                train=_layout_train(packing, name), eval=EQUIV_EVAL)
             jobs[(packing, name)] = (path, {"nproc": nproc})
     return run_concurrently(jobs)
 
@@ -158,6 +162,11 @@ def test_loss_normalization_is_independent_of_batch_layout(equivalence_runs, pac
                 assert b[key] == pytest.approx(a[key], rel=1e-6, abs=0), (where, key)
             # same gradient: a wrong scale (which Adam would mostly hide) shows here
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5, abs=0), where
+            # the held-out loss: each rank scored its share, the sums all-reduced
+            held = [k for k in a if k.startswith("eval/loss")]
+            assert bool(held) == (a["step"] % EQUIV_EVAL["every"] == 0), where
+            for key in held:
+                assert b[key] == pytest.approx(a[key], rel=1e-6, abs=0), (where, key)
 
     assert all(m["grad_norm"] > 0 and m["lr"] == EQUIV_TRAIN["lr"] for m in ref)  # the weights did move
     weights = {name: consolidated_state(job.run_dir) for name, job in runs.items()}
