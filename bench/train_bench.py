@@ -2,8 +2,9 @@
 """Training-throughput benchmark: `ift train` versus a bare DeepSpeed loop and versus
 `transformers.Trainer`, side by side in one run, on the same model and the same packed batches.
 
-  (a) ift      `ift train` (the CLI entry point, run inside the torchrun workers), logging every
-               step; tokens/s read from its metrics.jsonl, the first windows (--warmup-steps)
+  (a) ift      `ift train`'s library call (ift.train.train, what the verb runs inside each torchrun
+               worker; the verb's wrapper would end the process groups the other two still
+               need), logging every step; tokens/s read from its metrics.jsonl, the first windows (--warmup-steps)
                left out as warm-up.
   (b) bare     `deepspeed.initialize` with the same model, DeepSpeed config (ZeRO-2) and optimizer
                settings, looping over the very micro-batches ift's PackedLoader yields: plain
@@ -151,12 +152,13 @@ def log0(rank, *msg):
 
 
 def run_ift(cfg_path, *overrides) -> dict:
-    from ift.cli import main
+    from ift.config import load_config
+    from ift.logs import setup_logging
+    from ift.train import train
 
+    setup_logging()
     started = time.perf_counter()
-    code = main(["train", cfg_path, *overrides])
-    if code:
-        raise SystemExit(f"ift train exited {code}")
+    train(load_config(cfg_path, list(overrides)))
     return {"wall": time.perf_counter() - started}
 
 
@@ -201,14 +203,23 @@ def same_batches(cfg, rank, local_rank, world):
     return tokenizer, steps
 
 
+def same_ds_config(cfg, tokenizer, world) -> dict:
+    """The DeepSpeed config ift's trainer builds for this model (its comm buckets from the width)."""
+    from ift.engine import deepspeed_config
+    from ift.model import model_config
+
+    width = getattr(model_config(cfg.model, tokenizer).get_text_config(), "hidden_size", None)
+    return deepspeed_config(cfg, world, width)
+
+
 def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
     import deepspeed
     import torch
 
-    from ift.engine import deepspeed_config, lr_lambda, to_device
+    from ift.engine import lr_lambda, to_device
     from ift.model import build_model
 
-    ds = deepspeed_config(cfg, world)
+    ds = same_ds_config(cfg, tokenizer, world)
     model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -244,7 +255,6 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from ift.distributed import accelerator_available
-    from ift.engine import deepspeed_config
     from ift.model import build_model
 
     t = cfg.train
@@ -281,7 +291,7 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
 
-    ds = deepspeed_config(cfg, world)
+    ds = same_ds_config(cfg, tokenizer, world)
     model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
     model.config.use_cache = False
     args = TrainingArguments(

@@ -86,7 +86,14 @@ def shutdown(success: bool = True) -> None:
         return
     if success and world_size() > 1:
         dist.barrier(group=_HOST_GROUP)
-    dist.destroy_process_group()  # every group, the host group and DeepSpeed's included
+    import deepspeed.comm
+
+    if deepspeed.comm.is_initialized():
+        # every group (the host group and DeepSpeed's), and DeepSpeed's cached handles to them,
+        # so that a later init in this process (tests, a notebook) starts clean
+        deepspeed.comm.destroy_process_group()
+    else:
+        dist.destroy_process_group()
     _HOST_GROUP = None
 
 

@@ -34,10 +34,6 @@ def in_process_world(monkeypatch):
     for s, h in handlers.items():
         signal.signal(s, h)
     ift.distributed.shutdown()
-    import deepspeed.utils.groups
-
-    # DeepSpeed caches its clone of the world group per process: a second run in this process needs a new one
-    deepspeed.utils.groups._WORLD_GROUP = None
     for k in DIST_ENV:
         monkeypatch.delenv(k, raising=False)
 
