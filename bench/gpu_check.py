@@ -12,6 +12,8 @@
    the losses of an uninterrupted run (bf16 tolerance: GPU kernels are not bitwise deterministic).
 3. export: the checkpoint to a Hugging Face folder, loaded back with from_pretrained on the GPU.
 4. eval: `ift eval` on two tasks, generating on the GPU.
+5. long context: `bench/long_context.py` at one length, 32k tokens of the 1B shape in one row at
+   sequence parallelism 1 (tiled MLP, gradient checkpointing, ZeRO-3), and at 2 over two GPUs.
 
 On a machine with PyTorch (CUDA), transformers, accelerate and pyarrow but none of ift's other
 dependencies and no network, carry the wheels (bench/README.md, "The GPU check") and run:
@@ -172,6 +174,25 @@ def speed(args, data, gpus: int, tflops: float) -> None:
                 record(f"speed ZeRO-{stage} x{nproc}", False, str(e))
 
 
+def long_context(args, gpus: int) -> None:
+    """bench/long_context.py at one length: one 32k-token document per row of the Llama-3.2-1B shape
+    at SP=1 on one GPU (tiled MLP, gradient checkpointing, the chunked loss, ZeRO-3), and at SP=2
+    over two GPUs when there are two."""
+    cmd = [sys.executable, os.path.join(HERE, "long_context.py"), "--out", os.path.join(args.out, "long"),
+           "--steps", "3", "--sp", "1,2" if args.smoke or gpus > 1 else "1"]
+    if args.smoke:
+        cmd += ["--model", "demo", "--device", "cpu", "--start-len", "256", "--max-len", "256"]
+    else:
+        cmd += ["--model", "llama-1b", "--device", "cuda", "--start-len", "32768", "--max-len", "32768",
+                "--tiled-mlp", "--gradient-checkpointing", "--zero-stage", "3"]
+    try:
+        done = run(cmd, args.smoke, quiet=True)
+        rows = [ln.strip() for ln in done.stdout.splitlines() if ln.startswith("  SP=")]
+        record("long context", bool(rows) and all("tok/s/device" in r for r in rows), "; ".join(rows))
+    except RuntimeError as e:
+        record("long context", False, str(e))
+
+
 def losses(run_dir: str) -> dict[int, float]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
@@ -275,6 +296,7 @@ def main() -> int:
         print("note: unknown device peak; pass --peak-tflops for MFU", flush=True)
     speed(args, data, info["gpus"], tflops)
     resume_export_eval(args, data, tflops)
+    long_context(args, info["gpus"])
     print(f"\ngpu_check: {time.perf_counter() - began:.0f}s in all")
     for name, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")

@@ -77,10 +77,12 @@ def cmd_train(args, extras) -> None:
     if args.only_task:
         single_task(cfg, args.only_task, extras)
     if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
+        from ift import sequence_parallel
         from ift.engine import deepspeed_config
         from ift.launch.local import launch_torchrun
 
         deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
+        sequence_parallel.check(cfg, args.nproc_per_node)
         code = launch_torchrun(args.nproc_per_node, args.argv, args.max_restarts)
         if code:
             raise SystemExit(code)

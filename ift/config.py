@@ -246,11 +246,16 @@ class TrainConfig:
     """Per device, dense bf16/fp16, for MFU; 0 = from the GPU's name (H100, H200, A100), none on CPU."""
     loss_chunk: int = 1024
     """Target tokens per chunk of the output projection + loss (bounds its memory)."""
+    sequence_parallel: int = 1
+    """Ulysses sequence parallelism: N consecutive ranks split every row along the sequence (the
+    world is data_parallel x N; ift.sequence_parallel). 1: off."""
+    tiled_mlp: bool = False
+    """Compute the MLPs in tiles along the sequence (DeepSpeed's TiledMLP): less memory at long lengths."""
 
     def check(self, at: str) -> None:
         check_choices(self, at)
         for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "loss_chunk", "dist_timeout_min",
-                     "host_timeout_min"):
+                     "host_timeout_min", "sequence_parallel"):
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         require(self.epochs is None or self.epochs > 0, f"{at}.epochs", self.epochs, "must be > 0")
         require(math.isfinite(self.lr) and self.lr > 0, f"{at}.lr", self.lr, "must be > 0")

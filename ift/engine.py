@@ -111,7 +111,13 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
             zero["stage3_gather_16bit_weights_on_model_save"] = False
         ds = {"zero_optimization": zero}
     ds.update(expected)
-    ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * world_size
+    if world_size % t.sequence_parallel:
+        raise UserError(f"train.sequence_parallel={t.sequence_parallel}: the world size {world_size} is not "
+                        "divisible by it")
+    # rows per optimizer step: the ranks of a sequence-parallel group share theirs
+    ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * (world_size // t.sequence_parallel)
+    if t.sequence_parallel > 1:
+        ds["sequence_parallel_size"] = t.sequence_parallel
     # check_grad_overflow: bf16 updates with a non-finite gradient are skipped (train.skip_nonfinite)
     ds.setdefault("bf16", {"enabled": dtype_name == "bf16", "check_grad_overflow": t.skip_nonfinite})
     ds.setdefault("fp16", {"enabled": dtype_name == "fp16"})  # fp16: DeepSpeed's dynamic loss scaling
@@ -155,12 +161,13 @@ def build_optimizer(cfg: Config, model, ds_config: dict):
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=accelerator_available() or None)
 
 
-def initialize(cfg: Config, model, ds_config: dict):
-    """`model` is what DeepSpeed trains (ift.model.CausalLMLoss: its forward returns the loss)."""
+def initialize(cfg: Config, model, ds_config: dict, mpu=None):
+    """`model` is what DeepSpeed trains (ift.model.CausalLMLoss: its forward returns the loss);
+    `mpu`: DeepSpeed's sequence-parallel groups (ift.sequence_parallel.setup) or None."""
     import deepspeed
 
     optimizer = build_optimizer(cfg, model, ds_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, mpu=mpu)
     return engine, optimizer, scheduler

@@ -173,10 +173,13 @@ def hidden_states(lm, batch: dict) -> torch.Tensor:
     (transformers >= 4.53.1, with use_cache=False). Flash-attention's varlen kernel takes the
     micro-batch as one row with the sequence boundaries collated on the host (cu_seq_lens), so
     it neither needs batch size 1 nor reads position_ids back from the device in every layer.
-    A padded (unpacked) batch carries its attention_mask."""
+    A padded (unpacked) batch carries its attention_mask. A sequence-parallel slice carries the
+    boundaries of its whole rows to the attention (ift.sequence_parallel)."""
     kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     base = getattr(lm, lm.base_model_prefix)
-    if "attention_mask" in batch:
+    if "sp_cu_seq_lens" in batch:  # a slice of each row (sequence parallelism): the attention sees whole rows
+        kwargs.update(sp_cu_seq_lens=batch["sp_cu_seq_lens"], sp_max_length=batch["sp_max_length"])
+    elif "attention_mask" in batch:
         kwargs["attention_mask"] = batch["attention_mask"]
     elif lm.config._attn_implementation == "flash_attention_2" and "cu_seq_lens" in batch:
         shape = batch["input_ids"].shape

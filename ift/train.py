@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ift import checkpoint, faults, rundir, stop
+from ift import checkpoint, faults, rundir, sequence_parallel, stop
 from ift.atomic import write_text
 from ift.config import Config, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
@@ -42,6 +42,9 @@ class Trainer:
 
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
+        # data-parallel rank and size, and the slice of each row this rank feeds the model (ift.sequence_parallel)
+        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world,
+                                                                             cfg.train.sequence_parallel)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
@@ -116,9 +119,10 @@ class Trainer:
         for micro in batch.micro_batches:
             inputs, task = model_inputs(micro, device)
             losses = self.engine(**inputs)  # per target token, fp32
-            # Global-batch token mean: DeepSpeed divides by grad_accum and averages over ranks,
-            # so scale by both to get sum(token losses) / (target tokens of the global batch).
-            self.engine.backward(losses.sum() * (self.world * t.grad_accum / batch.target_tokens))
+            # Global-batch token mean: DeepSpeed divides by grad_accum and by the data-parallel size
+            # (it sums over sequence-parallel slices), so scale by both to get
+            # sum(token losses) / (target tokens of the global batch).
+            self.engine.backward(losses.sum() * (self.dp_world * t.grad_accum / batch.target_tokens))
             self.engine.step()
             loss.index_add_(0, task, losses.detach().double())
             tokens.index_add_(0, task, torch.ones_like(losses, dtype=torch.float64))
@@ -138,6 +142,7 @@ class Trainer:
 
         cfg, main = self.cfg, self.main
         width = model_config(cfg.model, self.tokenizer)
+        sequence_parallel.check(cfg, self.world, width)
         ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
         self.resume_path = rundir.resume_checkpoint(cfg.train.resume, self.run, cfg.train.verify_checkpoint)
         self.universal = None
@@ -152,7 +157,8 @@ class Trainer:
         lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
         self.n_params = count_parameters(lm)
         self.flops = flop_counter(lm)
-        self.engine, _, self.scheduler = initialize(cfg, CausalLMLoss(lm, cfg.train.loss_chunk), ds_config)
+        mpu = sequence_parallel.setup(lm, cfg)
+        self.engine, _, self.scheduler = initialize(cfg, CausalLMLoss(lm, cfg.train.loss_chunk), ds_config, mpu)
         self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
                              "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
                              "mixture": _fingerprint(mixture_definition(cfg, self.rates))}
@@ -163,7 +169,8 @@ class Trainer:
                             window=cfg.data.pack_window, packing=cfg.data.packing,
                             micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
                             train_on_prompt=cfg.data.train_on_prompt, pad_id=self.tokenizer.pad_token_id,
-                            world_size=self.world, rank=self.rank)
+                            world_size=self.dp_world, rank=self.dp_rank,
+                            sequence_parallel=t.sequence_parallel, sequence_rank=self.sp_rank)
 
     def _resume(self, loader: PackedLoader) -> PackedLoader:
         path, t = self.resume_path, self.cfg.train

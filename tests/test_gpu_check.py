@@ -20,6 +20,6 @@ def test_gpu_check_smoke_runs_every_check(tmp_path):
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     checks = {name: verdict for verdict, name in re.findall(r"^(PASS|FAIL) ([^:]+):", summary, re.M)}
     assert checks == {"speed ZeRO-2 x1": "PASS", "speed ZeRO-3 x1": "PASS", "resume": "PASS", "export": "PASS",
-                      "eval": "PASS", "mfu": "PASS"}, summary
+                      "eval": "PASS", "mfu": "PASS", "long context": "PASS"}, summary
     assert re.search(r"^PASS mfu: [0-9.]+ TFLOP/s per device .* MFU [0-9.]+%", summary, re.M), summary
     assert "ift / bare" in done.stdout and "ift / Trainer" in done.stdout

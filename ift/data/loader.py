@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ift.data.mixture import MixtureStream
-from ift.data.packing import best_fit_decreasing, collate
+from ift.data.packing import best_fit_decreasing, collate, sequence_slice
 from ift.data.tokenize import TokenizedTask
 from ift.errors import UserError
 
@@ -32,8 +32,12 @@ class Step:
 class PackedLoader:
     def __init__(self, tasks: list[TokenizedTask], rates: dict[str, float], *, seed: int, seq_len: int,
                  window: int, packing: bool, micro_batch_size: int, grad_accum: int, train_on_prompt: bool,
-                 pad_id: int, world_size: int = 1, rank: int = 0):
+                 pad_id: int, world_size: int = 1, rank: int = 0, sequence_parallel: int = 1,
+                 sequence_rank: int = 0):
+        """world_size, rank: data-parallel. With sequence_parallel=N every rank of an SP group gets
+        the same rows and keeps its slice `sequence_rank` of N (ift.sequence_parallel)."""
         self.tasks = tasks
+        self.sequence_parallel, self.sequence_rank = sequence_parallel, sequence_rank
         self.seed, self.seq_len, self.window, self.packing = seed, seq_len, window, packing
         self.micro_batch_size, self.grad_accum = micro_batch_size, grad_accum
         self.world_size, self.rank = world_size, rank
@@ -91,7 +95,11 @@ class PackedLoader:
     def _collate(self, rows) -> dict:
         data = [[(self.tasks[t].ids(e), self.tasks[t].mask(e), t) for t, e in row]
                 for row in rows]
-        return collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt)
+        batch = collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt,
+                        multiple_of=self.sequence_parallel)
+        if self.sequence_parallel > 1:
+            return sequence_slice(batch, self.sequence_rank, self.sequence_parallel)
+        return batch
 
     def next_step(self) -> Step:
         rows = self._take_rows(self.rows_per_step)

@@ -52,10 +52,12 @@ def example_labels(ids: np.ndarray, mask: np.ndarray, train_on_prompt: bool) -> 
 
 
 def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, pad_id: int,
-            train_on_prompt: bool) -> dict[str, torch.Tensor]:
+            train_on_prompt: bool, multiple_of: int = 1) -> dict[str, torch.Tensor]:
     """rows: per row, a list of (token ids, target mask, task index). Packed rows are padded to
-    `seq_len`; with seq_len=None (no packing) rows pad to the longest row and carry an attention_mask."""
-    width = seq_len or max(sum(len(e[0]) for e in row) for row in rows)
+    `seq_len`; with seq_len=None (no packing) rows pad to the longest row, rounded up to a multiple
+    of `multiple_of` (sequence parallelism splits it), and carry an attention_mask."""
+    longest = max(sum(len(e[0]) for e in row) for row in rows)
+    width = seq_len or -(-longest // multiple_of) * multiple_of
     n = len(rows)
     input_ids = np.full((n, width), pad_id, dtype=np.int64)
     labels = np.full((n, width), IGNORE, dtype=np.int64)
@@ -94,3 +96,26 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
         batch["cu_seq_lens"] = torch.from_numpy(np.concatenate([[0], np.cumsum(segments)]).astype(np.int32))
         batch["max_length"] = int(max(segments))
     return batch
+
+
+def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dict[str, torch.Tensor]:
+    """Sequence parallelism (ift.sequence_parallel): the contiguous part `part` of `parts` of every
+    row of a collated micro-batch. position_ids stay those of the whole row (attention gathers
+    them), and labels were shifted before slicing, so a target at a slice boundary is kept; the
+    target positions and tasks are those of the slice. The whole micro-batch's sequence
+    boundaries (as flash-attention's varlen kernel takes them, the micro-batch as one row) travel as
+    sp_cu_seq_lens / sp_max_length, for the attention over the gathered rows."""
+    width = batch["input_ids"].shape[1]
+    if width % parts:
+        raise ValueError(f"a row of {width} tokens does not split into {parts} equal parts")
+    at, step = part * width // parts, width // parts
+    out = {k: batch[k][:, at:at + step].contiguous() for k in ("input_ids", "labels", "position_ids", "task_ids")}
+    flat_labels, flat_tasks = out["labels"].reshape(-1), out["task_ids"].reshape(-1)
+    target_index = torch.nonzero(flat_labels != IGNORE).flatten()
+    out["target_index"] = target_index
+    out["target_task"] = flat_tasks.index_select(0, target_index)
+    # every sequence (example or padding tail) starts where position_ids restart at 0
+    starts = torch.nonzero(batch["position_ids"].reshape(-1) == 0).flatten()
+    cu = torch.cat([starts, torch.tensor([batch["position_ids"].numel()])]).to(torch.int32)
+    out["sp_cu_seq_lens"], out["sp_max_length"] = cu, int((cu[1:] - cu[:-1]).max())
+    return out

@@ -147,6 +147,9 @@ def plan_jobs(config: str, overrides: list[str], args) -> tuple[str, list[tuple[
             raise UserError(f"slurm.signal_delay_s: must be in [0, slurm.time_min * 60 = {s.time_min * 60}), "
                             f"got {s.signal_delay_s}")
         _parse_extra_sbatch(s.extra_sbatch)
+        from ift import sequence_parallel
+
+        sequence_parallel.check(cfg, s.nodes * s.gpus_per_node)  # one Slurm task (rank) per GPU
         jobs.append((cfg, [f"{k}={v}" for k, v in point]))
     names = [c.run.name for c, _ in jobs]
     if len(set(names)) != len(names):

@@ -1,0 +1,145 @@
+"""Ulysses sequence parallelism (train.sequence_parallel) on real DeepSpeed runs: CPU, gloo's
+all-to-all, fp32, a tiny Llama with 2 attention heads.
+
+- 2 processes at SP=2 (one data-parallel rank: both read the same rows, each feeds half of every
+  row) train exactly like 1 process at SP=1 on the same rows: loss, per-task losses and gradient
+  norm of every step, at ZeRO-2 and ZeRO-3, with packed rows whose examples (and their targets)
+  cross the slice boundary.                                                          (slow)
+- A run at SP=2 killed (SIGKILL) after step 4 resumes from its step-3 checkpoint: at SP=2 with the
+  uninterrupted run's losses exactly; at SP=1 on one process (2 ranks -> 1: DeepSpeed's universal
+  checkpoint) with the same samples and the same losses to 1e-5.                     (slow)
+- Start-up checks name the field.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from helpers import TINY_MODEL, TrainJob, read_metrics, run_concurrently, run_train, write_config
+
+SEQ = 64
+DATA = {"tasks": [{"builtin": "reverse_word", "n": 32}, {"builtin": "sort_ascending", "n": 32},
+                  {"builtin": "sentiment", "n": 32}],
+        "template": {"zero_shot": 0.5, "few_shot": 0.5}, "pack_window": 16, "max_seq_len": SEQ}
+# No clipping (it would hide a wrong gradient scale), a constant lr small enough that Adam's
+# amplified float noise stays far under the tolerance.
+TRAIN = {"max_steps": 6, "grad_clip": 0.0, "lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0,
+         "log_every": 1, "micro_batch_size": 2, "save_every": 3}
+
+
+# The held-out loss at steps 3 and 6: the model in eval mode bypasses SP, every rank scores whole rows.
+EVAL = {"every": 3, "limit": 4, "batch_size": 2, "tasks": [{"builtin": "uppercase_word", "n": 8}]}
+
+
+def _config(tmp, name, stage, sp, **train):
+    return write_config(tmp, name, data=DATA, eval=EVAL,
+                        train={**TRAIN, "zero_stage": stage, "sequence_parallel": sp, **train})
+
+
+@pytest.fixture(scope="module")
+def sp_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sp")
+    jobs = {}
+    for stage in (2, 3):
+        jobs[("sp1", stage)] = (_config(tmp, f"sp1_z{stage}", stage, 1), {"nproc": 1})
+        jobs[("sp2", stage)] = (_config(tmp, f"sp2_z{stage}", stage, 2), {"nproc": 2})
+    started = run_concurrently(jobs)
+    os.environ["IFT_FAULT"] = "step@4"  # only the cut run's environment has it
+    try:
+        cut = TrainJob(_config(tmp, "cut", 2, 2), nproc=2)
+    finally:
+        del os.environ["IFT_FAULT"]
+    cut.wait(check=False)
+    started["cut"] = cut
+    return tmp, started
+
+
+def _boundary_targets(run) -> int:
+    """Targets of the run's first steps whose token lies across the SP=2 slice boundary (the label
+    at position SEQ/2 - 1 predicts the token at SEQ/2), counted on the rows ift's loader makes."""
+    from ift.config import load_config
+    from ift.data.loader import PackedLoader
+    from ift.data.packing import IGNORE
+    from ift.data.prepare import prepare_data
+
+    cfg = load_config(str(run / "config.yaml"))
+    _, tokenizer, tokenized, rates = prepare_data(cfg)
+    loader = PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=SEQ, window=cfg.data.pack_window,
+                          packing=True, micro_batch_size=TRAIN["micro_batch_size"], grad_accum=1,
+                          train_on_prompt=False, pad_id=tokenizer.pad_token_id)
+    crossing = 0
+    for _ in range(5):
+        for micro in loader.next_step().micro_batches:
+            crossing += int((micro["labels"][:, SEQ // 2 - 1] != IGNORE).sum())
+    return crossing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_sp2_on_two_processes_trains_exactly_like_sp1_on_one(sp_runs, stage):
+    _, jobs = sp_runs
+    one, two = jobs[("sp1", stage)].wait(), jobs[("sp2", stage)].wait()
+    ref, got = read_metrics(jobs[("sp1", stage)].run_dir), read_metrics(jobs[("sp2", stage)].run_dir)
+    assert [m["step"] for m in got] == [m["step"] for m in ref] == list(range(1, 7)), (one.stderr[-2000:],
+                                                                                       two.stderr[-2000:])
+    for a, b in zip(ref[:5], got[:5]):
+        where = f"ZeRO-{stage} step {a['step']}"
+        assert b["examples_drawn"] == a["examples_drawn"], where
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=0), where
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5, abs=0), where
+        tasks = sorted(k for k in a if k.startswith("loss/"))
+        assert tasks == sorted(k for k in b if k.startswith("loss/")), where
+        for key in tasks:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=0), (where, key)
+        held = sorted(k for k in a if k.startswith("eval/loss"))
+        assert bool(held) == (a["step"] % EVAL["every"] == 0), where
+        assert held == sorted(k for k in b if k.startswith("eval/loss")), where
+        for key in held:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=0), (where, key)
+    assert all(m["grad_norm"] > 0 for m in ref)
+    assert _boundary_targets(jobs[("sp2", stage)].run_dir) > 0, "no example crossed the slice boundary"
+
+
+@pytest.mark.slow
+def test_kill_at_sp2_resumes_exactly_at_sp2_and_at_sp1(sp_runs):
+    tmp, jobs = sp_runs
+    cut = jobs["cut"]
+    assert cut.result.returncode != 0, "the kill hook should have ended the run after step 4"
+    straight = {m["step"]: m for m in read_metrics(jobs[("sp2", 2)].run_dir)}
+    assert sorted(p.name for p in (cut.run_dir / "checkpoints").glob("step_*")) == ["step_00000003"]
+
+    other = tmp / "at_sp1"
+    shutil.copytree(cut.run_dir.parent, other / "runs")  # the same checkpoint, resumed by 1 process at SP=1
+    sp1_cfg = write_config(other, "cut", data=DATA, eval=EVAL,
+                           train={**TRAIN, "zero_stage": 2, "sequence_parallel": 1})
+    again = TrainJob(cut.config_path, nproc=2)  # train.resume: auto
+    at_sp1 = TrainJob(sp1_cfg, nproc=1)
+    again.wait()
+    moved = at_sp1.wait()
+    assert "universal" in moved.stderr
+
+    resumed = {m["step"]: m for m in read_metrics(cut.run_dir)}
+    assert sorted(resumed) == list(range(1, 7))
+    for step in range(4, 7):
+        assert resumed[step]["loss"] == straight[step]["loss"], f"step {step}: {resumed[step]} != {straight[step]}"
+        assert resumed[step]["examples_drawn"] == straight[step]["examples_drawn"]
+    sp1 = {m["step"]: m for m in read_metrics(other / "runs" / "cut")}
+    for step in range(4, 7):
+        assert sp1[step]["examples_drawn"] == straight[step]["examples_drawn"], step  # the same sample stream
+        assert sp1[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-5, abs=0), step
+
+
+@pytest.mark.parametrize("model, override, nproc, message", [
+    ({}, ["train.sequence_parallel=2"], 1, "train.sequence_parallel=2: the world size 1 is not divisible by it"),
+    ({}, ["train.sequence_parallel=2", "data.max_seq_len=63"], 2, "data.max_seq_len=63: must be divisible by"),
+    ({"num_attention_heads": 1, "num_key_value_heads": 1}, ["train.sequence_parallel=2"], 2,
+     "train.sequence_parallel=2: the model's 1 attention heads are not divisible by it"),
+    ({}, ["train.sequence_parallel=2", "model.attn_implementation=eager"], 2, "model.attn_implementation=eager"),
+    ({}, ["train.tiled_mlp=true", "data.packing=false"], 1, "train.tiled_mlp: needs data.packing=true"),
+])
+def test_sequence_parallel_start_up_checks_name_the_field(tmp_path, model, override, nproc, message):
+    cfg = write_config(tmp_path, "bad", model={"config": {**TINY_MODEL, **model}}, train={"max_steps": 1})
+    result = run_train(cfg, *override, nproc=nproc, check=False, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"error: {message}" in result.stderr, result.stderr[-3000:]
