@@ -314,8 +314,12 @@ def slurm_task_main(argv: list[str] | None = None) -> int:
     requeues up to slurm.max_failures times, ift.launch.requeue)."""
     from ift.launch import job
 
+    from ift import faults
+
     dist = job.start_task()  # signal handlers first: a signal during start-up requests a stop
-    return _run(lambda: job.run_task(dist, *slurm_task_config(argv)))
+    code = _run(lambda: job.run_task(dist, *slurm_task_config(argv)))
+    faults.maybe_stall("exit", dist["rank"])  # tests only: a rank slow to leave
+    return code
 
 
 def slurm_task_config(argv: list[str] | None):
@@ -338,12 +342,15 @@ def crash_requeue_main(argv: list[str] | None = None) -> int:
         --rank-log '{folder}/{job}_{rank}_log.err'            # ift submit: one log file per rank
     python -m ift.crash_requeue --exit-code RC --labelled CONFIG [overrides] [--only-task T]
                                                               # train.sbatch: srun --label, one log
+    python -m ift.crash_requeue --stopped --labelled CONFIG [overrides]
+        # exit 0 when rank 0 recorded a stop with a checkpoint in this run of the job, else 1
     """
-    from ift.launch.requeue import after_srun
+    from ift.launch.requeue import after_srun, stop_saved
 
     p = argparse.ArgumentParser(prog="python -m ift.crash_requeue", description=crash_requeue_main.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exit-code", type=int, required=True, help="srun's exit status")
+    p.add_argument("--exit-code", type=int, help="srun's exit status")
+    p.add_argument("--stopped", action="store_true", help="only say whether this run stopped with a checkpoint")
     p.add_argument("--run-dir", action="append", default=[], help="run dir (one per array task, in order)")
     p.add_argument("--max-failures", type=int, default=2)
     p.add_argument("--rank-log", help="per-rank log file, with {job} and {rank}")
@@ -359,7 +366,11 @@ def crash_requeue_main(argv: list[str] | None = None) -> int:
             run_dir, max_failures = cfg.run_dir, cfg.slurm.max_failures
         except UserError as e:  # the ranks failed on the same config
             print(f"ift: the config does not load ({e}): a user error, not requeueing")
-            return args.exit_code
+            return 1 if args.stopped else args.exit_code
+    if args.stopped:
+        return 0 if stop_saved(run_dir) else 1
+    if args.exit_code is None:
+        p.error("--exit-code is required")
     code, _ = after_srun(args.exit_code, run_dir, max_failures, args.rank_log)
     return code
 

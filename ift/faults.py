@@ -33,14 +33,13 @@ def maybe_die(point: str, step: int, rank: int = 0) -> None:
 
 
 def maybe_stall(point: str, rank: int = 0) -> None:
-    """IFT_STALL="<point>:<seconds>[@rank<r>]" makes that rank slow at `point` (tests only), e.g.
-    rank 0's tokenizer training beyond train.dist_timeout_min. Points: tokenizer, record_stop."""
-    spec = os.environ.get("IFT_STALL")
-    if not spec:
-        return
-    where, _, who = spec.partition("@")
-    name, _, seconds = where.partition(":")
-    if name == point and (not who or who == f"rank{rank}"):
-        import time
+    """IFT_STALL="<point>:<seconds>[@rank<r>],..." makes that rank slow at `point` (tests only), e.g.
+    rank 0's tokenizer training beyond train.dist_timeout_min. Points: tokenizer, record_stop, exit
+    (a Slurm task that has ended its process groups and is about to leave)."""
+    import time
 
-        time.sleep(float(seconds))
+    for spec in filter(None, os.environ.get("IFT_STALL", "").split(",")):
+        where, _, who = spec.partition("@")
+        name, _, seconds = where.partition(":")
+        if name == point and (not who or who == f"rank{rank}"):
+            time.sleep(float(seconds))

@@ -77,6 +77,14 @@ def record_stop(run_dir: str, reason: str, result: dict | None) -> dict:
         "saved": bool(result) and not result.get("finished")})
 
 
+def stop_saved(run_dir: str) -> bool:
+    """Whether rank 0 recorded, in this run of this job, a stop with every rank's checkpoint saved
+    (it records only after all ranks saved, and every rank leaves after it recorded)."""
+    job, count = job_id(), restart_count()
+    return any(r.get("kind") == "stop" and r.get("job_id") == job and r.get("restart_count") == count
+               and r.get("saved") for r in read_requeues(run_dir))
+
+
 # --------------------------------------------------------------------------- after a failed step
 
 

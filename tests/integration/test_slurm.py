@@ -349,8 +349,9 @@ def sbatch_job(workdir, name: str, *overrides: str) -> tuple[str, Path, Path]:
 def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir, monkeypatch):
     began = time.time()
     # rank 0 is slow to record the stop: under srun --kill-on-bad-exit a rank that left with exit 3
-    # first would get it killed before requeues.jsonl is written; every rank leaves after it
-    monkeypatch.setenv("IFT_STALL", "record_stop:5@rank0")
+    # first would get it killed before requeues.jsonl is written; every rank leaves after it. Then
+    # rank 1 is slow to leave: srun ends it once rank 0 left with 3 (143), still a stop.
+    monkeypatch.setenv("IFT_STALL", "record_stop:5@rank0,exit:20@rank1")
     job, run, log = sbatch_job(workdir, "sbatch")
     logs = [log]
     wait_for(lambda: steps_logged(run) >= SIGNAL_AT, START_TIMEOUT, f"step {SIGNAL_AT}", job, logs)
@@ -365,6 +366,8 @@ def test_sbatch_template_trains_requeues_and_checkpoints(reference, workdir, mon
     complete_ckpt(run, STEPS)
     text = log.read_text(errors="replace")  # srun --label may split a UTF-8 progress bar
     assert "ift: checkpoint saved; requeueing job" in text and "restart 1" in text
+    # srun ended rank 1 while it was leaving (SIGTERM, then SIGKILL: 143 or 137); still a stop
+    assert re.search(r"rank 0 recorded the stop: a stop \(srun's (137|143) ", text), text[-3000:]
     assert re.search(r"^1: .*rank 1/2 \(local 1\)", text, re.M), "srun --label: task lines carry their rank"
     metrics = read_metrics(run)
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
