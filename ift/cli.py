@@ -312,9 +312,8 @@ def slurm_task_main(argv: list[str] | None = None) -> int:
     Exit 0: training finished; 3: stopped early by a signal with a checkpoint saved (the batch
     script requeues); 2: a user error (never requeued); anything else: a crash (the batch script
     requeues up to slurm.max_failures times, ift.launch.requeue)."""
-    from ift.launch import job
-
     from ift import faults
+    from ift.launch import job
 
     dist = job.start_task()  # signal handlers first: a signal during start-up requests a stop
     code = _run(lambda: job.run_task(dist, *slurm_task_config(argv)))

@@ -11,8 +11,8 @@ What ift adds to DeepSpeed's pieces: the core attention keeps the examples of a 
 after the all-to-all (DeepSpeed's own wrapper drops the mask, so sdpa would attend across
 examples): sdpa gets the block-diagonal causal mask of the whole row from its position_ids;
 flash-attention gets the row's sequence boundaries collated on the host. Gradients: DeepSpeed
-reduces them over all ranks and divides by the data-parallel size, so ift.train scales the loss
-by data_parallel (not world) size. Evaluation (model.eval()) bypasses SP: every rank then runs
+sums them over all ranks and divides by a size that depends on the ZeRO stage (gradient_divisor),
+which ift.train's loss scale undoes. Evaluation (model.eval()) bypasses SP: every rank then runs
 whole rows with the plain attention.
 """
 from __future__ import annotations
@@ -34,6 +34,14 @@ def layout(rank: int, world: int, sp: int) -> tuple[int, int, int]:
     return rank // sp, world // sp, rank % sp
 
 
+def gradient_divisor(zero_stage: int, world: int, sp: int) -> int:
+    """What DeepSpeed divides the summed gradient by: the data-parallel size world/sp at ZeRO 0-2,
+    but the whole world at ZeRO-3, whose reduce-scatter (DeepSpeed 0.19's __avg_scatter_grads,
+    taken whenever zero_optimization.reduce_scatter is on, which ift's config keeps) ignores
+    sequence parallelism. The SP=1 == SP=2 tests at ZeRO-2 and ZeRO-3 pin both."""
+    return world if zero_stage == 3 else world // sp
+
+
 def check(cfg: Config, world: int, model_config=None) -> None:
     """Start-up checks of train.sequence_parallel and train.tiled_mlp, one line naming the field.
     Without `model_config` (a launcher, before any worker starts) the model's shape is read from
@@ -46,6 +54,8 @@ def check(cfg: Config, world: int, model_config=None) -> None:
         return
     if world % sp:
         raise UserError(f"train.sequence_parallel={sp}: the world size {world} is not divisible by it")
+    if cfg.train.zero_stage == 0:
+        raise UserError(f"train.zero_stage=0: sequence parallelism (train.sequence_parallel={sp}) needs ZeRO 1-3")
     if d.packing and d.max_seq_len % sp:
         raise UserError(f"data.max_seq_len={d.max_seq_len}: must be divisible by train.sequence_parallel={sp}")
     if model_config is None:
@@ -97,6 +107,7 @@ def setup(lm, cfg: Config):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     mpu.initialize_sequence_parallel(sequence_parallel_size=sp)
+    state = sequence_parallel_state(mpu)
     text = lm.config.get_text_config()
     name = lm.config._attn_implementation
     plain = ALL_ATTENTION_FUNCTIONS[name]
@@ -118,7 +129,19 @@ def setup(lm, cfg: Config):
     # Like DeepSpeed's register_with_transformers: the model's own key now leads to Ulysses, so every
     # branch transformers takes for sdpa or flash-attention still runs. Process-wide, as there.
     ALL_ATTENTION_FUNCTIONS[name] = attention
-    return mpu
+    return state
+
+
+def sequence_parallel_state(mpu):
+    """DeepSpeed's SP state (parallel_state_sp) as deepspeed.initialize's `mpu`, saying that no
+    weight is split: DeepSpeed 0.19 reads its model-parallel size as the tensor-parallel degree in
+    checkpoint metadata (ds_to_universal then refuses the checkpoint) and asks for a
+    tensor-parallel size it lacks when loading a universal checkpoint. The SP state's own functions
+    (and the attribute DeepSpeed recognizes it by) stay."""
+    state = types.SimpleNamespace(**{k: getattr(mpu, k) for k in dir(mpu) if not k.startswith("_")})
+    state.get_tensor_model_parallel_world_size = lambda: 1
+    state.get_tensor_model_parallel_rank = lambda: 0
+    return state
 
 
 def packed_attention(name: str, plain):

@@ -45,6 +45,8 @@ class Trainer:
         # data-parallel rank and size, and the slice of each row this rank feeds the model (ift.sequence_parallel)
         self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world,
                                                                              cfg.train.sequence_parallel)
+        self.grad_divisor = sequence_parallel.gradient_divisor(cfg.train.zero_stage, self.world,
+                                                               cfg.train.sequence_parallel)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
@@ -119,10 +121,10 @@ class Trainer:
         for micro in batch.micro_batches:
             inputs, task = model_inputs(micro, device)
             losses = self.engine(**inputs)  # per target token, fp32
-            # Global-batch token mean: DeepSpeed divides by grad_accum and by the data-parallel size
-            # (it sums over sequence-parallel slices), so scale by both to get
-            # sum(token losses) / (target tokens of the global batch).
-            self.engine.backward(losses.sum() * (self.dp_world * t.grad_accum / batch.target_tokens))
+            # Global-batch token mean: DeepSpeed divides by grad_accum and, summing over ranks, by
+            # grad_divisor (the world, or the data-parallel size under sequence parallelism at
+            # ZeRO 0-2); scale by both to get sum(token losses) / (target tokens of the global batch).
+            self.engine.backward(losses.sum() * (self.grad_divisor * t.grad_accum / batch.target_tokens))
             self.engine.step()
             loss.index_add_(0, task, losses.detach().double())
             tokens.index_add_(0, task, torch.ones_like(losses, dtype=torch.float64))

@@ -7,7 +7,8 @@ all-to-all, fp32, a tiny Llama with 2 attention heads.
   cross the slice boundary.                                                          (slow)
 - A run at SP=2 killed (SIGKILL) after step 4 resumes from its step-3 checkpoint: at SP=2 with the
   uninterrupted run's losses exactly; at SP=1 on one process (2 ranks -> 1: DeepSpeed's universal
-  checkpoint) with the same samples and the same losses to 1e-5.                     (slow)
+  checkpoint) with the same samples and the same losses to 1e-5. And an SP=1 checkpoint of one
+  process resumes at SP=2 on two (1 -> 2, universal) with the SP=1 run's losses.       (slow)
 - Start-up checks name the field.
 """
 from __future__ import annotations
@@ -55,9 +56,11 @@ def sp_runs(tmp_path_factory):
     return tmp, started
 
 
-def _boundary_targets(run) -> int:
-    """Targets of the run's first steps whose token lies across the SP=2 slice boundary (the label
-    at position SEQ/2 - 1 predicts the token at SEQ/2), counted on the rows ift's loader makes."""
+def _crossing_targets(run) -> int:
+    """Targets of the run's first steps in the second half of a row (SP rank 1's slice) whose example
+    began in the first half: their attention spans both slices. Counted on the rows ift's loader makes."""
+    import torch
+
     from ift.config import load_config
     from ift.data.loader import PackedLoader
     from ift.data.packing import IGNORE
@@ -68,10 +71,12 @@ def _boundary_targets(run) -> int:
     loader = PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=SEQ, window=cfg.data.pack_window,
                           packing=True, micro_batch_size=TRAIN["micro_batch_size"], grad_accum=1,
                           train_on_prompt=False, pad_id=tokenizer.pad_token_id)
+    at = torch.arange(SEQ)
     crossing = 0
     for _ in range(5):
         for micro in loader.next_step().micro_batches:
-            crossing += int((micro["labels"][:, SEQ // 2 - 1] != IGNORE).sum())
+            began = at - micro["position_ids"]  # where each token's example starts
+            crossing += int(((micro["labels"] != IGNORE) & (at >= SEQ // 2) & (began < SEQ // 2)).sum())
     return crossing
 
 
@@ -98,7 +103,7 @@ def test_sp2_on_two_processes_trains_exactly_like_sp1_on_one(sp_runs, stage):
         for key in held:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=0), (where, key)
     assert all(m["grad_norm"] > 0 for m in ref)
-    assert _boundary_targets(jobs[("sp2", stage)].run_dir) > 0, "no example crossed the slice boundary"
+    assert _crossing_targets(jobs[("sp2", stage)].run_dir) > 0, "no example crossed the slice boundary"
 
 
 @pytest.mark.slow
@@ -113,11 +118,18 @@ def test_kill_at_sp2_resumes_exactly_at_sp2_and_at_sp1(sp_runs):
     shutil.copytree(cut.run_dir.parent, other / "runs")  # the same checkpoint, resumed by 1 process at SP=1
     sp1_cfg = write_config(other, "cut", data=DATA, eval=EVAL,
                            train={**TRAIN, "zero_stage": 2, "sequence_parallel": 1})
+    # and the other way: the uninterrupted SP=1 run's step-3 checkpoint resumed at SP=2 on 2 processes
+    into = tmp / "into_sp2"
+    shutil.copytree(jobs[("sp1", 2)].run_dir.parent, into / "runs")
+    sp2_cfg = write_config(into, "sp1_z2", data=DATA, eval=EVAL,
+                           train={**TRAIN, "zero_stage": 2, "sequence_parallel": 2,
+                                  "resume": str(into / "runs" / "sp1_z2" / "checkpoints" / "step_00000003")})
     again = TrainJob(cut.config_path, nproc=2)  # train.resume: auto
     at_sp1 = TrainJob(sp1_cfg, nproc=1)
+    at_sp2 = TrainJob(sp2_cfg, nproc=2)
     again.wait()
-    moved = at_sp1.wait()
-    assert "universal" in moved.stderr
+    for moved in (at_sp1.wait(), at_sp2.wait()):
+        assert "universal" in moved.stderr
 
     resumed = {m["step"]: m for m in read_metrics(cut.run_dir)}
     assert sorted(resumed) == list(range(1, 7))
@@ -128,6 +140,13 @@ def test_kill_at_sp2_resumes_exactly_at_sp2_and_at_sp1(sp_runs):
     for step in range(4, 7):
         assert sp1[step]["examples_drawn"] == straight[step]["examples_drawn"], step  # the same sample stream
         assert sp1[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-5, abs=0), step
+    want = {m["step"]: m for m in read_metrics(jobs[("sp1", 2)].run_dir)}
+    sp2 = {m["step"]: m for m in read_metrics(into / "runs" / "sp1_z2")}
+    assert sorted(sp2) == list(range(1, 7))
+    for step in range(4, 7):
+        assert sp2[step]["examples_drawn"] == want[step]["examples_drawn"], step
+        assert sp2[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-5, abs=0), step
+        assert sp2[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=1e-5, abs=0), step
 
 
 @pytest.mark.parametrize("model, override, nproc, message", [
@@ -137,6 +156,9 @@ def test_kill_at_sp2_resumes_exactly_at_sp2_and_at_sp1(sp_runs):
      "train.sequence_parallel=2: the model's 1 attention heads are not divisible by it"),
     ({}, ["train.sequence_parallel=2", "model.attn_implementation=eager"], 2, "model.attn_implementation=eager"),
     ({}, ["train.tiled_mlp=true", "data.packing=false"], 1, "train.tiled_mlp: needs data.packing=true"),
+    ({}, ["train.sequence_parallel=2", "train.zero_stage=0"], 2, "train.zero_stage=0: sequence parallelism"),
+    ({}, ["train.sequence_parallel=2", "train.zero_stage=3", "deepspeed.extra.zero_optimization.reduce_scatter=false"],
+     2, "deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1"),
 ])
 def test_sequence_parallel_start_up_checks_name_the_field(tmp_path, model, override, nproc, message):
     cfg = write_config(tmp_path, "bad", model={"config": {**TINY_MODEL, **model}}, train={"max_steps": 1})
