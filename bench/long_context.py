@@ -8,11 +8,12 @@ a run fails for memory (CUDA out of memory), its peak passes --memory-gib per de
 whose long prompt is truncated from the left to the row: full causal attention over the row, the
 hard case), so memory is that of the length, not of short packed examples.
 
-Printed: per (N, length) the tokens/s per device over the steps after the first, the peak memory
-of rank 0 (GPU: max allocated; CPU: the process's peak RSS, which includes ~1 GiB of imports and
-the model, so the table also shows it above the shortest row's peak), and per N the longest row
-that trained; then, at each length both ran, the ratio of SP=N's memory above the shortest row to
-SP=1's ("activation memory per rank": about 1/N is the goal).
+Printed: per (N, length) the tokens/s per device over the steps after the first; the activation
+memory per rank of one forward pass (the bytes of the tensors autograd saves for backward,
+parameters excluded: what SP divides by N, measured the same way on CPU and GPU); on a GPU the
+peak memory allocated; per N the longest row that trained; and at each length both ran, SP=N's
+activations over SP=1's (about 1/N is the goal). Each run is ift's own Trainer (the real set-up:
+Ulysses attention, sliced rows, ZeRO) stepping its train_step under torchrun.
 
 CPU (default: the demo model, 512 .. 4096 tokens, ~4 min on 2 cores):
     python bench/long_context.py
@@ -54,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process on CPU (default 1)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per run (default 900)")
+    p.add_argument("--dist-timeout-min", type=float, default=2.0,
+                   help="train.dist_timeout_min: how long ranks wait for one that ran out of memory")
     p.add_argument("--out", default="/tmp/ift_long_context", help="work folder (wiped first)")
     return p.parse_args(argv)
 
@@ -82,7 +85,8 @@ def write_config(args, out: str, data: str, sp: int, length: int) -> str:
         "data": {"tasks": [{"path": data, "schema": "alpaca"}], "template": "zero_shot", "max_seq_len": length,
                  "truncation": "truncate_prompt_left", "cache_dir": os.path.join(out, "cache")},
         "train": {"max_steps": args.steps, "micro_batch_size": 1, "zero_stage": args.zero_stage, "log_every": 1,
-                  "warmup_steps": 0, "resume": "never", "sequence_parallel": sp, "tiled_mlp": args.tiled_mlp},
+                  "warmup_steps": 0, "resume": "never", "sequence_parallel": sp, "tiled_mlp": args.tiled_mlp,
+                  "dist_timeout_min": args.dist_timeout_min},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     path = os.path.join(out, f"sp{sp}_len{length}.yaml")
@@ -103,10 +107,15 @@ def make_tokenizer(out: str, data: str) -> None:
 
 
 def run_one(args, out: str, data: str, sp: int, length: int) -> dict:
+    from ift.distributed import free_port
+
     cfg = write_config(args, out, data, sp, length)
-    cmd = [sys.executable, "-m", "ift", "train", cfg] + (["--nproc-per-node", str(sp)] if sp > 1 else [])
+    result = os.path.join(out, f"sp{sp}_len{length}.json")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={sp}", f"--master-port={free_port()}",
+           os.path.abspath(__file__)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               IFT_LONG_CONTEXT=json.dumps({"config": cfg, "result": result, "steps": args.steps}),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
@@ -115,16 +124,72 @@ def run_one(args, out: str, data: str, sp: int, length: int) -> dict:
         done = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"ok": False, "why": f"over {args.timeout}s"}
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        oom = "out of memory" in done.stderr.lower() or "OutOfMemoryError" in done.stderr
-        tail = [ln for ln in done.stderr.splitlines() if ln.strip()][-1:] or [""]
-        return {"ok": False, "why": "out of memory" if oom else f"exit {done.returncode}: {tail[0][:120]}"}
-    with open(os.path.join(out, "runs", f"sp{sp}_len{length}", "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    after = rows[1:] or rows
-    return {"ok": True, "tok_s_dev": sum(r["tokens_per_s"] for r in after) / len(after) / sp,
-            "peak_gib": max(r["peak_mem_gb"] for r in rows), "loss": rows[-1]["loss"], "wall": wall}
+    if os.path.exists(result):
+        with open(result) as f:
+            r = json.load(f)
+        if r["ok"]:
+            r["wall"] = time.perf_counter() - began
+        return r
+    tail = [ln for ln in done.stderr.splitlines() if ln.strip()][-1:] or [""]
+    return {"ok": False, "why": f"exit {done.returncode}: {tail[0][:120]}"}
+
+
+def worker() -> None:
+    """One (SP, length) run inside torchrun: ift's Trainer (the real set-up: Ulysses attention,
+    sliced rows, ZeRO), `--steps` of its train_step, timed; the activation memory of one forward
+    pass counted as the bytes of the tensors autograd saves for backward (parameters excluded,
+    shared storage once): per rank, what sequence parallelism divides."""
+    import torch
+
+    from ift.config import load_config
+    from ift.train import Trainer
+
+    spec = json.loads(os.environ["IFT_LONG_CONTEXT"])
+    cfg = load_config(spec["config"])
+    trainer = Trainer(cfg)
+    saved, seen = [0], set()
+
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                saved[0] += storage.nbytes()
+        return t
+
+    plain_forward = trainer.engine.forward
+
+    def counted_forward(*a, **kw):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            return plain_forward(*a, **kw)
+
+    cuda = trainer.engine.device.type == "cuda"
+    times = []
+    try:
+        for step in range(spec["steps"]):
+            batch = trainer.data.next_step()
+            trainer.engine.forward = counted_forward if step == 0 else plain_forward
+            if cuda:
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+            trainer.train_step(batch)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append((batch.tokens, time.perf_counter() - began))
+    except torch.OutOfMemoryError:
+        if trainer.rank == 0:
+            with open(spec["result"], "w") as f:
+                json.dump({"ok": False, "why": "out of memory"}, f)
+        os._exit(3)  # the other ranks wait in a collective: torchrun ends them
+    measured = times[1:] or times
+    world = trainer.world
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    activations = torch.tensor([saved[0] / 2**30])
+    if trainer.rank == 0:
+        with open(spec["result"], "w") as f:
+            json.dump({"ok": True, "tok_s_dev": sum(t for t, _ in measured) / sum(d for _, d in measured) / world,
+                       "activation_gib": activations.item(), "peak_gib": peak}, f)
+    trainer.finish()
 
 
 def main() -> int:
@@ -146,42 +211,47 @@ def main() -> int:
             r = run_one(args, args.out, data, sp, length)
             results[sp][length] = r
             if r["ok"]:
-                print(f"  SP={sp} len={length}: {r['tok_s_dev']:.0f} tok/s/device, peak {r['peak_gib']:.2f} GiB "
-                      f"({r['wall']:.0f}s)", flush=True)
+                print(f"  SP={sp} len={length}: {r['tok_s_dev']:.0f} tok/s/device, activations "
+                      f"{r['activation_gib']:.3f} GiB per rank, peak {r['peak_gib']:.2f} GiB ({r['wall']:.0f}s)",
+                      flush=True)
             else:
                 print(f"  SP={sp} len={length}: {r['why']}", flush=True)
-            if not r["ok"] or (args.memory_gib and r["peak_gib"] > args.memory_gib):
+            if not r["ok"] or over_budget(args, r):
                 break
             length *= 2
     report(args, results)
     return 0
 
 
+def over_budget(args, r: dict) -> bool:
+    return bool(args.memory_gib) and r["peak_gib"] > args.memory_gib  # nan on CPU: never
+
+
 def report(args, results) -> None:
     print()
-    print(f"{'SP':>3} {'length':>9} {'tok/s/dev':>10} {'peak GiB':>9} {'above shortest':>15}")
-    base = {sp: next((r["peak_gib"] for r in rows.values() if r["ok"]), None) for sp, rows in results.items()}
+    print(f"{'SP':>3} {'length':>9} {'tok/s/dev':>10} {'activations GiB/rank':>21} {'peak GiB':>9}")
     for sp, rows in results.items():
         for length, r in rows.items():
             if r["ok"]:
-                print(f"{sp:>3} {length:>9} {r['tok_s_dev']:>10.0f} {r['peak_gib']:>9.2f} "
-                      f"{r['peak_gib'] - base[sp]:>15.2f}")
+                print(f"{sp:>3} {length:>9} {r['tok_s_dev']:>10.0f} {r['activation_gib']:>21.3f} "
+                      f"{r['peak_gib']:>9.2f}")
             else:
-                print(f"{sp:>3} {length:>9} {'-':>10} {'-':>9} {r['why']:>15}")
+                print(f"{sp:>3} {length:>9} {'-':>10} {r['why']:>21}")
     print()
     for sp, rows in results.items():
-        fits = [n for n, r in rows.items() if r["ok"] and not (args.memory_gib and r["peak_gib"] > args.memory_gib)]
+        fits = [n for n, r in rows.items() if r["ok"] and not over_budget(args, r)]
         capped = " (--max-len reached)" if fits and fits[-1] * 2 > args.max_len else ""
         print(f"SP={sp}: longest row that trained: {fits[-1] if fits else 'none'}{capped}")
-    if 1 in results:
-        for sp in (s for s in results if s != 1):
-            for length, r in results[sp].items():
-                one = results[1].get(length)
-                if r["ok"] and one and one["ok"] and one["peak_gib"] - base[1] > 0:
-                    ratio = (r["peak_gib"] - base[sp]) / (one["peak_gib"] - base[1])
-                    print(f"memory above the shortest row, SP={sp} / SP=1 at {length}: {ratio:.2f} "
-                          f"(goal ~{1 / sp:.2f})")
+    for sp in (s for s in results if s != 1 and 1 in results):
+        for length, r in results[sp].items():
+            one = results[1].get(length)
+            if r["ok"] and one and one["ok"]:
+                print(f"activations per rank, SP={sp} / SP=1 at {length}: "
+                      f"{r['activation_gib'] / one['activation_gib']:.2f} (goal ~{1 / sp:.2f})")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "IFT_LONG_CONTEXT" in os.environ:
+        worker()
+    else:
+        sys.exit(main())

@@ -178,7 +178,7 @@ def hidden_states(lm, batch: dict) -> torch.Tensor:
     kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     base = getattr(lm, lm.base_model_prefix)
     if "sp_cu_seq_lens" in batch:  # a slice of each row (sequence parallelism): the attention sees whole rows
-        kwargs.update(sp_cu_seq_lens=batch["sp_cu_seq_lens"], sp_max_length=batch["sp_max_length"])
+        kwargs.update({k: batch[k] for k in ("sp_cu_seq_lens", "sp_max_length", "sp_one_sequence")})
     elif "attention_mask" in batch:
         kwargs["attention_mask"] = batch["attention_mask"]
     elif lm.config._attn_implementation == "flash_attention_2" and "cu_seq_lens" in batch:

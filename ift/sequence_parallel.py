@@ -9,8 +9,9 @@ loss) sees only the rank's slice, which is where the memory goes at long lengths
 
 What ift adds to DeepSpeed's pieces: the core attention keeps the examples of a packed row apart
 after the all-to-all (DeepSpeed's own wrapper drops the mask, so sdpa would attend across
-examples): sdpa gets the block-diagonal causal mask of the whole row from its position_ids;
-flash-attention gets the row's sequence boundaries collated on the host. Gradients: DeepSpeed
+examples): sdpa gets the block-diagonal causal mask of the whole row from its position_ids, once
+per forward pass (WholeRowMask); flash-attention gets the row's sequence boundaries collated on
+the host. Gradients: DeepSpeed
 sums them over all ranks and divides by a size that depends on the ZeRO stage (gradient_divisor),
 which ift.train's loss scale undoes. Evaluation (model.eval()) bypasses SP: every rank then runs
 whole rows with the plain attention.
@@ -120,10 +121,15 @@ def setup(lm, cfg: Config):
         seq_length_is_variable=True)
     ulysses.core_attn_implementation = name
 
+    whole_row_mask = WholeRowMask(mpu.get_sequence_parallel_group())
+
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         if not module.training:  # evaluation: whole rows on every rank, the plain attention
-            kwargs.pop("sp_cu_seq_lens", None), kwargs.pop("sp_max_length", None)
+            for k in SLICE_KEYS:
+                kwargs.pop(k, None)
             return plain(module, query, key, value, attention_mask, *args, **kwargs)
+        if name == "sdpa":
+            kwargs["sp_mask"] = whole_row_mask(kwargs["position_ids"], kwargs.pop("sp_one_sequence", False))
         return ulysses(module, query, key, value, None, *args, **kwargs)
 
     # Like DeepSpeed's register_with_transformers: the model's own key now leads to Ulysses, so every
@@ -144,23 +150,53 @@ def sequence_parallel_state(mpu):
     return state
 
 
-def packed_attention(name: str, plain):
-    """The core attention on whole packed rows [batch, heads/N, seq, head_dim], examples kept apart."""
+SLICE_KEYS = ("sp_cu_seq_lens", "sp_max_length", "sp_one_sequence")  # what a slice tells the attention
 
+
+def block_causal_mask(position_ids):
+    """[batch, seq, seq], True = attend: causal and inside the example, which starts wherever
+    position_ids restart at 0 (ift.data.packing)."""
     import torch
 
+    example = torch.cumsum(position_ids == 0, dim=1)
+    at = torch.arange(position_ids.shape[1], device=position_ids.device)
+    return (example[:, :, None] == example[:, None, :]) & (at[None, :] <= at[:, None])
+
+
+class WholeRowMask:
+    """sdpa's mask over the whole rows, built once per forward pass from the gathered position_ids
+    and shared by every layer (sdpa keeps it for backward: one copy, not one per layer); none when
+    every row is one example (plain causal attention, as transformers does at SP=1)."""
+
+    def __init__(self, group):
+        self.group, self.key, self.mask = group, None, None
+
+    def __call__(self, position_ids, one_sequence: bool):
+        if one_sequence:
+            return None
+        if self.key is not position_ids:  # a new forward pass (a recompute passes the same tensor)
+            import torch
+            import torch.distributed as dist
+
+            parts = [torch.empty_like(position_ids) for _ in range(dist.get_world_size(self.group))]
+            dist.all_gather(parts, position_ids, group=self.group)
+            self.key, self.mask = position_ids, block_causal_mask(torch.cat(parts, dim=1))[:, None]
+        return self.mask
+
+
+def packed_attention(name: str, plain):
+    """The core attention on whole packed rows [batch, heads/N, seq, head_dim], examples kept apart:
+    sdpa with the mask `attention` hands it (sp_mask), flash-attention with the rows' boundaries."""
+
     def sdpa(module, query, key, value, attention_mask, *args, **kwargs):
-        kwargs.pop("sp_cu_seq_lens", None), kwargs.pop("sp_max_length", None)
-        position_ids = kwargs["position_ids"]  # the whole row's (UlyssesSPAttentionHF gathered them)
-        example = torch.cumsum(position_ids == 0, dim=1)  # restarts at 0 per example (ift.data.packing)
-        seq = position_ids.shape[1]
-        causal = torch.ones(seq, seq, dtype=torch.bool, device=query.device).tril()
-        mask = (example[:, :, None] == example[:, None, :]) & causal  # [batch, seq, seq], True = attend
-        return plain(module, query, key, value, mask[:, None], *args, **kwargs)
+        for k in SLICE_KEYS:
+            kwargs.pop(k, None)
+        return plain(module, query, key, value, kwargs.pop("sp_mask", None), *args, **kwargs)
 
     def flash(module, query, key, value, attention_mask, *args, **kwargs):
         # the micro-batch as one row of sequences, boundaries from the host (as ift.model does at SP=1)
         cu, longest = kwargs.pop("sp_cu_seq_lens"), kwargs.pop("sp_max_length")
+        kwargs.pop("sp_one_sequence", None)
         batch, heads, seq, dim = query.shape
 
         def flat(x):

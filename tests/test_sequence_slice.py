@@ -29,6 +29,7 @@ def test_slices_cover_the_micro_batch(batch, parts):
         assert torch.equal(s["target_index"], torch.nonzero(s["labels"].reshape(-1) != IGNORE).flatten())
         assert torch.equal(s["target_task"], s["task_ids"].reshape(-1)[s["target_index"]])
         assert torch.equal(s["sp_cu_seq_lens"], batch["cu_seq_lens"]) and s["sp_max_length"] == batch["max_length"]
+        assert s["sp_one_sequence"] is False  # packed rows: the attention needs the mask
     assert (batch["labels"][:, WIDTH // parts - 1] != IGNORE).any()
     with pytest.raises(ValueError, match="does not split into 3 equal parts"):
         sequence_slice(batch, 0, 3)
@@ -39,21 +40,23 @@ def test_unpacked_rows_pad_to_a_multiple_of_the_parts():
     assert collate(rows, None, pad_id=PAD, train_on_prompt=False, multiple_of=4)["input_ids"].shape[1] == 16
     sliced = sequence_slice(collate(rows, None, pad_id=PAD, train_on_prompt=False, multiple_of=4), 1, 4)
     assert sliced["sp_cu_seq_lens"].tolist() == [0, 7, 16, 29, 32]  # example, padding tail, per row
+    whole = collate([make_examples([(16, 3, 0)], 1)], None, pad_id=PAD, train_on_prompt=False, multiple_of=4)
+    assert sequence_slice(whole, 0, 4)["sp_one_sequence"] is True  # one example filling the row: no mask
 
 
 def test_packed_core_attention_keeps_examples_apart_without_a_mask(batch, monkeypatch):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from ift.sequence_parallel import packed_attention
+    from ift.sequence_parallel import block_causal_mask, packed_attention
 
     model = tiny_llama("sdpa")
     with torch.no_grad():
         want = hidden_states(model, batch)  # transformers' block-diagonal mask from position_ids
         core = packed_attention("sdpa", sdpa_attention_forward)
-        # what Ulysses hands the core: whole rows, transformers' mask dropped, position_ids in kwargs
-        monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa",
-                            lambda module, q, k, v, mask, *a, **kw: core(module, q, k, v, None, *a, **kw))
+        # what Ulysses hands the core: whole rows, transformers' mask dropped, ift's mask of the rows
+        monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", lambda module, q, k, v, mask, *a, **kw: core(
+            module, q, k, v, None, *a, sp_mask=block_causal_mask(kw["position_ids"])[:, None], **kw))
         got = hidden_states(model, batch)
         plain_causal = lambda module, q, k, v, mask, *a, **kw: sdpa_attention_forward(  # noqa: E731
             module, q, k, v, None, *a, is_causal=True, **kw)

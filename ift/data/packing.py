@@ -104,7 +104,8 @@ def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dic
     them), and labels were shifted before slicing, so a target at a slice boundary is kept; the
     target positions and tasks are those of the slice. The whole micro-batch's sequence
     boundaries (as flash-attention's varlen kernel takes them, the micro-batch as one row) travel as
-    sp_cu_seq_lens / sp_max_length, for the attention over the gathered rows."""
+    sp_cu_seq_lens / sp_max_length, and sp_one_sequence says that every row is one example (no
+    mask needed), for the attention over the gathered rows."""
     width = batch["input_ids"].shape[1]
     if width % parts:
         raise ValueError(f"a row of {width} tokens does not split into {parts} equal parts")
@@ -118,4 +119,5 @@ def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dic
     starts = torch.nonzero(batch["position_ids"].reshape(-1) == 0).flatten()
     cu = torch.cat([starts, torch.tensor([batch["position_ids"].numel()])]).to(torch.int32)
     out["sp_cu_seq_lens"], out["sp_max_length"] = cu, int((cu[1:] - cu[:-1]).max())
+    out["sp_one_sequence"] = len(starts) == batch["position_ids"].shape[0]  # each row one example, no padding
     return out
