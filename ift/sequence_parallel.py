@@ -11,10 +11,9 @@ What ift adds to DeepSpeed's pieces: the core attention keeps the examples of a 
 after the all-to-all (DeepSpeed's own wrapper drops the mask, so sdpa would attend across
 examples): sdpa gets the block-diagonal causal mask of the whole row from its position_ids, once
 per forward pass (WholeRowMask); flash-attention gets the row's sequence boundaries collated on
-the host. Gradients: DeepSpeed
-sums them over all ranks and divides by a size that depends on the ZeRO stage (gradient_divisor),
-which ift.train's loss scale undoes. Evaluation (model.eval()) bypasses SP: every rank then runs
-whole rows with the plain attention.
+the host. Gradients: DeepSpeed sums them over all ranks and divides by a size that depends on the
+ZeRO stage (gradient_divisor), which ift.train's loss scale undoes. Evaluation (model.eval())
+bypasses SP: every rank then runs whole rows with the plain attention.
 """
 from __future__ import annotations
 
@@ -224,8 +223,7 @@ def tile_mlps(lm, seq_len: int) -> int:
             plain_forward = type(module).forward
 
             def forward(self, x, plain_forward=plain_forward):
-                params = [p for p in self.parameters()]
-                return TiledMLP.apply(lambda m, h: plain_forward(m, h), self, x, shards, params)
+                return TiledMLP.apply(plain_forward, self, x, shards, list(self.parameters()))
 
             module.forward = types.MethodType(forward, module)
             tiled += 1

@@ -66,6 +66,25 @@ def test_packed_core_attention_keeps_examples_apart_without_a_mask(batch, monkey
     assert not torch.allclose(leaky, want, atol=1e-3, rtol=0)  # the test can tell a leak
 
 
+def test_one_example_per_row_needs_no_mask(monkeypatch):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from ift.sequence_parallel import packed_attention
+
+    rows = [make_examples([(WIDTH, 9, 0)], 3), make_examples([(WIDTH, 20, 1)], 4)]
+    full = collate(rows, WIDTH, pad_id=PAD, train_on_prompt=False)
+    assert sequence_slice(full, 1, 2)["sp_one_sequence"] is True
+    model = tiny_llama("sdpa")
+    core = packed_attention("sdpa", sdpa_attention_forward)
+    with torch.no_grad():
+        want = hidden_states(model, full)
+        monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", lambda module, q, k, v, mask, *a, **kw: core(
+            module, q, k, v, None, *a, sp_mask=None, **kw))  # what WholeRowMask gives such rows
+        got = hidden_states(model, full)
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+
+
 def test_tiled_mlp_equals_the_plain_mlp_in_forward_and_backward(batch):
     from ift.model import target_losses
     from ift.sequence_parallel import tile_mlps

@@ -111,6 +111,8 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
         ([cfg, f"run.output_dir={blocker}"], "not writable"),
         ([cfg, "slurm.extra_sbatch=[-x]"], "slurm.extra_sbatch"),
         ([cfg, "slurm.signal_delay_s=4000"], "slurm.signal_delay_s"),
+        ([cfg, "train.sequence_parallel=3", "--nodes", "2", "--gpus-per-node", "4"],
+         "train.sequence_parallel=3: the world size 8 is not divisible by it"),
     ):
         done = submit_main(argv)
         assert done.returncode == 2, argv
@@ -308,6 +310,18 @@ def test_submit_runs_two_ranks_and_checkpoints(reference):
     rank1 = (run / "slurm" / f"{reference['job']}_1_log.err").read_text()
     assert "rank 0/2 (local 0) on n1, master n1:" in rank0 and "rank 1/2 (local 0) on n2, master n1:" in rank1
     assert "SLURM_RESTART_COUNT=0" in rank0 and not (run / "requeues.jsonl").exists()
+
+
+@pytest.mark.slurm
+def test_submitted_job_trains_with_sequence_parallelism(reference, workdir):
+    """The 2 ranks of the 2 nodes as one sequence-parallel group (on GPUs a group stays inside a
+    node; here each node has one task): ift submit's world and rank layout carry SP."""
+    job, run, logs = ift_submit(workdir, "sp2", "train.sequence_parallel=2")
+    wait_done(job, START_TIMEOUT, logs)
+    complete_ckpt(run, STEPS)
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
 
 
 @pytest.mark.slurm
