@@ -127,7 +127,8 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
     ds.setdefault("zero_allow_untested_optimizer", True)
     ds.setdefault("zero_force_ds_cpu_optimizer", False)
     ds = deep_merge(ds, d.extra)
-    if t.sequence_parallel > 1 and t.zero_stage == 3 and ds["zero_optimization"].get("reduce_scatter", True) is False:
+    merged_zero = ds.get("zero_optimization", {})
+    if t.sequence_parallel > 1 and t.zero_stage == 3 and merged_zero.get("reduce_scatter") is False:
         # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
         raise UserError("deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
                         "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on")

@@ -123,7 +123,7 @@ class Trainer:
             losses = self.engine(**inputs)  # per target token, fp32
             # Global-batch token mean: DeepSpeed divides by grad_accum and, summing over ranks, by
             # grad_divisor (the world, or the data-parallel size under sequence parallelism at
-            # ZeRO 0-2); scale by both to get sum(token losses) / (target tokens of the global batch).
+            # ZeRO-1/2); scale by both to get sum(token losses) / (target tokens of the global batch).
             self.engine.backward(losses.sum() * (self.grad_divisor * t.grad_accum / batch.target_tokens))
             self.engine.step()
             loss.index_add_(0, task, losses.detach().double())
