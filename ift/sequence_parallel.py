@@ -121,11 +121,14 @@ def setup(lm, cfg: Config):
     ulysses.core_attn_implementation = name
 
     whole_row_mask = WholeRowMask(mpu.get_sequence_parallel_group())
+    kv_groups = ulysses.attn_head_count // ulysses.global_kv_head_count
 
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         if not module.training:  # evaluation: whole rows on every rank, the plain attention
             for k in SLICE_KEYS:
                 kwargs.pop(k, None)
+            # with N > KV heads Ulysses replicates them and resets the layer's num_key_value_groups
+            module.num_key_value_groups = kv_groups
             return plain(module, query, key, value, attention_mask, *args, **kwargs)
         if name == "sdpa":
             kwargs["sp_mask"] = whole_row_mask(kwargs["position_ids"], kwargs.pop("sp_one_sequence", False))

@@ -156,6 +156,8 @@ def test_kill_at_sp2_resumes_exactly_and_at_other_sp_sizes(sp_runs):
         for step in range(4, 7):
             assert moved[step]["examples_drawn"] == straight[step]["examples_drawn"], (where.name, step)
             assert moved[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-5, abs=0), (where.name, step)
+            for key in (k for k in straight[step] if k.startswith("eval/loss")):  # step 6: whole rows, no SP
+                assert moved[step][key] == pytest.approx(straight[step][key], rel=1e-5, abs=0), (where.name, key)
     want = {m["step"]: m for m in read_metrics(jobs[("sp1", "z2")].run_dir)}
     sp2 = {m["step"]: m for m in read_metrics(into / "runs" / "sp1_z2")}
     assert sorted(sp2) == list(range(1, 7))
