@@ -2,7 +2,8 @@
 exactly (targets at a slice boundary included); the core attention ift gives DeepSpeed's Ulysses
 layer (ift.sequence_parallel.packed_attention) keeps the examples of a packed row apart with no
 mask from transformers, as transformers' own packed mask does; tiled MLPs (DeepSpeed's TiledMLP)
-give the plain MLP's loss and gradients. The 2-process runs are in
+give the plain MLP's loss and gradients; the flash-attention core flattens and restores rows in
+the order of their boundaries (a varlen stand-in for the GPU kernel). The 2-process runs are in
 tests/integration/test_sequence_parallel.py."""
 import pytest
 import torch
@@ -102,3 +103,29 @@ def test_tiled_mlp_equals_the_plain_mlp_in_forward_and_backward(batch):
     assert torch.allclose(losses[0], losses[1], atol=1e-5, rtol=0)
     for (name, a), b in zip(plain.named_parameters(), tiled.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-5), name
+
+
+def test_flash_core_flattens_rows_in_the_order_of_their_boundaries(batch):
+    """The flash-attention core hands the kernel the micro-batch as one row of sequences with the
+    host's boundaries (as transformers' varlen path takes them) and reshapes back: checked against
+    sdpa with the block mask, with a varlen stand-in for the GPU kernel (sdpa per sequence)."""
+    import torch.nn.functional as F
+
+    from ift.sequence_parallel import block_causal_mask, packed_attention
+
+    def varlen(module, q, k, v, mask, *a, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, **kw):
+        assert q.shape[0] == 1 and torch.equal(cu_seq_lens_q, cu_seq_lens_k) and mask is None
+        out = torch.empty_like(q)
+        for s, e in zip(cu_seq_lens_q[:-1].tolist(), cu_seq_lens_q[1:].tolist()):
+            out[:, :, s:e] = F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True)
+        assert max_length_q == max(e - s for s, e in zip(cu_seq_lens_q[:-1].tolist(), cu_seq_lens_q[1:].tolist()))
+        return out.transpose(1, 2), None  # [1, tokens, heads, dim], as flash_attention_forward returns
+
+    sliced = sequence_slice(batch, 0, 2)  # any slice carries the whole rows' boundaries
+    rows, width = batch["input_ids"].shape
+    q, k, v = (torch.randn(rows, 4, width, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    got, _ = packed_attention("flash_attention_2", varlen)(
+        None, q, k, v, None, sp_cu_seq_lens=sliced["sp_cu_seq_lens"], sp_max_length=sliced["sp_max_length"],
+        sp_one_sequence=False)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(batch["position_ids"])[:, None])
+    assert torch.allclose(got, want.transpose(1, 2), atol=1e-6, rtol=0)  # [rows, width, heads, dim]
