@@ -3,8 +3,8 @@ all-to-all, fp32, a tiny Llama with 4 attention heads and 2 key/value heads.
 
 - 2 processes at SP=2 (one data-parallel rank: both read the same rows, each feeds half of every
   row) train exactly like 1 process at SP=1 on the same rows: loss, per-task losses and gradient
-  norm of every step, at ZeRO-2 and ZeRO-3, with packed rows whose examples (and their targets)
-  cross the slice boundary.                                                          (slow)
+  norm of every step and the final weights, at ZeRO-1, 2 and 3 and with gradient checkpointing
+  and tiled MLPs, with packed rows whose examples (and their targets) cross the slice boundary. (slow)
 - A run at SP=2 killed (SIGKILL) after step 4 resumes from its step-3 checkpoint: at SP=2 with the
   uninterrupted run's losses exactly; at SP=1 on one process and at SP=4 on four (2 ranks -> 1, 4:
   DeepSpeed's universal checkpoint) with the same samples and losses to 1e-5. And an SP=1 checkpoint of one
@@ -17,7 +17,15 @@ import os
 import shutil
 
 import pytest
-from helpers import TINY_MODEL, TrainJob, read_metrics, run_concurrently, run_train, write_config
+from helpers import (
+    TINY_MODEL,
+    TrainJob,
+    consolidated_state,
+    read_metrics,
+    run_concurrently,
+    run_train,
+    write_config,
+)
 
 DATA = {"tasks": [{"builtin": "reverse_word", "n": 32}, {"builtin": "sort_ascending", "n": 32},
                   {"builtin": "sentiment", "n": 32}],
@@ -115,6 +123,10 @@ def test_sp2_on_two_processes_trains_exactly_like_sp1_on_one(sp_runs, variant):
         for key in held:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=0), (where, key)
     assert all(m["grad_norm"] > 0 for m in ref)
+    # the final weights, gathered from the SP run's ZeRO shards as `ift export` does
+    weights = [consolidated_state(jobs[(sp, variant)].run_dir) for sp in ("sp1", "sp2")]
+    worst = max(((weights[1][k] - v).abs().max().item(), k) for k, v in weights[0].items())
+    assert worst[0] <= 1e-5, f"{variant}: SP=2 weights differ from SP=1 by {worst[0]:.3g} in {worst[1]}"
     assert _crossing_targets(jobs[("sp2", variant)].run_dir) > 0, "no example crossed the slice boundary"
 
 
