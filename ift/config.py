@@ -18,10 +18,10 @@ from ift.atomic import write_text
 from ift.config_loader import ConfigError, apply_override, build, check_choices, read_yaml, require
 from ift.errors import UserError
 
-__all__ = ["ConfigError", "UserError", "RunConfig", "ModelConfig", "TaskSource", "GroupConfig", "MixtureConfig",
-           "DataConfig", "TrainConfig", "DeepSpeedConfig", "WandbConfig", "TrackingConfig", "SlurmConfig",
-           "EvalConfig", "Config", "load_config", "single_task", "read_yaml", "validate", "validate_source", "to_dict",
-           "save_config"]
+__all__ = ["ConfigError", "UserError", "RunConfig", "ModelConfig", "TaskSource", "GroupConfig", "AdaptConfig",
+           "MixtureConfig", "DataConfig", "TrainConfig", "DeepSpeedConfig", "WandbConfig", "TrackingConfig",
+           "SlurmConfig", "EvalConfig", "Config", "load_config", "single_task", "read_yaml", "validate",
+           "validate_source", "to_dict", "save_config"]
 
 Strategy = Literal["explicit", "proportional", "temperature"]
 """How a mixture (or a group) sets its tasks' rates: `explicit`: the `weights` given; `proportional`:
@@ -136,6 +136,40 @@ class GroupConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """An adaptive mixture (ift.data.adapt): every `every` steps, new task rates from each task's loss
+    since the last update. The configured strategy's rates are the prior; no `rule`: fixed rates."""
+
+    rule: Literal["excess_loss", "learning_progress"] | None = None
+    """excess_loss: DoReMi's online multiplicative weights on each task's loss above a reference;
+    learning_progress: weights on each task's relative loss decrease over the window (ODM-style)."""
+    every: int = 50
+    """Optimizer steps between updates."""
+    eta: float = 1.0
+    """Step size of the multiplicative update."""
+    smoothing: float = 0.1
+    """Rates = (1 - smoothing) x adapted + smoothing x the base rates."""
+    floor: float = 0.0
+    """The least rate of every task (floor x tasks <= 1)."""
+    reference: str = "initial"
+    """excess_loss: `initial` (each task's loss over the first window) or a reference run's metrics.jsonl."""
+    epsilon: float = 0.05
+    """learning_progress: exploration, the share spread uniformly over the tasks."""
+    signal: Literal["train", "heldout"] = "train"
+    """train: each task's training loss; heldout: its `eval/loss/<task>` on eval.tasks of the same name."""
+
+    def check(self, at: str) -> None:
+        check_choices(self, at)
+        require(self.every >= 1, f"{at}.every", self.every, "must be >= 1")
+        require(math.isfinite(self.eta) and self.eta > 0, f"{at}.eta", self.eta, "must be > 0")
+        for name in ("smoothing", "epsilon", "floor"):
+            v = getattr(self, name)
+            require(math.isfinite(v) and 0 <= v <= 1, f"{at}.{name}", v, "must be in [0, 1]")
+        require(self.smoothing < 1, f"{at}.smoothing", self.smoothing, "must be < 1 (1 keeps the base rates)")
+        require(bool(self.reference), f"{at}.reference", self.reference, "must be `initial` or a metrics.jsonl path")
+
+
+@dataclass
 class MixtureConfig:
     strategy: Strategy = "proportional"
     cap: int | None = None
@@ -145,10 +179,12 @@ class MixtureConfig:
     weights: dict = field(default_factory=dict)
     """Task -> weight, for `explicit`."""
     groups: list[GroupConfig] = field(default_factory=list)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def check(self, at: str) -> None:
         check_choices(self, at)
         _check_rates(self, at)
+        self.adapt.check(f"{at}.adapt")
         for i, g in enumerate(self.groups):
             gp = f"{at}.groups[{i}]"
             require(g.name not in [h.name for h in self.groups[:i]], f"{gp}.name", g.name,

@@ -57,13 +57,15 @@ class Trainer:
         self.names = [x.name for x in self.tokenized]
         if self.main:
             self._write_mixture_report()
+        adapt = cfg.data.mixture.adapt
+        self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
+        self.adapter = self._make_adapter() if adapt.rule else None
         self._build_engine()
         self.step, self.resumed_at = 0, None
         loader = self._make_loader(cfg.run.seed)
         if self.resume_path:
             loader = self._resume(loader)
         self.data = Prefetcher(loader, pin_batch)
-        self.heldout = self._heldout_batches() if cfg.eval.every else None
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
@@ -71,6 +73,10 @@ class Trainer:
                                            for n, x in zip(self.names, self.tokenized)])
         stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
         self.tally = LossTally(len(self.names), self.engine.device, self.step)
+        # the adaptive mixture's own sums since its last update (folded into the adapter at saves)
+        self.mix_tally = LossTally(len(self.names), self.engine.device) if self.adapter else None
+        if self.adapter and self.main and self.step == 0:
+            self.tracker.log(self.adapter.metrics(), 0)
         self.stop_vote = StopVote()
         self.nonfinite_skipped = 0
         self._window_reset()
@@ -93,8 +99,10 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             stopping = self.stop_vote.exchange(stop.requested())  # every rank agrees, then all save together
-            scores = self._heldout_scores() if self.heldout and (
+            scores = self._heldout_scores() if self.cfg.eval.every and (
                 self.step % self.cfg.eval.every == 0 or self.step == t.max_steps) else {}  # and at the end
+            if self.adapter and self.step % self.adapter.cfg.every == 0:
+                scores = self._adapt_mixture(scores)
             if self.step % t.log_every == 0 or self.step == t.max_steps:
                 metrics = self.log_metrics(scores)
                 if bar is not None:
@@ -129,6 +137,8 @@ class Trainer:
             loss.index_add_(0, task, losses.detach().double())
             tokens.index_add_(0, task, torch.ones_like(losses, dtype=torch.float64))
         self.tally.add_step(loss, tokens)
+        if self.mix_tally:
+            self.mix_tally.add_step(loss, tokens)
 
     # ------------------------------------------------------------------ set-up
 
@@ -188,6 +198,8 @@ class Trainer:
                         path, self.step)
         else:
             loader.load_state_dict(state["loader"])
+            if self.adapter:
+                self.adapter.load_state_dict(state["mixture_adapt"])
         if self.main:
             from ift.tracking import truncate_metrics
 
@@ -196,6 +208,36 @@ class Trainer:
                 self.run.write_wandb_id(state["wandb_id"])
             log.info("resumed from %s at step %d", path, self.step)
         return loader
+
+    def _make_adapter(self):
+        from ift.data.adapt import Adapter
+
+        m = self.cfg.data.mixture
+        return Adapter(m.adapt, self.names, [self.rates[n] for n in self.names], [len(x) for x in self.tokenized],
+                       m.cap, self.heldout[0] if self.heldout else None)
+
+    def _fold_mixture_signal(self) -> None:
+        """The adaptive mixture's device sums, all-reduced, into the adapter (a collective)."""
+        if self.mix_tally:
+            self.adapter.add(*self.mix_tally.read())
+            self.mix_tally.reset()
+
+    def _adapt_mixture(self, scores: dict) -> dict:
+        """New task rates, in force from the next step on; returns the scores with `mix/<task>`."""
+        import numpy as np
+
+        if self.adapter.cfg.signal == "heldout":
+            scores = scores if "eval/loss" in scores else {**scores, **self._heldout_scores()}
+            losses = np.array([scores.get(f"eval/loss/{n}", np.nan) for n in self.names])
+        else:
+            self._fold_mixture_signal()
+            losses = self.adapter.window_losses()
+        self.data.set_rates(self.adapter.update(self.step, losses).tolist())
+        if self.main:
+            moved = sorted(zip(self.adapter.rates, self.names), reverse=True)[:3]
+            log.info("mixture at step %d: highest rates %s", self.step,
+                     ", ".join(f"{n} {r:.3f}" for r, n in moved))
+        return {**scores, **self.adapter.metrics()}
 
     def _heldout_batches(self):
         from ift.eval.heldout_loss import heldout_batches
@@ -273,10 +315,12 @@ class Trainer:
         """What a checkpoint holds besides the engine: where the data stream and W&B continue."""
         return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
                 "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
-                "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg)}
+                "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg),
+                **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {})}
 
     def save(self) -> str:
         self.check_finite()  # never save a model a non-finite step has spoiled
+        self._fold_mixture_signal()  # so that a resume continues the adaptive mixture's window exactly
         began = time.perf_counter()
         t = self.cfg.train
         path = checkpoint.save(self.engine, self.run.checkpoints, self.step, self.state(), t.keep_last, t.keep_every)

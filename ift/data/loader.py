@@ -121,6 +121,15 @@ class PackedLoader:
         return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots,
                     attention_sq)
 
+    def set_rates(self, rates: list[float]) -> None:
+        """Draw at new task rates from the next row on: the rows of the current window not handed
+        out yet (and its carried examples) open a new window with the draws at the new rates, so
+        nothing drawn is lost or repeated and the change sits at a step boundary."""
+        leftover = [d for row in self.rows[self.next_row:] for d in row] + self.carry_out
+        self.stream.set_rates(rates)
+        self.window_index += 1
+        self._fill_window(leftover)
+
     @property
     def examples_drawn(self) -> int:
         """Examples consumed by the steps taken so far (drawn minus the unconsumed rest of the window)."""
@@ -154,17 +163,37 @@ class Prefetcher:
     handed out so far, not the one being prepared, so a checkpoint resumes exactly."""
 
     def __init__(self, loader: PackedLoader, prepare=lambda batch: batch):
+        self.loader, self.prepare = loader, prepare
+        self._start()
+
+    def _start(self) -> None:
         import queue
         import threading
 
-        self.loader, self.prepare = loader, prepare
-        self._state, self.examples_drawn = loader.state_dict(), loader.examples_drawn
+        self._state, self.examples_drawn = self.loader.state_dict(), self.loader.examples_drawn
         self._ready: queue.Queue = queue.Queue(maxsize=1)
-        threading.Thread(target=self._produce, daemon=True, name="ift-prefetch").start()
+        self._closing = False
+        self._thread = threading.Thread(target=self._produce, daemon=True, name="ift-prefetch")
+        self._thread.start()
+
+    def set_rates(self, rates: list[float]) -> None:
+        """New task rates from the next step on: the thread stops, the loader goes back to the
+        steps handed out (it ran ahead) and changes its rates there, and the thread starts again."""
+        import queue
+
+        self._closing = True
+        while self._thread.is_alive():
+            try:
+                self._ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self.loader.load_state_dict(self._state)
+        self.loader.set_rates(rates)
+        self._start()
 
     def _produce(self) -> None:
         try:
-            while True:
+            while not self._closing:
                 step = self.loader.next_step()
                 step.micro_batches = [self.prepare(m) for m in step.micro_batches]
                 self._ready.put((step, self.loader.state_dict(), self.loader.examples_drawn))

@@ -141,9 +141,14 @@ class MixtureStream:
     def take(self, n: int) -> list[tuple[int, int]]:
         return [next(self) for _ in range(n)]
 
+    def set_rates(self, rates: list[float]) -> None:
+        """Draw at new rates from the next draw on (an adaptive mixture); the credits carry over."""
+        self.rates = np.asarray(rates, dtype=np.float64)
+
     def state_dict(self) -> dict:
         return {"drawn": self.drawn, "credit": [float(c) for c in self.credit],
-                "epoch": list(self.epoch), "pos": list(self.pos), "names": list(self.names)}
+                "epoch": list(self.epoch), "pos": list(self.pos), "names": list(self.names),
+                "rates": [float(r) for r in self.rates]}
 
     def load_state_dict(self, state: dict) -> None:
         if state["names"] != self.names:
@@ -151,6 +156,8 @@ class MixtureStream:
         self.drawn = state["drawn"]
         self.credit = np.asarray(state["credit"], dtype=np.float64)
         self.epoch, self.pos = list(state["epoch"]), list(state["pos"])
+        if "rates" in state:  # an adaptive mixture's rates at that point (older states: the configured ones)
+            self.rates = np.asarray(state["rates"], dtype=np.float64)
 
 
 

@@ -6,6 +6,7 @@ table) land in `data.cache_dir`; a run whose cache is warm memory-maps both and 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -103,6 +104,8 @@ def mixture_definition(cfg: Config, rates: dict) -> dict:
                   "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
     if d.train_on != "all_assistant":  # only when set: checkpoints from before the key still match
         definition["train_on"] = d.train_on
+    if d.mixture.adapt.rule:  # likewise
+        definition["adapt"] = dataclasses.asdict(d.mixture.adapt)
     return definition
 
 
