@@ -105,3 +105,35 @@ def plot_losses(runs: list[dict], curves: dict, held: list[str], path: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_mixtures(mixtures: dict, path: str) -> None:
+    """Per adaptive run: its task rates over steps (stacked; a rate holds from its update to the next)
+    beside each task's training loss."""
+    plt = _pyplot()
+    fig, rows = plt.subplots(len(mixtures), 2, figsize=(13, 4.2 * len(mixtures)), squeeze=False)
+    for (name, mix), (left, right) in zip(mixtures.items(), rows):
+        tasks, steps = list(mix["rates"]), mix["steps"]
+        end = max([steps[-1]] + [s for c in mix["loss"].values() for s in c])
+        xs = [x for a, b in zip(steps, steps[1:] + [end]) for x in (a, b)]  # a step function, as stacked areas
+        ys = [[mix["rates"][t].get(a, 0.0) for a in steps for _ in (0, 1)] for t in tasks]
+        colors = [plt.cm.tab20(i % 20) for i in range(len(tasks))]
+        left.stackplot(xs, ys, labels=tasks, colors=colors, linewidth=0)
+        left.set_xlim(steps[0], end)
+        left.set_ylim(0, 1)
+        left.set_xlabel("step")
+        left.set_ylabel("sampling rate (stacked)")
+        left.set_title(f"{name}: task rates", fontsize=10)
+        for t, c in zip(tasks, colors):
+            curve = mix["loss"].get(t, {})
+            right.plot(list(curve), list(curve.values()), color=c, linewidth=1, label=t)
+        right.set_yscale("log")
+        right.set_xlabel("step")
+        right.set_ylabel("training loss per task (log scale)")
+        right.set_title(f"{name}: task losses", fontsize=10)
+        right.grid(alpha=0.3)
+        right.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+                     ncol=1 + len(tasks) // 25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

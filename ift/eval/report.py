@@ -3,7 +3,8 @@
 Per run dir it reads `mixture.json` (tasks trained on), `config.yaml` (run.name), one or more
 `eval/<name>.json` (e.g. zero-shot and few-shot) and the held-out losses of `metrics.jsonl`, and writes
 COMPARISON.md, comparison.json (every number of the report, for tools), comparison.png (group means per
-evaluation), comparison_tasks.png and heldout_loss.png (drawn by ift.eval.plots) into an output folder.
+evaluation), comparison_tasks.png, heldout_loss.png and, for an adaptive mixture, mixture.png (its task
+rates over steps beside the tasks' losses; drawn by ift.eval.plots) into an output folder.
 Unusable input raises UserError with a one-line message.
 """
 from __future__ import annotations
@@ -152,6 +153,51 @@ def heldout_losses(run: dict, held: list[str]) -> dict:
     return dict(sorted(out.items()))
 
 
+def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
+    """{name: {step: value}} of the metrics.jsonl keys `<prefix><name>` (a resumed step's line wins)."""
+    path, out = RunDir(run_dir).metrics, {}
+    if not os.path.isfile(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                m = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for k, v in m.items():
+                if k.startswith(prefix) and v is not None:
+                    out.setdefault(k[len(prefix):], {})[int(m["step"])] = v
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def mixture_history(run: dict) -> dict | None:
+    """An adaptive mixture's rates over steps (`mix/<task>`) and its per-task training loss, with the
+    tasks that gained and lost weight between the first and the last update; None for fixed rates."""
+    rates = _metric_series(run["dir"], "mix/")
+    if not rates:
+        return None
+    steps = sorted(set().union(*(r.keys() for r in rates.values())))
+    change = {t: r[steps[-1]] - r[steps[0]] for t, r in rates.items() if steps[0] in r and steps[-1] in r}
+    order = sorted(change, key=change.get)
+    return {"steps": steps, "rates": rates, "loss": {t: v for t, v in _metric_series(run["dir"], "loss/").items()
+                                                     if t in rates},
+            "gained": [t for t in reversed(order) if change[t] > 0][:5],
+            "lost": [t for t in order if change[t] < 0][:5], "change": change}
+
+
+def _markdown_mixture(name: str, mix: dict) -> str:
+    first, last = mix["steps"][0], mix["steps"][-1]
+    lines = ["", f"## Adaptive mixture ({name})", "",
+             f"Rates at step {first} (the configured mixture) and after the last update (step {last}); "
+             f"{len(mix['steps']) - 1} updates.", "",
+             f"- gained weight: {', '.join(mix['gained']) or 'none'}",
+             f"- lost weight: {', '.join(mix['lost']) or 'none'}", "",
+             "| task | rate at start | rate at end | change |", "|---|---|---|---|"]
+    for t, r in sorted(mix["rates"].items(), key=lambda kv: -mix["change"].get(kv[0], 0)):
+        lines.append(f"| {t} | {r.get(first, 0):.3f} | {r.get(last, 0):.3f} | {mix['change'].get(t, 0):+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _compare(runs: list[dict]) -> dict:
     """Groups, per-task status and findings for one evaluation of every run."""
     _unique_names(runs)
@@ -196,6 +242,12 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     md += "\n![group means](comparison.png)\n\n![per task](comparison_tasks.png)\n"
     if "plot_loss" in files:
         md += "\n![held-out loss during training](heldout_loss.png)\n"
+    mixtures = {r["name"]: m for r in runs if (m := mixture_history(r))}
+    if mixtures:
+        files["plot_mixture"] = os.path.join(out_dir, "mixture.png")
+        plots.plot_mixtures(mixtures, files["plot_mixture"])
+        md += "".join(_markdown_mixture(n, m) for n, m in mixtures.items())
+        md += "\n![task rates and losses over steps](mixture.png)\n"
     with open(files["markdown"], "w") as f:
         f.write(md)
     plots.plot_groups(evaluations, files["plot"])
@@ -214,6 +266,9 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
         **{k: v for k, v in summary(main).items() if k != "name"},
         "evaluations": [summary(ev) for ev in evaluations],
         "heldout_loss": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in curves.items()}},
+        "mixture": {n: {"steps": m["steps"], "gained": m["gained"], "lost": m["lost"],
+                        "rates": {t: {str(k): v for k, v in r.items()} for t, r in m["rates"].items()}}
+                    for n, m in mixtures.items()},
     }
     with open(files["json"], "w") as f:
         json.dump(result, f, indent=1)

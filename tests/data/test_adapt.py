@@ -6,11 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from ift.config import AdaptConfig, ConfigError, load_config
+from ift.config import AdaptConfig, ConfigError, DataConfig, TaskSource, load_config
 from ift.data.adapt import Adapter, bound, rate_ceiling
 from ift.data.loader import Prefetcher
+from ift.data.sources import load_tasks
 from ift.errors import UserError
-from tests.data.test_loader import make_loader, same_step, small, suite, tokenizer  # noqa: F401 (fixtures)
+from ift.model import corpus_texts, train_bpe_tokenizer
+from tests.data.test_loader import _tokenized, make_loader, same_step
 
 NAMES = ["a", "b", "c"]
 BASE = [0.5, 0.3, 0.2]
@@ -155,6 +157,16 @@ def test_errors_that_need_the_tasks(tmp_path):
 
 
 # --------------------------------------------------------------------------- the loader at new rates
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe_tokenizer(corpus_texts(load_tasks(DataConfig(tasks=[TaskSource(builtin="train", n=60)]), 0)), 512)
+
+
+@pytest.fixture(scope="module")
+def suite(tokenizer, tmp_path_factory):
+    return _tokenized(tokenizer, tmp_path_factory.mktemp("cache"), 60)
 
 
 def consumed(loader, steps):

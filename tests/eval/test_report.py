@@ -148,3 +148,25 @@ def test_clear_errors(tmp_path):
     os.remove(os.path.join(d, "mixture.json"))
     with pytest.raises(UserError, match="no mixture.json"):
         write_comparison([d], str(tmp_path / "out"))
+
+
+def test_adaptive_mixture_rates_and_losses_reach_the_report(tmp_path):
+    ft, ift = two_runs(tmp_path)
+    lines = [{"step": 0, "mix/taskA": 0.5, "mix/taskB": 0.3, "mix/taskC": 0.2},
+             {"step": 5, "loss": 2.0, "loss/taskA": 1.0, "loss/taskB": 3.0, "loss/taskC": 2.0},
+             {"step": 5, "mix/taskA": 0.3, "mix/taskB": 0.5, "mix/taskC": 0.2},
+             {"step": 10, "loss": 1.5, "loss/taskA": 0.5, "loss/taskB": 2.5, "loss/taskC": 1.0,
+              "mix/taskA": 0.2, "mix/taskB": 0.6, "mix/taskC": 0.2}]
+    (tmp_path / "ift" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    out = tmp_path / "cmp"
+    res = write_comparison([ft, ift], str(out))
+    assert os.path.getsize(res["files"]["plot_mixture"]) > 10_000
+    mix = res["mixture"]["ift_run"]
+    assert mix["steps"] == [0, 5, 10] and mix["gained"] == ["taskB"] and mix["lost"] == ["taskA"]
+    assert mix["rates"]["taskB"] == {"0": 0.3, "5": 0.5, "10": 0.6}
+    assert "ft_run" not in res["mixture"]  # fixed rates: no section
+    md = (out / "COMPARISON.md").read_text()
+    assert "## Adaptive mixture (ift_run)" in md and "![task rates and losses over steps](mixture.png)" in md
+    assert row(md, "taskB", "## Adaptive mixture") == ["taskB", "0.300", "0.600", "+0.300"]
+    assert row(md, "taskA", "## Adaptive mixture") == ["taskA", "0.500", "0.200", "-0.300"]
+    assert "- gained weight: taskB" in md and "- lost weight: taskA" in md
