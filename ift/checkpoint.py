@@ -282,7 +282,8 @@ def prune(ckpt_dir: str, keep_last: int, keep_every: int) -> None:
     found = complete_checkpoints(ckpt_dir)
     # never delete the newest valid checkpoint: keep everything from it on
     newest_ok = next((i for i in range(len(found) - 1, -1, -1) if not verify_checkpoint(found[i][1], "size")), 0)
-    for step, path in found[:min(len(found) - keep_last, newest_ok)] if keep_last else []:
+    # max(0, ...): with fewer checkpoints than keep_last a negative end would slice from the back
+    for step, path in found[:max(0, min(len(found) - keep_last, newest_ok))] if keep_last else []:
         if keep_every and step % keep_every == 0:
             continue
         shutil.rmtree(path, ignore_errors=True)

@@ -116,6 +116,15 @@ def test_retention_never_deletes_the_newest_valid_checkpoint(tmp_path):
     assert os.path.isdir(fine) and not os.path.exists(good)
 
 
+def test_retention_keeps_everything_below_keep_last(tmp_path):
+    saved = [make_checkpoint(tmp_path, s) for s in (2, 4)]
+    prune(str(tmp_path), keep_last=3, keep_every=0)  # 2 of 3: nothing to delete
+    assert all(os.path.isdir(c) for c in saved)
+    saved += [make_checkpoint(tmp_path, s) for s in (6, 8)]
+    prune(str(tmp_path), keep_last=3, keep_every=0)
+    assert [os.path.isdir(c) for c in saved] == [False, True, True, True]
+
+
 def test_resume_of_an_explicit_damaged_checkpoint_is_a_user_error(tmp_path):
     from ift import rundir
     from ift.errors import UserError
