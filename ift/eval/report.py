@@ -137,20 +137,11 @@ def _group_table(names: list[str], groups: dict) -> list[str]:
 
 def heldout_losses(run: dict, held: list[str]) -> dict:
     """{step: mean eval/loss over the held-out tasks} from the run's metrics.jsonl (eval.every)."""
-    path = RunDir(run["dir"]).metrics
-    out: dict = {}
-    if not held or not os.path.isfile(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            try:
-                m = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            vals = [m[f"eval/loss/{t}"] for t in held if f"eval/loss/{t}" in m]
-            if len(vals) == len(held):
-                out[int(m["step"])] = sum(vals) / len(vals)  # a resumed step's line replaces the first
-    return dict(sorted(out.items()))
+    if not held:
+        return {}
+    losses = _metric_series(run["dir"], "eval/loss/")
+    steps = set.intersection(*(set(losses.get(t, {})) for t in held))
+    return {s: sum(losses[t][s] for t in held) / len(held) for s in sorted(steps)}
 
 
 def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
