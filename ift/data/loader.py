@@ -187,7 +187,10 @@ class Prefetcher:
                 self._ready.get(timeout=0.05)
             except queue.Empty:
                 pass
-        self.loader.load_state_dict(self._state)
+        if self.loader.window_index == self._state["window_index"]:  # still in that window: rewind the row
+            self.loader.next_row, self.loader.steps = self._state["next_row"], self._state["steps"]
+        else:
+            self.loader.load_state_dict(self._state)
         self.loader.set_rates(rates)
         self._start()
 

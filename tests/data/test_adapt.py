@@ -211,13 +211,14 @@ def test_a_resume_after_new_rates_continues_exactly(suite, tokenizer):
         same_step(a.next_step(), b.next_step())
 
 
-def test_the_prefetcher_changes_rates_at_the_step_handed_out(suite, tokenizer):
+@pytest.mark.parametrize("window", [8, 512])  # the thread ran into later windows / stayed in the same one
+def test_the_prefetcher_changes_rates_at_the_step_handed_out(suite, tokenizer, window):
     """The prefetch thread runs up to two steps ahead; the change still lands after the last step
     the trainer took, as in a loader that never ran ahead (and so at any thread timing)."""
     pad = tokenizer.pad_token_id
     rates = [1.0 / len(suite)] * len(suite)
-    direct = make_loader(suite, pad, window=32, mb=4)
-    ahead = Prefetcher(make_loader(suite, pad, window=32, mb=4))
+    direct = make_loader(suite, pad, window=window, mb=4)
+    ahead = Prefetcher(make_loader(suite, pad, window=window, mb=4))
     for _ in range(5):
         same_step(direct.next_step(), ahead.next_step())
     import time
