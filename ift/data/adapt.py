@@ -137,12 +137,11 @@ class Adapter:
             term = losses - self.compare_to
             if self.reference is not None:
                 term = np.maximum(term, 0.0)
+            else:  # a task first seen now is compared against its first loss from here on
+                self.compare_to = np.where(np.isfinite(self.compare_to), self.compare_to, losses)
         else:
             term = (self.compare_to - losses) / self.compare_to
             self.compare_to = np.where(np.isfinite(losses), losses, self.compare_to)
-        if c.rule == "excess_loss" and self.reference is None:
-            # a task first seen now is compared against its first loss from here on
-            self.compare_to = np.where(np.isfinite(self.compare_to), self.compare_to, losses)
         self.log_weights = self.log_weights + c.eta * _fill_unobserved(term)
         self.log_weights -= self.log_weights.max()  # keeps the weights in range; softmax ignores it
         adapted = _softmax(self.log_weights)
