@@ -177,6 +177,13 @@ def add_eval_args(sp) -> None:
                     "required for a model folder)")
     sp.add_argument("--name", help="result name (default: from --tasks and --shots, e.g. eval_0shot)")
     sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
+    sp.add_argument("--nproc-per-node", type=int, default=1,
+                    help="local processes (torchrun), each generating its share of the examples on its own device")
+    sp.add_argument("--backend", choices=["hf", "vllm"], help="generation backend (default: eval.backend, hf)")
+    sp.add_argument("--harness", metavar="TASKS",
+                    help="run lm-evaluation-harness tasks instead (e.g. mmlu,arc_easy,gsm8k) on the model; "
+                         "results in <run dir>/eval/harness.json (the harness extra: pip install 'ift[harness]')")
+    sp.add_argument("--harness-include", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
 
 
 def _shots_list(value: str | None) -> list[int | None]:
@@ -194,14 +201,42 @@ def cmd_eval(args, extras=None) -> dict:
     shots_list = _shots_list(args.shots)
     if len(shots_list) > 1 and args.name:
         raise UserError("--name names one evaluation: leave it out with several --shots values")
+    if args.nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        from ift.launch.local import launch_torchrun
+
+        if code := launch_torchrun(args.nproc_per_node, args.argv):
+            raise SystemExit(code)
+        return {}
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        from ift.launch.job import export_dist_env
+
+        export_dist_env()  # `srun ift eval ...` with several tasks: one rank per task
+    if args.harness:
+        from ift.eval.harness import run_harness
+
+        result = run_harness(args.source, args.harness, include=args.harness_include, limit=args.limit,
+                             shots=shots_list[0], batch_size=args.batch_size, out=args.out, wandb=not args.no_wandb)
+        _print_harness(result)
+        return result
     from ift.eval.evaluate import evaluate
 
     for shots in shots_list:
         result = evaluate(args.source, tasks=args.tasks, shots=shots, max_new_tokens=args.max_new_tokens,
                           limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
-                          wandb=not args.no_wandb)
-        _print_result(result)
+                          wandb=not args.no_wandb, backend=args.backend)
+        if result["files"]:  # rank 0
+            _print_result(result)
     return result
+
+
+def _print_harness(result: dict) -> None:
+    if not result.get("files"):
+        return
+    for task, scores in result["tasks"].items():
+        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    print(f"wrote {result['files']['json']}" + (" (logged to W&B)" if result.get("wandb") else ""))
 
 
 def _print_result(result: dict) -> None:
@@ -213,6 +248,10 @@ def _print_result(result: dict) -> None:
     m = result["mean"]
     print(f"{'mean':<{width}}  {m['n']:>5}  {m['exact_match']:>6.1f}  {m['rougeL']:>7.1f}  "
           f"{m['exact_match_cased']:>9.1f}  ({m['tasks']} tasks)")
+    sp = result["speed"]
+    print(f"{sp['examples_per_s']:.2f} examples/s, {sp['tokens_per_s']:.1f} generated tokens/s "
+          f"({sp['processes']} process(es), {sp['backend']}); prompt padding {100 * sp['padding_frac']:.1f}%, "
+          f"decode steps past a row's end {100 * sp['decode_waste']:.1f}%")
     print(f"wrote {result['files']['json']} and {result['files']['markdown']}"
           + (" (logged to W&B)" if result.get("wandb") else ""))
 

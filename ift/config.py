@@ -388,6 +388,11 @@ class EvalConfig:
     batch_size: int = 16
     every: int = 0
     """Evaluate the loss on a held-out sample every N steps and at the last step (0: off)."""
+    generate_every: int = 0
+    """Generate on eval.tasks (limit, shots, max_new_tokens, batch_size as above) every N steps and at
+    the last step, examples sharded over the ranks, and log ROUGE-L / exact match per task (0: off)."""
+    backend: str = "hf"
+    """`ift eval`'s generation: hf (transformers, batched by prompt length) or vllm (vllm.LLM, one process)."""
 
     def check(self, at: str) -> None:
         for i, src in enumerate(self.tasks):
@@ -397,6 +402,8 @@ class EvalConfig:
         require(self.limit is None or self.limit > 0, f"{at}.limit", self.limit, "must be > 0")
         require(self.batch_size > 0, f"{at}.batch_size", self.batch_size, "must be > 0")
         require(self.every >= 0, f"{at}.every", self.every, "must be >= 0")
+        require(self.generate_every >= 0, f"{at}.generate_every", self.generate_every, "must be >= 0")
+        require(self.backend in ("hf", "vllm"), f"{at}.backend", self.backend, "must be hf or vllm")
 
 
 @dataclass
@@ -441,6 +448,9 @@ def validate(cfg: Config) -> None:
     """Range and choice checks, section by section; types were checked while building."""
     for f in dataclasses.fields(cfg):
         getattr(cfg, f.name).check(f.name)
+    require(not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1), "eval.generate_every",
+            cfg.eval.generate_every, "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
+            "every sequence); set it to 0 and run `ift eval` on the checkpoints")
 
 
 def validate_source(t: TaskSource, path: str) -> None:

@@ -55,12 +55,19 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
 def export_checkpoint(source: str, out_dir: str, dtype: str = "auto") -> str:
     """Write a Hugging Face folder that `AutoModelForCausalLM.from_pretrained(out_dir)` loads, in
     `dtype` (auto: the precision the run trained in, e.g. bf16; fp32, bf16, fp16)."""
+    _, ckpt = rundir.resolve(source)
+    return write_hf_folder(ckpt, out_dir, dtype)
+
+
+def write_hf_folder(ckpt: str, out_dir: str, dtype: str = "auto") -> str:
+    """export_checkpoint of a checkpoint already resolved and verified, in this process alone (no
+    collective: rank 0 exports while the others wait)."""
     from transformers import GenerationConfig
 
     from ift.config import load_config
     from ift.model import DTYPES, resolve_dtype
 
-    run, ckpt = rundir.resolve(source)
+    run = rundir.of_checkpoint(ckpt)
     if dtype == "auto":
         dtype = resolve_dtype(load_config(run.config).model.dtype)  # the saved config says what ran
     model, tokenizer = load_consolidated(ckpt, DTYPES[dtype])

@@ -99,8 +99,10 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             stopping = self.stop_vote.exchange(stop.requested())  # every rank agrees, then all save together
-            scores = self._heldout_scores() if self.cfg.eval.every and (
-                self.step % self.cfg.eval.every == 0 or self.step == t.max_steps) else {}  # and at the end
+            e, last = self.cfg.eval, self.step == t.max_steps  # held-out evaluations: every N steps and at the end
+            scores = self._heldout_scores() if e.every and (self.step % e.every == 0 or last) else {}
+            if e.generate_every and (self.step % e.generate_every == 0 or last):
+                scores.update(self._heldout_generation())
             if self.adapter and self.step % self.adapter.cfg.every == 0:
                 scores = self._adapt_mixture(scores)
             if self.step % t.log_every == 0 or self.step == t.max_steps:
@@ -171,6 +173,10 @@ class Trainer:
         self.flops = flop_counter(lm)
         mpu = sequence_parallel.setup(lm, cfg)
         self.engine, _, self.scheduler = initialize(cfg, CausalLMLoss(lm, cfg.train.loss_chunk), ds_config, mpu)
+        if cfg.eval.generate_every:
+            from ift.eval.evaluate import generation_prompts
+
+            self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
         self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
                              "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
                              "mixture": _fingerprint(mixture_definition(cfg, self.rates))}
@@ -262,6 +268,15 @@ class Trainer:
         self.window.paused += time.perf_counter() - began
         return scores
 
+    def _heldout_generation(self) -> dict:
+        from ift.eval.evaluate import generation_scores
+
+        began = time.perf_counter()
+        synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: every forward is collective
+        scores = generation_scores(self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced)
+        self.window.paused += time.perf_counter() - began
+        return scores
+
     def check_finite(self) -> None:
         """Reads the non-finite tally (a device synchronization: logging and saving steps only).
         ZeRO's overflow check drops an update whose gradient is not finite (and counts it); without
@@ -339,11 +354,11 @@ class Trainer:
             saved = broadcast_object(done[-1][1] if done and done[-1][0] == self.step else None)
             final = saved or self.save()
             if t.export_final:
-                from ift.export import export_checkpoint
+                from ift.export import write_hf_folder
 
                 with main_process_first():  # rank 0 exports; the others wait for it
                     if self.main:
-                        export_checkpoint(final, self.run.export)
+                        write_hf_folder(final, self.run.export)
         self.tracker.finish()
         if self.main:
             log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", self.run_dir)

@@ -16,18 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from ift import atomic, rundir
 from ift.config import Config, EvalConfig
 from ift.data import templates
 from ift.errors import UserError
 from ift.eval import metrics
-from ift.eval.generate import context_limit, generate, load_model, locate
+from ift.eval.generate import context_limit, eos_ids, generate_sharded, generate_vllm, load_model, locate
 from ift.eval.tasks import EVAL_SEED_OFFSET, eval_section, render_prompts, resolve_tasks
 
 log = logging.getLogger(__name__)
 
 SCORES = ("exact_match", "rougeL", "exact_match_cased")
+BACKENDS = ("hf", "vllm")
 
 
 def exact_match_cased(prediction: str, references) -> float:
@@ -39,13 +41,18 @@ def exact_match_cased(prediction: str, references) -> float:
 
 def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: int | None = None,
              limit: int | None = None, batch_size: int | None = None, out: str | None = None,
-             name: str | None = None, wandb: bool = True) -> dict:
+             name: str | None = None, wandb: bool = True, backend: str | None = None, bucket: bool = True) -> dict:
     """Evaluate a run directory, checkpoint or local HF model folder; write `<out>/<name>.json` and
-    `.md` (out defaults to `<run dir>/eval`) and return the result (plus "files")."""
-    import torch
+    `.md` (out defaults to `<run dir>/eval`) and return the result (plus "files").
+
+    Started by a launcher with several ranks (`ift eval --nproc-per-node N`, or srun), every rank
+    generates its share of the batches and rank 0 scores and writes (ift.eval.generate.generate_sharded).
+    bucket=False keeps the prompts in task order instead of batching them by length (the benchmark's
+    baseline)."""
     from tqdm.auto import tqdm
 
     from ift.data.sources import load_tasks
+    from ift.distributed import barrier, rank
 
     path = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(path):
@@ -65,12 +72,15 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     max_new_tokens = defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
     limit = defaults.limit if limit is None else limit
     batch_size = defaults.batch_size if batch_size is None else batch_size
+    backend = defaults.backend if backend is None else backend
     for flag, value, ok in (("--shots", shots, shots >= 0),
                             ("--max-new-tokens", max_new_tokens, max_new_tokens > 0),
                             ("--limit", limit, limit is None or limit > 0),
                             ("--batch-size", batch_size, batch_size > 0)):
         if not ok:
             raise UserError(f"{flag} must be {'>= 0' if flag == '--shots' else '> 0'}, got {value}")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     name = name or f"{base}_{shots}shot"
     if "/" in name or name in (".", ".."):
         raise UserError(f"--name must be a plain file name, got {name!r}")
@@ -81,49 +91,35 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     task_list = [t for t in task_list if len(t) or log.warning("task %s has no examples; skipped", t.name)]
     if not task_list:
         raise UserError(f"no evaluation tasks matched {tasks_setting}")
-    model, tokenizer, info = load_model(source, info)  # after the tasks: a typo must not cost a model load
+    world = start_world()
+    if backend == "vllm" and world > 1:
+        raise UserError("eval.backend vllm runs in one process (vLLM schedules the whole set itself): "
+                        "leave out --nproc-per-node")
+    if backend == "vllm" or world > 1:  # from a Hugging Face folder: one export for every rank (or vLLM)
+        info = {**info, "kind": "hf", "path": exported_model(info)}
+    # after the tasks: a typo must not cost a model load
+    model, tokenizer, info = (load_tokenizer_only if backend == "vllm" else load_model)(source, info)
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template if cfg is not None else "auto")
-    ctx = context_limit(model, cfg)
-    budget = None if ctx is None else ctx - max_new_tokens
-    if budget is not None and budget < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of "
-                        f"{ctx} tokens")
+    items, truncated = build_prompts(task_list, tokenizer, chat, shots, seed, limit,
+                                     budget=prompt_budget(model, cfg, max_new_tokens))
 
-    rendered = {t.name: render_prompts(t, shots, seed, tokenizer, chat, limit) for t in task_list}
-    torch.manual_seed(seed)
-    result_tasks, examples = {}, []
-    total = sum(len(r) for r in rendered.values())
-    with tqdm(total=total, desc=f"eval {name}", unit="ex", dynamic_ncols=True) as bar:
-        for task in task_list:
-            items = rendered[task.name]
-            bar.set_postfix_str(task.name)
-            ids = tokenizer([it["prompt"] for it in items], add_special_tokens=not chat)["input_ids"] if items else []
-            ids = [it.get("prompt_ids") or p for it, p in zip(items, ids)]
-            truncated = 0
-            if budget is not None:  # as in training (truncate_prompt_left): keep the end of the prompt
-                truncated = sum(len(p) > budget for p in ids)
-                ids = [p[-budget:] for p in ids]
-            preds = generate(model, tokenizer, ids, max_new_tokens, batch_size, progress=bar)
-            refs = [it["references"] for it in items]
-            scores = metrics.score_predictions(preds, refs)
-            cased = [exact_match_cased(p, r) for p, r in zip(preds, refs)]
-            n = len(preds)
-            result_tasks[task.name] = {
-                "exact_match": scores["exact_match"], "rougeL": scores["rougeL"],
-                "exact_match_cased": 100.0 * sum(cased) / n, "n": n, "truncated": truncated,
-            }
-            for it, p, em, rl, ec in zip(items, preds, scores["per_example"]["exact_match"],
-                                         scores["per_example"]["rougeL"], cased):
-                examples.append({"task": task.name, "index": it["index"], "prompt": it["prompt"], "prediction": p,
-                                 "references": it["references"], "exact_match": 100.0 * em, "rougeL": 100.0 * rl,
-                                 "exact_match_cased": 100.0 * ec})
-
+    main = rank() == 0
+    ids = [it["prompt_ids"] for it in items]
+    barrier()  # the clock starts when every rank has its model
+    began = time.perf_counter()
+    with tqdm(total=len(items), desc=f"eval {name}", unit="ex", dynamic_ncols=True, disable=not main) as bar:
+        if backend == "vllm":
+            preds, counts = generate_vllm(info["path"], ids, max_new_tokens, eos_ids(model, tokenizer))
+        else:
+            preds, counts = generate_sharded(model, tokenizer, ids, max_new_tokens, batch_size, bar, bucket=bucket)
+    seconds = max(time.perf_counter() - began, 1e-9)
+    result_tasks, examples = score(task_list, items, preds, truncated)
     k = len(result_tasks)
     mean = {m: sum(s[m] for s in result_tasks.values()) / k for m in SCORES}
     mean.update(tasks=k, n=sum(s["n"] for s in result_tasks.values()))
     result = {
         "name": name,
-        "model": info["path"],
+        "model": path,
         "checkpoint": info["checkpoint"],
         "step": info["step"],
         "chat": chat,
@@ -131,14 +127,145 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
                      "tasks": tasks_setting},
         "tasks": result_tasks,
         "mean": mean,
+        "speed": {"backend": backend, "processes": world, "seconds": seconds,
+                  "examples_per_s": counts["examples"] / seconds, "tokens_per_s": counts["generated_tokens"] / seconds,
+                  "generated_tokens": counts["generated_tokens"], "padding_frac": counts["padding_frac"],
+                  "decode_waste": 1 - counts["generated_tokens"] / max(counts["decode_slots"], 1)},
         "examples": examples,
     }
+    if not main:
+        return {**result, "files": None, "wandb": False}
     json_path = os.path.join(out_dir, f"{name}.json")
     md_path = os.path.join(out_dir, f"{name}.md")
     atomic.write_text(json_path, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     atomic.write_text(md_path, markdown(result))
     logged = log_to_wandb(info, result) if wandb else False
     return {**result, "files": {"json": json_path, "markdown": md_path}, "wandb": logged}
+
+
+def start_world() -> int:
+    """The world of a launcher (torchrun's or Slurm's environment): its process group, started; 1 without one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1
+    from ift.distributed import init_distributed, setup_environment
+
+    setup_environment()
+    return init_distributed()[1]
+
+
+def exported_model(info: dict) -> str:
+    """A Hugging Face folder of the model `info` names: a model folder itself, or for a checkpoint
+    `<run>/eval/model` (exported once by rank 0, in the precision `ift eval` loads it in; replaced
+    when another checkpoint is evaluated)."""
+    if info["kind"] == "hf":
+        return info["path"]
+    from ift import export
+    from ift.distributed import accelerator_available, main_process_first, rank
+
+    folder = os.path.join(rundir.RunDir(info["run_dir"]).eval, "model")
+    marker = os.path.join(folder, "ift_checkpoint.txt")
+    with main_process_first():
+        if rank() == 0:
+            try:
+                with open(marker) as f:
+                    current = f.read().strip() == info["checkpoint"]
+            except OSError:
+                current = False
+            if not current:
+                export.write_hf_folder(info["checkpoint"], folder, "auto" if accelerator_available() else "fp32")
+                atomic.write_text(marker, info["checkpoint"] + "\n")
+    return folder
+
+
+def load_tokenizer_only(source: str, info: dict):
+    """(model config, tokenizer, info) for vLLM, which loads the weights itself."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    config = AutoConfig.from_pretrained(info["path"], trust_remote_code=False)
+    try:
+        config.generation_config = GenerationConfig.from_pretrained(info["path"])
+    except OSError:
+        config.generation_config = None
+    tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return config, tokenizer, info
+
+
+def prompt_budget(model, cfg: Config | None, max_new_tokens: int) -> int | None:
+    """Prompt tokens that leave room for the answer in the model's (and the run's) context."""
+    ctx = context_limit(model, cfg)
+    budget = None if ctx is None else ctx - max_new_tokens
+    if budget is not None and budget < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of "
+                        f"{ctx} tokens")
+    return budget
+
+
+def build_prompts(task_list, tokenizer, chat: bool, shots: int, seed: int, limit: int | None,
+                  budget: int | None) -> tuple[list[dict], dict[str, int]]:
+    """Every task's prompts, rendered and tokenized as in training: [{task, index, prompt, prompt_ids,
+    references}], and per task how many were cut to `budget` (keeping their end, as in training)."""
+    items, truncated = [], {}
+    for task in task_list:
+        rendered = render_prompts(task, shots, seed, tokenizer, chat, limit)
+        ids = tokenizer([r["prompt"] for r in rendered], add_special_tokens=not chat)["input_ids"] if rendered else []
+        ids = [r.get("prompt_ids") or p for r, p in zip(rendered, ids)]
+        truncated[task.name] = 0 if budget is None else sum(len(p) > budget for p in ids)
+        for r, p in zip(rendered, ids):
+            items.append({**r, "task": task.name, "prompt_ids": p if budget is None else p[-budget:]})
+    return items, truncated
+
+
+def score(task_list, items: list[dict], preds: list[str], truncated: dict[str, int]) -> tuple[dict, list[dict]]:
+    """(per-task scores, per-example records) of the predictions for `items`."""
+    result_tasks, examples = {}, []
+    for task in task_list:
+        mine = [(it, p) for it, p in zip(items, preds) if it["task"] == task.name]
+        if not mine:
+            continue
+        refs = [it["references"] for it, _ in mine]
+        scores = metrics.score_predictions([p for _, p in mine], refs)
+        cased = [exact_match_cased(p, r) for (_, p), r in zip(mine, refs)]
+        n = len(mine)
+        result_tasks[task.name] = {
+            "exact_match": scores["exact_match"], "rougeL": scores["rougeL"],
+            "exact_match_cased": 100.0 * sum(cased) / n, "n": n, "truncated": truncated.get(task.name, 0),
+        }
+        for (it, p), em, rl, ec in zip(mine, scores["per_example"]["exact_match"], scores["per_example"]["rougeL"],
+                                       cased):
+            examples.append({"task": task.name, "index": it["index"], "prompt": it["prompt"], "prediction": p,
+                             "references": it["references"], "exact_match": 100.0 * em, "rougeL": 100.0 * rl,
+                             "exact_match_cased": 100.0 * ec})
+    return result_tasks, examples
+
+
+def generation_prompts(cfg: Config, tokenizer, model) -> tuple[list, list[dict]]:
+    """(tasks, prompts) of eval.tasks for the held-out generation during training (eval.generate_every)."""
+    from ift.data.sources import load_tasks
+
+    seed = cfg.run.seed + EVAL_SEED_OFFSET
+    e = cfg.eval
+    task_list = [t for t in load_tasks(cfg.data, seed, sources=e.tasks, section="eval.tasks") if len(t)]
+    chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template)
+    items, _ = build_prompts(task_list, tokenizer, chat, e.shots, seed, e.limit,
+                             prompt_budget(model, cfg, e.max_new_tokens))
+    return task_list, items
+
+
+def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool) -> dict:
+    """`eval/rougeL/<task>`, `eval/exact_match/<task>` and their means over tasks, generated on every rank."""
+    was_training = model.training
+    model.eval()
+    preds, _ = generate_sharded(model, tokenizer, [it["prompt_ids"] for it in items], e.max_new_tokens,
+                                e.batch_size, synced=synced)
+    model.train(was_training)
+    per_task, _ = score(task_list, items, preds, {})
+    out = {}
+    for m in ("rougeL", "exact_match"):
+        out[f"eval/{m}"] = sum(s[m] for s in per_task.values()) / max(len(per_task), 1)
+        out.update({f"eval/{m}/{t}": s[m] for t, s in per_task.items()})
+    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -171,6 +298,15 @@ def markdown(result: dict) -> str:
 
 def log_to_wandb(info: dict, result: dict) -> bool:
     """Log mean and per-task scores into the run's own W&B run (same id, resumed); True if logged."""
+    name = result["name"]
+    metrics_ = {f"{name}/mean/{k}": result["mean"][k] for k in SCORES}
+    for t, sc in result["tasks"].items():
+        metrics_.update({f"{name}/{t}/{k}": sc[k] for k in SCORES})
+    return log_metrics_to_run(info, "eval", metrics_)
+
+
+def log_metrics_to_run(info: dict, prefix: str, metrics_: dict) -> bool:
+    """`<prefix>/<key>` metrics into the run's W&B run at the checkpoint's step; False without one."""
     cfg, run_dir = info.get("cfg"), info.get("run_dir")
     if cfg is None or run_dir is None or cfg.tracking.wandb.mode == "disabled":
         return False
@@ -178,19 +314,15 @@ def log_to_wandb(info: dict, result: dict) -> bool:
     if not run_id:
         return False
     w = cfg.tracking.wandb
-    name = result["name"]
-    metrics_ = {f"eval/{name}/mean/{k}": result["mean"][k] for k in SCORES}
-    for t, sc in result["tasks"].items():
-        metrics_.update({f"eval/{name}/{t}/{k}": sc[k] for k in SCORES})
     try:
         import wandb
 
         run = wandb.init(id=run_id, resume="allow", mode=w.mode, dir=run_dir, project=w.project, entity=w.entity)
         try:
             # Its own step axis: the run's step counter is already past the checkpoint's step.
-            run.define_metric("eval/step")
-            run.define_metric(f"eval/{name}/*", step_metric="eval/step")
-            run.log({"eval/step": info.get("step") or 0, **metrics_})
+            run.define_metric(f"{prefix}/step")
+            run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+            run.log({f"{prefix}/step": info.get("step") or 0, **{f"{prefix}/{k}": v for k, v in metrics_.items()}})
         finally:
             run.finish()
     except Exception as e:  # noqa: BLE001 - the results are on disk; W&B trouble must not lose them

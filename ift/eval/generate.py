@@ -94,9 +94,12 @@ def place_on_gpus(model):
     device map (layers split whole). A model on several GPUs generates slower: one at a time works."""
     import torch
 
+    from ift.distributed import world_size
+
     size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     free, _ = torch.cuda.mem_get_info()
-    if gpu_placement(size, free, torch.cuda.device_count()) == "one":
+    gpus = 1 if world_size() > 1 else torch.cuda.device_count()  # one rank per GPU: its own (current) GPU
+    if gpu_placement(size, free, gpus) == "one":
         return model.to("cuda")
     from accelerate import dispatch_model, infer_auto_device_map
 
@@ -107,7 +110,8 @@ def place_on_gpus(model):
 def context_limit(model, cfg: Config | None) -> int | None:
     """Tokens the model may see: its position limit, and the run's data.max_seq_len (as in training)."""
     keys = ("max_position_embeddings", "n_positions", "max_sequence_length")
-    limits = [getattr(model.config, k, None) for k in keys]
+    config = getattr(model, "config", model)  # a model, or (vLLM) its config
+    limits = [getattr(config, k, None) for k in keys]
     limits = [x for x in limits if isinstance(x, int) and x > 0]
     if cfg is not None:
         limits.append(cfg.data.max_seq_len)
@@ -117,7 +121,7 @@ def context_limit(model, cfg: Config | None) -> int | None:
 # --------------------------------------------------------------------------- generation
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     ids = [tokenizer.eos_token_id]
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for e in gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]:
@@ -126,10 +130,65 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def plan_batches(lengths: list[int], batch_size: int, bucket: bool = True) -> list[list[int]]:
+    """Indices of each batch: with `bucket`, prompts sorted by length (longest first, then by index),
+    so a batch pads little; without, in the given order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)) if bucket else list(range(len(lengths)))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of the prompt slots of left-padded batches that are padding."""
+    slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - sum(lengths) / slots if slots else 0.0
+
+
 def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
              progress=None) -> list[str]:
-    """Greedy continuations of token-id prompts, batched with left padding; returns stripped texts
-    in the order of `prompt_ids` (batches are formed from prompts sorted by length)."""
+    """Greedy continuations of token-id prompts in one process; stripped texts in the order of `prompt_ids`."""
+    return generate_sharded(model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress)[0]
+
+
+def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
+                     progress=None, bucket: bool = True, synced: bool = False) -> tuple[list[str], dict]:
+    """Greedy continuations on every rank of the world, each rank generating its share: the batches
+    are planned over all prompts (`plan_batches`) and batch i runs on rank i mod world, so an
+    example is generated in the same batch at any world size, and the texts equal one process's.
+    Returns (texts in the order of `prompt_ids`, on every rank; counts summed over ranks).
+
+    synced: the model's parameters are sharded (ZeRO-3), so every forward is collective: every
+    rank runs the same number of batches (a short rank repeats one and keeps nothing) and decodes
+    until all ranks' rows have ended (transformers' synced_gpus)."""
+    from ift.distributed import gather_objects, rank, world_size
+
+    lengths = [len(p) for p in prompt_ids]
+    batches = plan_batches(lengths, batch_size, bucket)
+    world = world_size()
+    mine = batches[rank()::world]
+    rounds = -(-len(batches) // world) if synced else len(mine)
+    texts, counts = {}, {"examples": 0, "generated_tokens": 0, "decode_slots": 0}
+    for r in range(rounds):
+        idx = mine[r] if r < len(mine) else batches[0]
+        out, new_tokens, steps = _generate_batch(model, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens,
+                                                 synced)
+        if r < len(mine):
+            texts.update(zip(idx, out))
+            counts["examples"] += len(idx)
+            counts["generated_tokens"] += new_tokens
+            counts["decode_slots"] += steps * len(idx)
+            if progress is not None:
+                progress.update(len(idx))
+    every = gather_objects((texts, counts))
+    merged = {i: t for part, _ in every for i, t in part.items()}
+    total = {k: sum(c[k] for _, c in every) for k in counts}
+    total["padding_frac"] = padding_fraction(lengths, batches)
+    return [merged[i] for i in range(len(prompt_ids))], total
+
+
+def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                    synced: bool) -> tuple[list[str], int, int]:
+    """(stripped texts, tokens generated up to and including each row's EOS, decode steps run).
+    generate stops once every row has ended, so a batch of short answers costs few steps."""
     import torch
     from transformers import GenerationConfig
 
@@ -137,24 +196,38 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
     if tokenizer.pad_token is None:  # as load_model does: the batch is padded with EOS
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if len(eos) > 1 else eos[0],
                                bos_token_id=tokenizer.bos_token_id)
-    order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
-    out: list[str | None] = [None] * len(prompt_ids)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = tokenizer.pad({"input_ids": [prompt_ids[i] for i in idx]}, padding_side="left",
-                              return_attention_mask=True, return_tensors="pt")
-        width = batch["input_ids"].shape[1]
-        with torch.inference_mode():
-            gen = model.generate(input_ids=batch["input_ids"].to(device),
-                                 attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg)
-        for row, i in enumerate(idx):
-            new = gen[row, width:].tolist()
-            cut = next((j for j, t in enumerate(new) if t in eos), len(new))
-            out[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
-        if progress is not None:
-            progress.update(len(idx))
-    return out  # type: ignore[return-value]
+    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_attention_mask=True,
+                          return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    with torch.inference_mode():
+        gen = model.generate(input_ids=batch["input_ids"].to(device),
+                             attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg,
+                             synced_gpus=synced)
+    texts, generated = [], 0
+    for row in gen[:, width:].tolist():
+        cut = next((j for j, t in enumerate(row) if t in eos), len(row))
+        generated += min(cut + 1, len(row))
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return texts, generated, gen.shape[1] - width
+
+
+def generate_vllm(folder: str, prompt_ids: list[list[int]], max_new_tokens: int, eos: list[int],
+                  dtype: str = "auto") -> tuple[list[str], dict]:
+    """eval.backend vllm: the same prompts (token ids), greedy, through vllm.LLM on a Hugging Face folder."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise UserError("eval.backend vllm needs vLLM on a CUDA machine: pip install vllm "
+                        "(or eval.backend=hf)") from None
+    llm = LLM(model=folder, tokenizer=folder, dtype=dtype, trust_remote_code=False)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos,
+                            skip_special_tokens=True)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params)
+    texts = [o.outputs[0].text.strip() for o in outputs]
+    generated = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return texts, {"examples": len(texts), "generated_tokens": generated, "decode_slots": generated,
+                   "padding_frac": 0.0}

@@ -90,16 +90,28 @@ def plot_tasks(runs: list[dict], tasks: list[str], own: set, held: list[str], pa
 
 def plot_losses(runs: list[dict], curves: dict, held: list[str], path: str) -> None:
     """The mean loss on the held-out tasks during training, per run (from metrics.jsonl)."""
+    _plot_curves(runs, curves, path, "loss (mean over tasks, log scale)",
+                 f"Loss on the {len(held)} held-out tasks during training", log=True)
+
+
+def plot_scores(runs: list[dict], curves: dict, held: list[str], path: str) -> None:
+    """The mean ROUGE-L of the held-out generation during training (eval.generate_every), per run."""
+    _plot_curves(runs, curves, path, "ROUGE-L x100 (mean over tasks)",
+                 f"Generation on the {len(held)} held-out tasks during training", log=False)
+
+
+def _plot_curves(runs: list[dict], curves: dict, path: str, ylabel: str, title: str, log: bool) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, r in enumerate(runs):
-        c = curves[r["name"]]
+        c = curves.get(r["name"])
         if c:
             ax.plot(list(c), list(c.values()), marker="o", markersize=3, color=f"C{i}", label=r["name"])
-    ax.set_yscale("log")  # a run that never saw these tasks sits an order of magnitude above
+    if log:
+        ax.set_yscale("log")  # a run that never saw these tasks sits an order of magnitude above
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (mean over tasks, log scale)")
-    ax.set_title(f"Loss on the {len(held)} held-out tasks during training", fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

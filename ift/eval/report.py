@@ -17,6 +17,7 @@ import yaml
 from ift.errors import UserError
 from ift.eval import plots
 from ift.eval.findings import GROUPS, HELD_OUT, OTHER, OWN, findings_for, fmt, group_means, task_list
+from ift.eval.harness import HARNESS_FILE
 from ift.rundir import RunDir
 
 # ---------------------------------------------------------------- loading
@@ -36,7 +37,8 @@ def _pick_eval_file(run_dir: str, eval_name: str | None) -> str:
         if not os.path.isfile(path):
             raise UserError(f"run {run_dir}: no evaluation named '{eval_name}' ({path} not found)")
         return path
-    files = sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir) if f.endswith(".json")) \
+    files = sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir)
+                   if f.endswith(".json") and f != HARNESS_FILE) \
         if os.path.isdir(eval_dir) else []
     if not files:
         raise UserError(f"run {run_dir} has no evaluation results (no {eval_dir}/*.json): run `ift eval` on it first")
@@ -144,6 +146,38 @@ def heldout_losses(run: dict, held: list[str]) -> dict:
     return {s: sum(losses[t][s] for t in held) / len(held) for s in sorted(steps)}
 
 
+def heldout_scores(run: dict, held: list[str]) -> dict:
+    """{step: mean ROUGE-L over the held-out tasks} of the generation during training (eval.generate_every)."""
+    if not held:
+        return {}
+    scores = _metric_series(run["dir"], "eval/rougeL/")
+    steps = set.intersection(*(set(scores.get(t, {})) for t in held))
+    return {s: sum(scores[t][s] for t in held) / len(held) for s in sorted(steps)}
+
+
+def load_harness(run_dir: str) -> dict | None:
+    """The run's lm-evaluation-harness scores ({task: {metric: value}} of eval/harness.json), or None."""
+    path = os.path.join(RunDir(run_dir).eval, HARNESS_FILE)
+    if not os.path.isfile(path):
+        return None
+    tasks = _read_json(path).get("tasks")
+    if not isinstance(tasks, dict):
+        raise UserError(f"{path}: expected a 'tasks' mapping")
+    return tasks
+
+
+def _markdown_harness(harness: dict) -> str:
+    names = list(harness)
+    rows = sorted({(t, m) for h in harness.values() for t, scores in h.items() for m in scores})
+    lines = ["", "## Standard benchmarks (lm-evaluation-harness)", "",
+             "Each run's `eval/harness.json` (`ift eval RUN --harness ...`), as the harness reports them (0..1).", "",
+             "| task | metric | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for t, m in rows:
+        cells = [f"{harness[n][t][m]:.4f}" if m in harness[n].get(t, {}) else "–" for n in names]
+        lines.append(f"| {t} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
     """{name: {step: value}} of the metrics.jsonl keys `<prefix><name>` (a resumed step's line wins)."""
     path, out = RunDir(run_dir).metrics, {}
@@ -239,6 +273,13 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
         plots.plot_mixtures(mixtures, files["plot_mixture"])
         md += "".join(_markdown_mixture(n, m) for n, m in mixtures.items())
         md += "\n![task rates and losses over steps](mixture.png)\n"
+    harness = {r["name"]: h for r in runs if (h := load_harness(r["dir"]))}
+    if harness:
+        md += _markdown_harness(harness)
+    if scores := {r["name"]: c for r in runs if (c := heldout_scores(r, held))}:
+        files["plot_score"] = os.path.join(out_dir, "heldout_score.png")
+        plots.plot_scores(runs, scores, held, files["plot_score"])
+        md += "\n![held-out ROUGE-L during training](heldout_score.png)\n"
     with open(files["markdown"], "w") as f:
         f.write(md)
     plots.plot_groups(evaluations, files["plot"])
@@ -257,6 +298,8 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
         **{k: v for k, v in summary(main).items() if k != "name"},
         "evaluations": [summary(ev) for ev in evaluations],
         "heldout_loss": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in curves.items()}},
+        "harness": harness,
+        "heldout_score": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in scores.items()}},
         "mixture": {n: {"steps": m["steps"], "gained": m["gained"], "lost": m["lost"],
                         "rates": {t: {str(k): v for k, v in r.items()} for t, r in m["rates"].items()}}
                     for n, m in mixtures.items()},

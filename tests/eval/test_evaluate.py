@@ -358,3 +358,57 @@ def test_run_dir_with_wandb_disabled_logs_nothing(task_dir, tmp_path, fake_conso
     assert wandb.inits == [] and res["wandb"] is False
     assert res["name"] == "heldout_0shot" and (tmp_path / "elsewhere" / "heldout_0shot.json").is_file()
     assert not (run_dir / "eval").exists()
+
+
+# --------------------------------------------------------------------------- at scale: buckets, speed, backends
+
+
+def test_plan_batches_and_padding_fraction():
+    lengths = [3, 9, 4, 8, 2, 9]
+    assert gen.plan_batches(lengths, 2) == [[1, 5], [3, 2], [0, 4]]  # longest first, ties by index
+    assert gen.plan_batches(lengths, 4, bucket=False) == [[0, 1, 2, 3], [4, 5]]
+    # in order: 4 x 9 + 2 x 9 slots for 35 tokens; bucketed: 2 x 9 + 2 x 8 + 2 x 3
+    assert gen.padding_fraction(lengths, gen.plan_batches(lengths, 4, bucket=False)) == pytest.approx(1 - 35 / 54)
+    assert gen.padding_fraction(lengths, gen.plan_batches(lengths, 2)) == pytest.approx(1 - 35 / 40)
+    assert gen.padding_fraction([5], [[0]]) == 0.0
+
+
+def test_bucketing_keeps_predictions_and_reports_speed(model_dir, tmp_path):
+    words = ["a", "green house stone wall music box", "river", "cloud light", "bread", "music box table water",
+             "stone", "apple river cloud"]
+    write_jsonl(tmp_path / "mixed" / "rev.jsonl", sni_rows(words))
+    write_jsonl(tmp_path / "mixed" / "rev2.jsonl", sni_rows(list(reversed(words))))
+    spec = tmp_path / "mixed" / "*.jsonl"
+    plain = run(model_dir, tmp_path, spec, batch_size=3, max_new_tokens=8, bucket=False, name="plain")
+    bucketed = run(model_dir, tmp_path, spec, batch_size=3, max_new_tokens=8, name="bucketed")
+    one_by_one = run(model_dir, tmp_path, spec, batch_size=1, max_new_tokens=8, name="one")
+    preds = [(e["task"], e["index"], e["prediction"]) for e in bucketed["examples"]]
+    assert preds == [(e["task"], e["index"], e["prediction"]) for e in plain["examples"]]
+    assert preds == [(e["task"], e["index"], e["prediction"]) for e in one_by_one["examples"]]
+    assert bucketed["tasks"] == plain["tasks"]
+    assert bucketed["speed"]["padding_frac"] < plain["speed"]["padding_frac"]
+    assert one_by_one["speed"]["padding_frac"] == 0.0
+    sp = bucketed["speed"]
+    assert sp["processes"] == 1 and sp["backend"] == "hf" and sp["examples_per_s"] > 0
+    assert 0 < sp["generated_tokens"] <= 16 * 8 and 0 <= sp["decode_waste"] < 1
+    assert sp["tokens_per_s"] == pytest.approx(sp["generated_tokens"] / sp["seconds"])
+
+
+def test_vllm_backend_without_vllm_is_one_error(model_dir, task_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (it never is on CPU)
+    with pytest.raises(UserError, match=r"eval.backend vllm needs vLLM.*pip install vllm"):
+        run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="vllm")
+    with pytest.raises(UserError, match="--backend must be one of hf, vllm"):
+        run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="tgi")
+
+
+def test_generate_every_config_checks(tmp_path):
+    from ift.config import ConfigError, load_config
+
+    assert load_config(None, ["eval.generate_every=5"]).eval.generate_every == 5
+    with pytest.raises(ConfigError, match="eval.generate_every: must be >= 0"):
+        load_config(None, ["eval.generate_every=-1"])
+    with pytest.raises(ConfigError, match="eval.backend: must be hf or vllm"):
+        load_config(None, ["eval.backend=tgi"])
+    with pytest.raises(ConfigError, match="eval.generate_every: cannot run with train.sequence_parallel > 1"):
+        load_config(None, ["eval.generate_every=5", "train.sequence_parallel=2"])
