@@ -37,7 +37,7 @@ def make_model(folder: str) -> None:
     from ift.model import train_bpe_tokenizer
 
     tasks = load_tasks(DataConfig(), 0, sources=[TaskSource(builtin="train"), TaskSource(builtin="heldout")])
-    texts = [f"{r['definition']}\n{r['input']}\n{r['output']}" for t in tasks for r in t.dataset.select(range(50))]
+    texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for t in tasks for r in t.dataset.select(range(50))]
     tok = train_bpe_tokenizer(texts, vocab_size=1024)
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=8,

@@ -11,7 +11,8 @@
 2. resume: a run killed (SIGKILL) after step 9 and resumed from its step-6 checkpoint continues with
    the losses of an uninterrupted run (bf16 tolerance: GPU kernels are not bitwise deterministic).
 3. export: the checkpoint to a Hugging Face folder, loaded back with from_pretrained on the GPU.
-4. eval: `ift eval` on two tasks, generating on the GPU.
+4. eval: `ift eval` on two tasks, generating on the GPU; with vLLM installed, the same with
+   `--backend vllm` (examples/s beside hf's, predictions compared).
 5. long context: `bench/long_context.py` at one length, 32k tokens of the 1B shape in one row at
    sequence parallelism 1 (tiled MLP, gradient checkpointing, ZeRO-3), and at 2 over two GPUs.
 
@@ -224,8 +225,8 @@ def resume_export_eval(args, data, tflops: float) -> None:
         check_export(out, args.smoke)
     except (RuntimeError, AssertionError) as e:
         record("export", False, str(e))
+    tasks, scores = _two_sni_tasks(data) if data else "builtin:reverse_word,builtin:uppercase_word", {}
     try:
-        tasks = _two_sni_tasks(data) if data else "builtin:reverse_word,builtin:uppercase_word"
         run(ift + ["eval", os.path.join(runs, "killed"), "--tasks", tasks, "--limit", "8", "--no-wandb",
                           "--out", os.path.join(args.out, "eval")], args.smoke, quiet=True)
         found = [f for f in os.listdir(os.path.join(args.out, "eval")) if f.endswith(".json")]
@@ -233,6 +234,28 @@ def resume_export_eval(args, data, tflops: float) -> None:
         record("eval", bool(found), f"{found} {json.dumps(scores)[:400]}")
     except (RuntimeError, AssertionError) as e:
         record("eval", False, str(e))
+    eval_vllm(args, ift, os.path.join(runs, "killed"), tasks, scores)
+
+
+def eval_vllm(args, ift: list[str], run_dir: str, tasks: str, hf: dict) -> None:
+    """eval.backend vllm on the same prompts, when vLLM is importable (never on the CPU smoke run)."""
+    import importlib.util
+
+    if args.smoke or importlib.util.find_spec("vllm") is None:
+        print("vllm: not installed here; the eval.backend vllm check is skipped", flush=True)
+        return
+    out = os.path.join(args.out, "eval_vllm")
+    try:
+        run(ift + ["eval", run_dir, "--tasks", tasks, "--limit", "8", "--no-wandb", "--backend", "vllm",
+                   "--out", out, "--name", "vllm"], args.smoke, quiet=True)
+        with open(os.path.join(out, "vllm.json")) as f:
+            v = json.load(f)
+        same = sum(a["prediction"] == b["prediction"] for a, b in zip(v["examples"], hf.get("examples", [])))
+        record("eval_vllm", True, f"{v['speed']['examples_per_s']:.1f} examples/s (hf: "
+               f"{hf.get('speed', {}).get('examples_per_s', float('nan')):.1f}); {same}/{len(v['examples'])} "
+               f"predictions equal to hf's (bf16 kernels differ); mean {json.dumps(v['mean'])}")
+    except (RuntimeError, AssertionError, OSError) as e:
+        record("eval_vllm", False, str(e))
 
 
 def report_mfu(run_dir: str, tflops: float, smoke: bool) -> None:

@@ -462,3 +462,40 @@ def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir,
     assert not rec["user_error"] and not rec["requeued"] and rec["reason"] == "rank 1 on n1: Killed", rec
     assert ("ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)"
             in crash_log.read_text(errors="replace"))
+
+
+@pytest.mark.slurm
+def test_eval_inside_a_slurm_job_shards_over_its_tasks(slurm_cluster, tmp_path):
+    """`srun ift eval` with 2 tasks: one rank per task (SLURM_* -> the torch world), the same
+    predictions as one process."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ift.eval.evaluate import evaluate
+    from ift.model import train_bpe_tokenizer
+
+    model = tmp_path / "model"
+    tok = train_bpe_tokenizer(["Tell me the animal. Input: bat peach cocoa Output: bat"] * 5, vocab_size=300)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=2, vocab_size=len(tok), initializer_range=0.3,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    tok.save_pretrained(model)
+    args = ["--tasks", "builtin:heldout", "--limit", "3", "--max-new-tokens", "4", "--batch-size", "2",
+            "--out", str(tmp_path / "eval"), "--no-wandb"]
+    out = tmp_path / "eval-%j.out"
+    wrap = " ".join([f"srun {sys.executable} -m ift eval {model}", *args, "--name two"])
+    proc = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                           "--time=10", f"--output={out}", "--wrap", wrap],
+                          cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    wait_for(lambda: job_state(job_id) in TERMINAL, 300, "the eval job to end", job_id, [tmp_path / "eval-*.out"])
+    assert job_state(job_id) == "COMPLETED", log_tails([tmp_path / "eval-*.out"])
+    two = json.loads((tmp_path / "eval" / "two.json").read_text())
+    one = evaluate(str(model), tasks="builtin:heldout", limit=3, max_new_tokens=4, batch_size=2,
+                   out=str(tmp_path / "eval"), name="one", wandb=False)
+    assert two["speed"]["processes"] == 2 and one["speed"]["processes"] == 1
+    assert [e["prediction"] for e in two["examples"]] == [e["prediction"] for e in one["examples"]]
+    assert two["tasks"] == one["tasks"]
