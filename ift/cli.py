@@ -203,6 +203,8 @@ def cmd_eval(args, extras=None) -> dict:
         raise UserError("--name names one evaluation: leave it out with several --shots values")
     if args.nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.harness and args.nproc_per_node > 1:
+        raise UserError("--harness runs in one process: leave out --nproc-per-node")
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
         from ift.launch.local import launch_torchrun
 

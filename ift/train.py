@@ -272,8 +272,9 @@ class Trainer:
         from ift.eval.evaluate import generation_scores
 
         began = time.perf_counter()
-        synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: every forward is collective
-        scores = generation_scores(self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced)
+        synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: each forward is collective
+        scores = generation_scores(self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced,
+                                   self.engine.device)
         self.window.paused += time.perf_counter() - began
         return scores
 

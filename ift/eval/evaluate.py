@@ -253,12 +253,13 @@ def generation_prompts(cfg: Config, tokenizer, model) -> tuple[list, list[dict]]
     return task_list, items
 
 
-def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool) -> dict:
+def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool,
+                      device) -> dict:
     """`eval/rougeL/<task>`, `eval/exact_match/<task>` and their means over tasks, generated on every rank."""
     was_training = model.training
     model.eval()
     preds, _ = generate_sharded(model, tokenizer, [it["prompt_ids"] for it in items], e.max_new_tokens,
-                                e.batch_size, synced=synced)
+                                e.batch_size, synced=synced, device=device)
     model.train(was_training)
     per_task, _ = score(task_list, items, preds, {})
     out = {}

@@ -150,7 +150,8 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
 
 
 def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
-                     progress=None, bucket: bool = True, synced: bool = False) -> tuple[list[str], dict]:
+                     progress=None, bucket: bool = True, synced: bool = False,
+                     device=None) -> tuple[list[str], dict]:
     """Greedy continuations on every rank of the world, each rank generating its share: the batches
     are planned over all prompts (`plan_batches`) and batch i runs on rank i mod world, so an
     example is generated in the same batch at any world size, and the texts equal one process's.
@@ -158,7 +159,9 @@ def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
 
     synced: the model's parameters are sharded (ZeRO-3), so every forward is collective: every
     rank runs the same number of batches (a short rank repeats one and keeps nothing) and decodes
-    until all ranks' rows have ended (transformers' synced_gpus)."""
+    until all ranks' rows have ended (transformers' synced_gpus). device: where the inputs go (default:
+    the model's first parameter's; the training engine names its own, since ZeRO-3 may hold
+    parameters on the host)."""
     from ift.distributed import gather_objects, rank, world_size
 
     lengths = [len(p) for p in prompt_ids]
@@ -170,7 +173,7 @@ def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
     for r in range(rounds):
         idx = mine[r] if r < len(mine) else batches[0]
         out, new_tokens, steps = _generate_batch(model, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens,
-                                                 synced)
+                                                 synced, device)
         if r < len(mine):
             texts.update(zip(idx, out))
             counts["examples"] += len(idx)
@@ -186,7 +189,7 @@ def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
 
 
 def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
-                    synced: bool) -> tuple[list[str], int, int]:
+                    synced: bool, device=None) -> tuple[list[str], int, int]:
     """(stripped texts, tokens generated up to and including each row's EOS, decode steps run).
     generate stops once every row has ended, so a batch of short answers costs few steps."""
     import torch
@@ -195,7 +198,7 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # as load_model does: the batch is padded with EOS
         tokenizer.pad_token = tokenizer.eos_token
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if len(eos) > 1 else eos[0],

@@ -170,3 +170,24 @@ def test_adaptive_mixture_rates_and_losses_reach_the_report(tmp_path):
     assert row(md, "taskB", "## Adaptive mixture") == ["taskB", "0.300", "0.600", "+0.300"]
     assert row(md, "taskA", "## Adaptive mixture") == ["taskA", "0.500", "0.200", "-0.300"]
     assert "- gained weight: taskB" in md and "- lost weight: taskA" in md
+
+
+def test_heldout_generation_curve_and_harness_table_reach_the_report(tmp_path):
+    ft, ift = two_runs(tmp_path)
+    lines = [{"step": 5, "loss": 2.0, "eval/rougeL": 25.0, "eval/rougeL/taskH1": 20.0, "eval/rougeL/taskH2": 30.0},
+             {"step": 10, "loss": 1.5, "eval/rougeL/taskH1": 40.0, "eval/rougeL/taskH2": 50.0},
+             {"step": 12, "eval/rougeL/taskH1": 45.0}]  # a step without every held-out task: left out
+    (tmp_path / "ift" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    (tmp_path / "ft" / "eval" / "harness.json").write_text(json.dumps(
+        {"tasks": {"arc_easy": {"acc": 0.25, "acc_norm": 0.5}}}))
+    (tmp_path / "ift" / "eval" / "harness.json").write_text(json.dumps({"tasks": {"arc_easy": {"acc": 0.375}}}))
+    out = tmp_path / "cmp"
+    res = write_comparison([ft, ift], str(out))
+    assert res["heldout_score"]["runs"] == {"ift_run": {"5": 25.0, "10": 45.0}}
+    assert os.path.getsize(res["files"]["plot_score"]) > 10_000
+    md = (out / "COMPARISON.md").read_text()
+    assert "![held-out ROUGE-L during training](heldout_score.png)" in md
+    assert row(md, "arc_easy", "## Standard benchmarks") == ["arc_easy", "acc", "0.2500", "0.3750"]
+    assert "| arc_easy | acc_norm | 0.5000 | – |" in md
+    assert res["harness"]["ift_run"] == {"arc_easy": {"acc": 0.375}}
+    assert res["runs"][0]["eval_name"] == "heldout"  # harness.json is not an ift evaluation to pick
