@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -17,9 +19,17 @@ def _eval(run, *args, nproc=1):
     cmd = [sys.executable, "-m", "ift", "eval", str(run), "--no-wandb", *args]
     if nproc > 1:
         cmd += ["--nproc-per-node", str(nproc)]
-    done = subprocess.run(cmd, cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-6000:]
-    return done
+    # its own session, so that a timeout ends torchrun's workers too, not torchrun alone
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} timed out\n{err[-6000:]}") from None
+    assert proc.returncode == 0, err[-6000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.slow
