@@ -139,20 +139,21 @@ def _group_table(names: list[str], groups: dict) -> list[str]:
 
 def heldout_losses(run: dict, held: list[str]) -> dict:
     """{step: mean eval/loss over the held-out tasks} from the run's metrics.jsonl (eval.every)."""
-    if not held:
-        return {}
-    losses = _metric_series(run["dir"], "eval/loss/")
-    steps = set.intersection(*(set(losses.get(t, {})) for t in held))
-    return {s: sum(losses[t][s] for t in held) / len(held) for s in sorted(steps)}
+    return _heldout_mean(run, held, "eval/loss/")
 
 
 def heldout_scores(run: dict, held: list[str]) -> dict:
     """{step: mean ROUGE-L over the held-out tasks} of the generation during training (eval.generate_every)."""
+    return _heldout_mean(run, held, "eval/rougeL/")
+
+
+def _heldout_mean(run: dict, held: list[str], prefix: str) -> dict:
+    """{step: mean of `<prefix><task>` over the held-out tasks}, at the steps that have all of them."""
     if not held:
         return {}
-    scores = _metric_series(run["dir"], "eval/rougeL/")
-    steps = set.intersection(*(set(scores.get(t, {})) for t in held))
-    return {s: sum(scores[t][s] for t in held) / len(held) for s in sorted(steps)}
+    series = _metric_series(run["dir"], prefix)
+    steps = set.intersection(*(set(series.get(t, {})) for t in held))
+    return {s: sum(series[t][s] for t in held) / len(held) for s in sorted(steps)}
 
 
 def load_harness(run_dir: str) -> dict | None:
