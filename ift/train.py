@@ -176,7 +176,8 @@ class Trainer:
         if cfg.eval.generate_every:
             from ift.eval.evaluate import generation_prompts
 
-            self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
+            with main_process_first(local=True):  # as the held-out batches: local rank 0 fills the caches first
+                self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
         self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
                              "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
                              "mixture": _fingerprint(mixture_definition(cfg, self.rates))}
