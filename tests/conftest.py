@@ -18,6 +18,22 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import deepspeed  # noqa: E402,F401
 
+TORCH_WORLD = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _torch_world_restored():
+    """A test that exports a torch world into os.environ (export_dist_env does, by design) must not
+    leave it to the next: an in-process evaluate() would then rendezvous with that world's master."""
+    before = {k: os.environ.get(k) for k in TORCH_WORLD}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 # --------------------------------------------------------------------------- Slurm
 
 # start-slurm.sh / stop-slurm.sh of the shared folder beside the repository (CI: a fresh clone

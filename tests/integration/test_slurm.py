@@ -121,7 +121,10 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
 
 def test_torch_env_from_slurm_vars(monkeypatch):
     for k in slurm_job.TORCH_ENV + ("OMP_NUM_THREADS",):
-        monkeypatch.delenv(k, raising=False)
+        # setenv first so that teardown removes what export_dist_env writes: a RANK/WORLD_SIZE left
+        # behind would send a later in-process eval to rendezvous with gpu07
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
