@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -37,14 +38,27 @@ log = logging.getLogger(__name__)
 
 EXIT_REQUEUE = 3  # run_task: stopped early with a checkpoint saved; the batch script requeues
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Below Linux's ephemeral ports (32768-60999 by default): submitit's own choice (20000-60000) can land
+# on the local port of some long-lived connection on the first node, and then every attempt of the
+# job fails to listen with EADDRINUSE (seen in CI: job 6, port 45548, twice in a row).
+MASTER_PORTS = (20000, 32767)
+
+
+def master_port() -> int:
+    """The job's rendezvous port, the same in every task: derived from the job id and the restart
+    count, so a requeued job tries another port instead of the one that may have failed it."""
+    key = f"{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return random.Random(key).randint(*MASTER_PORTS)
 
 
 def export_dist_env() -> dict:
-    """Export MASTER_ADDR (first node of the job), MASTER_PORT (derived from the job id),
+    """Export MASTER_ADDR (first node of the job), MASTER_PORT (`master_port`),
     RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE from SLURM_* with submitit's
     TorchDistributedEnvironment, for torch's env:// rendezvous (ift.distributed.init_distributed).
     CUDA_VISIBLE_DEVICES is left alone: every task sees the node's GPUs and picks LOCAL_RANK."""
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # sbatch path: read SLURM_* like submitit does
+    if not os.environ.get("MASTER_PORT"):  # a port the user set wins
+        os.environ["MASTER_PORT"] = str(master_port())
     from submitit.helpers import TorchDistributedEnvironment
 
     env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)

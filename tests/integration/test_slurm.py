@@ -134,13 +134,20 @@ def test_torch_env_from_slurm_vars(monkeypatch):
     monkeypatch.setenv("SLURM_NODEID", "1")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     dist = slurm_job.export_dist_env()
     env = {k: os.environ[k] for k in slurm_job.TORCH_ENV}
     assert env == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
                    "MASTER_ADDR": "gpu07", "MASTER_PORT": str(dist["master_port"])}
-    assert 20000 <= dist["master_port"] <= 60000 and os.environ["OMP_NUM_THREADS"] == "6"
+    # below the ephemeral ports, where no connection's local port can be holding it
+    assert 20000 <= dist["master_port"] < 32768 and os.environ["OMP_NUM_THREADS"] == "6"
     monkeypatch.delenv("MASTER_PORT")
     assert slurm_job.export_dist_env()["master_port"] == dist["master_port"]  # derived from the job id
+    monkeypatch.delenv("MASTER_PORT")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued job tries another port
+    assert 20000 <= slurm_job.export_dist_env()["master_port"] != dist["master_port"]
+    monkeypatch.setenv("MASTER_PORT", "29500")  # the user's port wins
+    assert slurm_job.export_dist_env()["master_port"] == 29500
 
 
 def test_job_pickles_without_runtime_state(tmp_path):
