@@ -12,7 +12,7 @@ from ift.config import load_config, single_task
 from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
 from ift.logs import setup_logging
 
-log = logging.getLogger("ift")
+log = logging.getLogger(__name__)
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -21,16 +21,14 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
 
     select_accelerator()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ift.config import load_config
-    from ift.model import model_config
+    from ift.model import model_config, open_tokenizer
 
     run = rundir.of_checkpoint(ckpt)
     cfg = load_config(run.config)
-    tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = open_tokenizer(run.tokenizer)
     config = model_config(cfg.model, tokenizer)
     # Built on CPU, not on the meta device: buffers that checkpoints do not hold (rotary inv_freq)
     # must come out initialized.

@@ -47,26 +47,34 @@ def corpus_texts(tasks, limit_per_task: int = 2000):
             yield f"Input: {inp}\nOutput: {out}"
 
 
+def open_tokenizer(source: str, trust_remote_code: bool = False):
+    """A tokenizer folder or hub id, with a pad token: causal LMs often ship without one, and the
+    padding is masked out anyway, so EOS serves. Every tokenizer ift loads comes through here."""
+    from transformers import AutoTokenizer
+
+    return with_pad_token(AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code))
+
+
+def with_pad_token(tok):
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
     """The run's tokenizer: the one saved in the run directory (a resume), else model.tokenizer or
     model.name_or_path, else a BPE trained on the tasks for an inline model."""
-    from transformers import AutoTokenizer
-
     saved = RunDir(run_dir).tokenizer if run_dir else None
     source = (saved if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json"))
               else (cfg.tokenizer or cfg.name_or_path))
     if source:
         try:
-            tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+            return open_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise UserError(f"model.tokenizer: cannot load a tokenizer from '{source}': {e}") from None
-    else:
-        if cfg.config is None or tasks is None:
-            raise UserError("model: set model.name_or_path, model.tokenizer, or an inline model.config")
-        tok = train_bpe_tokenizer(corpus_texts(tasks), int(cfg.config.get("vocab_size", 1024)))
-    if tok.pad_token is None:  # causal LMs often ship without one; padding is masked out anyway
-        tok.pad_token = tok.eos_token
-    return tok
+    if cfg.config is None or tasks is None:
+        raise UserError("model: set model.name_or_path, model.tokenizer, or an inline model.config")
+    return train_bpe_tokenizer(corpus_texts(tasks), int(cfg.config.get("vocab_size", 1024)))
 
 
 # --------------------------------------------------------------------------- model

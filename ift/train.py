@@ -4,7 +4,6 @@ checkpoints: ift.checkpoint, the run directory: ift.rundir, tracking: ift.tracki
 ift.stop)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,14 +20,11 @@ from ift.data.prepare import mixture_definition, prepare_data
 from ift.distributed import StopVote, broadcast_object, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.errors import RunError
+from ift.hashing import fingerprint
 from ift.step_metrics import LossTally, Window
 from ift.tracking import Tracker
 
-log = logging.getLogger("ift.train")
-
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
+log = logging.getLogger(__name__)
 
 class Trainer:
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
@@ -178,9 +174,9 @@ class Trainer:
 
             with main_process_first(local=True):  # as the held-out batches: local rank 0 fills the caches first
                 self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
-        self.fingerprints = {"model": _fingerprint(lm.config.to_dict()),
-                             "tokenizer": _fingerprint(self.tokenizer.get_vocab()),
-                             "mixture": _fingerprint(mixture_definition(cfg, self.rates))}
+        self.fingerprints = {"model": fingerprint(lm.config.to_dict(), 16),
+                             "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
+                             "mixture": fingerprint(mixture_definition(cfg, self.rates), 16)}
 
     def _make_loader(self, seed: int) -> PackedLoader:
         cfg, t = self.cfg, self.cfg.train

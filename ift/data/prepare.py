@@ -16,7 +16,7 @@ from ift.config import Config
 from ift.errors import UserError
 from ift.rundir import RunDir
 
-log = logging.getLogger("ift.prepare")
+log = logging.getLogger(__name__)
 
 # Measured on the 2-core CPU reference machine (bench/scale_bench.py): alpaca-style examples of
 # 10-60-word instructions, one process. Only for the estimate printed before a cold start.

@@ -9,7 +9,6 @@ the last reply, and the last reply) for listings and evaluation.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from ift.config import DataConfig, TaskSource
 from ift.data import builtin, chat
 from ift.data.files import locate, read_columns, resolve_paths
 from ift.errors import UserError
+from ift.hashing import fingerprint
 
 CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
 CANONICAL_FEATURES = datasets.Features({
@@ -233,7 +233,7 @@ def _file_source_key(source: TaskSource, files: list[str], on_bad_record: str) -
     stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
     settings = {"v": SOURCE_CACHE_VERSION, "files": stats, "schema": source.schema, "fields": source.fields,
                 "task_field": source.task_field, "name": source.name, "on_bad_record": on_bad_record}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+    return fingerprint(settings)
 
 
 def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str,
@@ -313,7 +313,7 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
                           "stop": len(rows) + len(examples), "skipped": {}})
             rows += [{**r, "messages": []} for r in examples]
         # keyed by the content, so a change to the generators is a new key
-        key = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:24]
+        key = fingerprint(rows)
         return _slice_tasks(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA), spans, key)
     if source.hub:
         name = source.name or source.hub.rstrip("/").split("/")[-1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import glob
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from ift.data import chat as chat_format
 from ift.data import templates
 from ift.data.sources import Task, cache_dir
 from ift.errors import UserError
+from ift.hashing import fingerprint
 
 CACHE_VERSION = "3"  # bump when the rendering or tokenization logic changes
 OK, TRUNCATED, DROPPED = 0, 1, 2
@@ -152,7 +152,7 @@ def _table_fingerprint(table: datasets.Dataset, spans: dict, chat: bool, data: D
         "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "train_on": data.train_on,
         "max_len": data.max_seq_len, "truncation": data.truncation,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+    return fingerprint(settings)
 
 
 def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int,

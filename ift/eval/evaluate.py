@@ -179,16 +179,16 @@ def exported_model(info: dict) -> str:
 
 def load_tokenizer_only(source: str, info: dict):
     """(model config, tokenizer, info) for vLLM, which loads the weights itself."""
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
+
+    from ift.model import open_tokenizer
 
     config = AutoConfig.from_pretrained(info["path"], trust_remote_code=False)
     try:
         config.generation_config = GenerationConfig.from_pretrained(info["path"])
     except OSError:
         config.generation_config = None
-    tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = open_tokenizer(info["path"])
     return config, tokenizer, info
 
 

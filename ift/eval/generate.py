@@ -58,10 +58,12 @@ def load_model(source: str, info: dict | None = None):
     if info["kind"] == "run":
         model, tokenizer = export.load_consolidated(info["checkpoint"])
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from ift.model import open_tokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(info["path"], trust_remote_code=False)
+            tokenizer = open_tokenizer(info["path"])
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a tokenizer from the model folder: {e}") from None
         dtype = "auto" if accelerator_available() else torch.float32
@@ -69,8 +71,6 @@ def load_model(source: str, info: dict | None = None):
             model = AutoModelForCausalLM.from_pretrained(info["path"], dtype=dtype, trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(f"{source}: cannot load a causal LM from the model folder: {e}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
         raise UserError(f"{source}: the tokenizer has no EOS token, so generation cannot stop")
     if accelerator_available():
@@ -195,9 +195,10 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     import torch
     from transformers import GenerationConfig
 
+    from ift.model import with_pad_token
+
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:  # as load_model does: the batch is padded with EOS
-        tokenizer.pad_token = tokenizer.eos_token
+    with_pad_token(tokenizer)  # a tokenizer the caller loaded itself: the batch is padded with EOS
     device = device or next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
