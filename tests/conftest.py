@@ -18,14 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import deepspeed  # noqa: E402,F401
 
-TORCH_WORLD = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+from ift.launch.job import TORCH_ENV  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _torch_world_restored():
     """A test that exports a torch world into os.environ (export_dist_env does, by design) must not
     leave it to the next: an in-process evaluate() would then rendezvous with that world's master."""
-    before = {k: os.environ.get(k) for k in TORCH_WORLD}
+    before = {k: os.environ.get(k) for k in TORCH_ENV}
     yield
     for k, v in before.items():
         if v is None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ift.launch.job import TORCH_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A Llama small enough that a step takes milliseconds on one CPU core. vocab_size >= 259: the
@@ -63,7 +65,7 @@ def train_env(threads: int = 1) -> dict:
                TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for k in TORCH_ENV:
         env.pop(k, None)  # never inherit a launcher's world
     return env
 
