@@ -4,11 +4,12 @@ slurm/train.sbatch, launch/slurm_entry.py) and `crash_requeue_main` (`python -m 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
-from ift.config import load_config, single_task
+from ift.config import load_config
 from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
 from ift.logs import setup_logging
 
@@ -21,9 +22,14 @@ def check_overrides(overrides: list[str]) -> None:
         raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
 
 
+def only_task_override(task: str | None) -> list[str]:
+    """`--only-task T` is the override data.only_task=T (JSON-quoted: YAML keeps it a string)."""
+    return [f"data.only_task={json.dumps(task)}"] if task else []
+
+
 def _config_and_overrides(args, extras: list[str]):
     check_overrides(extras)
-    return load_config(args.config, extras)
+    return load_config(args.config, [*extras, *only_task_override(getattr(args, "only_task", None))])
 
 
 def cmd_mix(args, extras) -> None:
@@ -74,22 +80,18 @@ def cmd_prepare(args, extras) -> None:
 
 def cmd_train(args, extras) -> None:
     cfg = _config_and_overrides(args, extras)
-    if args.only_task:
-        single_task(cfg, args.only_task, extras)
     if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
         from ift import sequence_parallel
-        from ift.engine import deepspeed_config
         from ift.launch.local import launch_torchrun
 
-        deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
-        sequence_parallel.check(cfg, args.nproc_per_node)
+        sequence_parallel.check(cfg, args.nproc_per_node)  # fails here once, not in every rank
         code = launch_torchrun(args.nproc_per_node, args.argv, args.max_restarts)
         if code:
             raise SystemExit(code)
         return
     from ift.train import train
 
-    train(cfg, only_task=args.only_task)
+    train(cfg)
 
 
 def cmd_export(args, extras) -> None:
@@ -126,7 +128,8 @@ def cmd_submit(args, extras: list[str]) -> None:
     from ift.launch import submit
 
     check_overrides(extras)
-    base_name, planned = submit.plan_jobs(args.config, list(extras), args)
+    flags = [*submit.flag_overrides(vars(args)), *only_task_override(args.only_task)]
+    base_name, planned = submit.plan_jobs(args.config, [*extras, *flags], args.sweep)
     cfgs = [c for c, _ in planned]
     folder = submit.submitit_folder(cfgs, base_name)
     for cfg in cfgs:
@@ -150,7 +153,7 @@ def cmd_submit(args, extras: list[str]) -> None:
     if note := submit_note(cfgs[0]):
         print(note)
     try:
-        jobs = submit.submit(cfgs, folder, args.only_task, base_name)
+        jobs = submit.submit(cfgs, folder, base_name)
     except Exception as e:  # sbatch refused (bad partition/account/...) or no Slurm here
         raise UserError(f"submission failed: {str(e).strip()}") from None
     for job, cfg in zip(jobs, cfgs):
@@ -357,22 +360,18 @@ def slurm_task_main(argv: list[str] | None = None) -> int:
     from ift.launch import job
 
     dist = job.start_task()  # signal handlers first: a signal during start-up requests a stop
-    code = _run(lambda: job.run_task(dist, *slurm_task_config(argv)))
+    code = _run(lambda: job.run_task(dist, slurm_task_config(argv)))
     faults.maybe_stall("exit", dist["rank"])  # tests only: a rank slow to leave
     return code
 
 
 def slurm_task_config(argv: list[str] | None):
-    """(config, only_task) from slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
+    """The config of slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
     p = argparse.ArgumentParser(prog="slurm_entry.py")
     p.add_argument("config")
     p.add_argument("--only-task")
     args, overrides = p.parse_known_args(argv)
-    check_overrides(overrides)
-    cfg = load_config(args.config, overrides)
-    if args.only_task:
-        single_task(cfg, args.only_task, overrides)
-    return cfg, args.only_task
+    return _config_and_overrides(args, overrides)
 
 
 def crash_requeue_main(argv: list[str] | None = None) -> int:
@@ -402,7 +401,7 @@ def crash_requeue_main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]
     else:
         try:
-            cfg, _ = slurm_task_config(rest)
+            cfg = slurm_task_config(rest)
             run_dir, max_failures = cfg.run_dir, cfg.slurm.max_failures
         except UserError as e:  # the ranks failed on the same config
             print(f"ift: the config does not load ({e}): a user error, not requeueing")

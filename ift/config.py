@@ -7,6 +7,7 @@ CLI prints it as one `error:` line and exits 2. The loading machinery is in `ift
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -206,6 +207,10 @@ class DataConfig:
     on_bad_record: Literal["error", "skip"] = "error"
     """skip: bad records are skipped and counted per task."""
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    only_task: str | None = None
+    """The single-task baseline (`--only-task`): train on this task of data.tasks alone, same model,
+    optimizer, steps and global batch; the mixture becomes the default and run.name gets `-ft-<task>`
+    unless run.name is given on the command line."""
     max_seq_len: int = 512
     packing: bool = True
     """false: one example per row, padded to the longest in the micro-batch."""
@@ -375,6 +380,27 @@ class SlurmConfig:
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         for name in ("max_requeues", "max_failures"):
             require(getattr(self, name) >= 0, f"{at}.{name}", getattr(self, name), "must be >= 0")
+        require(0 <= self.signal_delay_s < self.time_min * 60, f"{at}.signal_delay_s", self.signal_delay_s,
+                f"must be in [0, {at}.time_min * 60 = {self.time_min * 60})")
+        for line in self.extra_sbatch:
+            require(sbatch_option(line) is not None, f"{at}.extra_sbatch", line,
+                    "give a long option, e.g. --exclusive or --mail-type=END")
+
+    def sbatch_options(self) -> dict:
+        """extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
+        submitit's additional_parameters {name: value or True}."""
+        return dict(sbatch_option(line) for line in self.extra_sbatch)
+
+
+def sbatch_option(line: str) -> tuple[str, str | bool] | None:
+    """`--mail-type=END` -> ("mail_type", "END"); None for anything but a long option."""
+    text = line.strip()
+    if text.startswith("#SBATCH"):
+        text = text[len("#SBATCH"):].strip()
+    if not text.startswith("--") or len(text) < 3:
+        return None
+    key, _, value = text[2:].replace("=", " ", 1).partition(" ")
+    return key.strip().replace("-", "_"), value.strip() or True
 
 
 @dataclass
@@ -431,17 +457,20 @@ def load_config(path: str | None = None, overrides: tuple | list = ()) -> Config
     for o in overrides:
         apply_override(Config, raw, o)
     cfg = build(Config, raw)
+    if cfg.data.only_task:
+        single_task(cfg, overrides)
     validate(cfg)
     return cfg
 
 
-def single_task(cfg: Config, task: str, overrides) -> Config:
-    """The single-task baseline of a config (`--only-task`): same model, optimizer, steps and global
-    batch (so the same token budget with packing); only the mixture shrinks to one task."""
+def single_task(cfg: Config, overrides) -> None:
+    """The single-task baseline of a config (data.only_task): same model, optimizer, steps and global
+    batch (so the same token budget with packing); only the mixture shrinks to one task. A saved
+    run config loads to itself: its name already ends in the suffix."""
     cfg.data.mixture = MixtureConfig()
-    if not any(o.startswith("run.name=") for o in overrides):
-        cfg.run.name = f"{cfg.run.name}-ft-{task}"
-    return cfg
+    suffix = f"-ft-{cfg.data.only_task}"
+    if not any(o.startswith("run.name=") for o in overrides) and not cfg.run.name.endswith(suffix):
+        cfg.run.name += suffix
 
 
 def validate(cfg: Config) -> None:
@@ -451,6 +480,64 @@ def validate(cfg: Config) -> None:
     require(not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1), "eval.generate_every",
             cfg.eval.generate_every, "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
             "every sequence); set it to 0 and run `ift eval` on the checkpoints")
+    ds_file = check_deepspeed_file(cfg) if cfg.deepspeed.config_file else {}
+    check_sequence_parallel(cfg, ds_file)
+
+
+def check_sequence_parallel(cfg: Config, ds_file: dict) -> None:
+    """What train.sequence_parallel and train.tiled_mlp need of the config; what they need of the
+    world and the model's shape is checked where those are known (ift.sequence_parallel.check)."""
+    t, d, sp = cfg.train, cfg.data, cfg.train.sequence_parallel
+    if t.tiled_mlp and not d.packing:
+        raise ConfigError("train.tiled_mlp: needs data.packing=true (every row the same width, so every rank "
+                          "runs the same tiles)")
+    if sp == 1:
+        return
+    if t.zero_stage == 0:
+        raise ConfigError(f"train.zero_stage=0: sequence parallelism (train.sequence_parallel={sp}) needs ZeRO 1-3")
+    if d.packing and d.max_seq_len % sp:
+        raise ConfigError(f"data.max_seq_len={d.max_seq_len}: must be divisible by train.sequence_parallel={sp}")
+    zero = {**ds_file.get("zero_optimization", {}), **cfg.deepspeed.extra.get("zero_optimization", {})}
+    if t.zero_stage == 3 and zero.get("reduce_scatter") is False:
+        # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
+        raise ConfigError("deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
+                          "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on")
+
+
+def check_deepspeed_file(cfg: Config) -> dict:
+    """deepspeed.config_file agrees with the typed config: batch, clipping, ZeRO stage and dtype are
+    ours ("auto" in the file defers to them), and the optimizer and schedule are train.*. Returns
+    the file's settings."""
+    t, path = cfg.train, cfg.deepspeed.config_file
+    at = f"deepspeed.config_file {path}"
+    try:
+        with open(path) as f:  # DeepSpeedConfig.check: the file exists
+            ds = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{at}:{e.lineno}: invalid JSON: {e.msg}") from None
+    for key, field_name, value in (("train_micro_batch_size_per_gpu", "train.micro_batch_size", t.micro_batch_size),
+                                   ("gradient_accumulation_steps", "train.grad_accum", t.grad_accum),
+                                   ("gradient_clipping", "train.grad_clip", t.grad_clip)):
+        if key in ds and ds[key] != "auto" and ds[key] != value:
+            raise ConfigError(f"{at}: {key}={ds[key]} conflicts with {field_name}={value}; "
+                              'make them agree or set it to "auto"')
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage != t.zero_stage:
+        raise ConfigError(f"{at}: zero_optimization.stage={stage} conflicts with train.zero_stage={t.zero_stage}")
+    dtype = cfg.model.dtype
+    if dtype == "auto":  # what the trainer will resolve it to on this machine
+        from ift.distributed import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
+    for key in ("bf16", "fp16"):
+        on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
+        if (on is True and dtype != key) or (on is False and dtype == key):
+            raise ConfigError(f"{at}: {key}.enabled={on} conflicts with model.dtype={dtype}")
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise ConfigError(f"{at}: remove '{key}'; set it with train.* (lr, betas, weight_decay, warmup_steps, "
+                              "lr_schedule)")
+    return ds
 
 
 def validate_source(t: TaskSource, path: str) -> None:

@@ -19,6 +19,13 @@ def accelerator_available() -> bool:
     return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
 
 
+def resolve_dtype(name: str) -> str:
+    """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
+    if name != "auto":
+        return name
+    return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def select_accelerator() -> None:
     """DeepSpeed on CUDA when there is a GPU, on CPU otherwise. Must run before deepspeed is imported."""
     if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():

@@ -75,32 +75,11 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.grad_clip,
     }
-    if d.config_file:
+    if d.config_file:  # checked against the typed config at load (ift.config.check_deepspeed_file)
         with open(d.config_file) as f:
-            try:
-                ds = json.load(f)
-            except json.JSONDecodeError as e:
-                raise UserError(f"deepspeed.config_file {d.config_file}:{e.lineno}: invalid JSON: {e.msg}") from None
-        names = {"train_micro_batch_size_per_gpu": "train.micro_batch_size",
-                 "gradient_accumulation_steps": "train.grad_accum", "gradient_clipping": "train.grad_clip"}
-        for key, value in expected.items():
-            if key in ds and ds[key] != "auto" and ds[key] != value:
-                raise UserError(f"deepspeed.config_file {d.config_file}: {key}={ds[key]} conflicts with "
-                                f"{names[key]}={value}; make them agree or set it to \"auto\"")
-        stage = ds.get("zero_optimization", {}).get("stage", 0)
-        if stage != t.zero_stage:
-            raise UserError(f"deepspeed.config_file {d.config_file}: zero_optimization.stage={stage} "
-                            f"conflicts with train.zero_stage={t.zero_stage}")
-        for key, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
-            on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
-            if (on is True and dtype_name != dtype) or (on is False and dtype_name == dtype):
-                raise UserError(f"deepspeed.config_file {d.config_file}: {key}.enabled={on} conflicts with "
-                                f"model.dtype={dtype_name}")
-            ds[key] = {**ds.get(key, {}), "enabled": dtype_name == dtype}
-        for key in ("optimizer", "scheduler"):
-            if key in ds:
-                raise UserError(f"deepspeed.config_file {d.config_file}: remove '{key}'; set it with train.* "
-                                "(lr, betas, weight_decay, warmup_steps, lr_schedule)")
+            ds = json.load(f)
+        for key in ("bf16", "fp16"):
+            ds[key] = {**ds.get(key, {}), "enabled": dtype_name == key}
     else:
         zero: dict = {"stage": t.zero_stage, **zero_comm(t.zero_stage, hidden_size)}
         if d.offload_optimizer and t.zero_stage > 0:
@@ -126,13 +105,7 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
     # A torch optimizer on CPU, DeepSpeed's CPU Adam when ZeRO offloads (see build_optimizer)
     ds.setdefault("zero_allow_untested_optimizer", True)
     ds.setdefault("zero_force_ds_cpu_optimizer", False)
-    ds = deep_merge(ds, d.extra)
-    merged_zero = ds.get("zero_optimization", {})
-    if t.sequence_parallel > 1 and t.zero_stage == 3 and merged_zero.get("reduce_scatter") is False:
-        # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
-        raise UserError("deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
-                        "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on")
-    return ds
+    return deep_merge(ds, d.extra)
 
 
 def lr_lambda(cfg: Config):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ift.config import ModelConfig
-from ift.distributed import accelerator_available
+from ift.distributed import accelerator_available, resolve_dtype
 from ift.errors import UserError
 from ift.rundir import RunDir
 
@@ -78,13 +78,6 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
 
 
 # --------------------------------------------------------------------------- model
-
-
-def resolve_dtype(name: str) -> str:
-    """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
-    if name != "auto":
-        return name
-    return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 _attn_logged: set[str] = set()

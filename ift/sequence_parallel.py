@@ -43,21 +43,14 @@ def gradient_divisor(zero_stage: int, world: int, sp: int) -> int:
 
 
 def check(cfg: Config, world: int, model_config=None) -> None:
-    """Start-up checks of train.sequence_parallel and train.tiled_mlp, one line naming the field.
+    """Start-up checks of train.sequence_parallel against the world and the model, one line naming the field.
     Without `model_config` (a launcher, before any worker starts) the model's shape is read from
     the config; a model config that does not load is left to the workers to report."""
-    sp, d = cfg.train.sequence_parallel, cfg.data
-    if cfg.train.tiled_mlp and not d.packing:
-        raise UserError("train.tiled_mlp: needs data.packing=true (every row the same width, so every rank "
-                        "runs the same tiles)")
+    sp = cfg.train.sequence_parallel  # what it needs of the config alone: ift.config.check_sequence_parallel
     if sp == 1:
         return
     if world % sp:
         raise UserError(f"train.sequence_parallel={sp}: the world size {world} is not divisible by it")
-    if cfg.train.zero_stage == 0:
-        raise UserError(f"train.zero_stage=0: sequence parallelism (train.sequence_parallel={sp}) needs ZeRO 1-3")
-    if d.packing and d.max_seq_len % sp:
-        raise UserError(f"data.max_seq_len={d.max_seq_len}: must be divisible by train.sequence_parallel={sp}")
     if model_config is None:
         model_config = _shape_of(cfg)
         if model_config is None:

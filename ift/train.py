@@ -30,7 +30,7 @@ class Trainer:
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
     `log_metrics` every train.log_every steps, `save` every train.save_every steps and on a stop."""
 
-    def __init__(self, cfg: Config, only_task: str | None = None):
+    def __init__(self, cfg: Config):
         setup_environment()
         from accelerate.utils import set_seed
 
@@ -49,7 +49,7 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
             save_config(cfg, self.run.config)
         set_seed(cfg.run.seed)
-        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg, only_task)
+        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg)
         self.names = [x.name for x in self.tokenized]
         if self.main:
             self._write_mixture_report()
@@ -364,8 +364,8 @@ class Trainer:
                 "last_metrics": getattr(self, "last_metrics", {})}
 
 
-def train(cfg: Config, only_task: str | None = None) -> dict:
-    return Trainer(cfg, only_task).train()
+def train(cfg: Config) -> dict:
+    return Trainer(cfg).train()
 
 
 def device_peak_tflops(device: torch.device) -> float | None:

@@ -527,3 +527,37 @@ def reference_problems(readme_text):
 def test_readme_configuration_reference_matches_the_tree():
     with open(README, encoding="utf-8") as f:
         assert reference_problems(f.read()) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("slurm.signal_delay_s=4000", "slurm.signal_delay_s: must be in [0, slurm.time_min * 60 = 3600), got 4000"),
+    ("slurm.signal_delay_s=-1", "slurm.signal_delay_s: must be in [0"),
+    ("slurm.extra_sbatch=[--exclusive, -x]", "slurm.extra_sbatch: give a long option, e.g. --exclusive or "
+                                             "--mail-type=END, got '-x'"),
+    ("train.tiled_mlp=true", "train.tiled_mlp: needs data.packing=true"),  # with data.packing=false below
+])
+def test_cross_field_checks_run_at_load(override, message):
+    """Every check that the config alone decides runs in load_config, for every verb."""
+    extra = ["data.packing=false"] if "tiled" in override else []
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override, *extra])
+    assert message in str(err.value)
+
+
+def test_extra_sbatch_options_parse():
+    s = load_config(None, ["slurm.extra_sbatch=[--exclusive, --mail-type=END, '#SBATCH --comment x y']"]).slurm
+    assert s.sbatch_options() == {"exclusive": True, "mail_type": "END", "comment": "x y"}
+
+
+def test_only_task_is_a_config_field_applied_once(tmp_path):
+    from ift.config import MixtureConfig, save_config
+
+    base = "run: {name: base}\ndata: {mixture: {strategy: temperature, temperature: 2}}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    cfg = load_config(str(tmp_path / "base.yaml"), ["data.only_task=reverse_word"])
+    assert cfg.data.only_task == "reverse_word" and cfg.run.name == "base-ft-reverse_word"
+    assert cfg.data.mixture == MixtureConfig()  # the baseline trains one task: no mixture settings
+    save_config(cfg, str(tmp_path / "config.yaml"))  # the run's saved config says what ran, and loads to itself
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+    named = load_config(None, ["run.name=mine", "data.only_task=reverse_word"])
+    assert named.run.name == "mine"  # a name given on the command line is kept as it is

@@ -66,7 +66,7 @@ def submit_note(cfg: Config) -> str | None:
     return note
 
 
-def prepare_data(cfg: Config, only_task: str | None = None):
+def prepare_data(cfg: Config):
     """Tasks, tokenizer, tokenized tasks and rates. Rank 0 trains/saves the tokenizer and local
     rank 0 fills the data caches first; the other ranks then read them."""
     from ift.data.mixture import task_rates
@@ -76,10 +76,10 @@ def prepare_data(cfg: Config, only_task: str | None = None):
 
     with distributed.main_process_first(local=True):  # local rank 0 fills the source cache; the others memory-map it
         tasks = load_tasks(cfg.data, cfg.run.seed)
-    if only_task:
-        tasks = [t for t in tasks if t.name == only_task]
+    if only := cfg.data.only_task:
+        tasks = [t for t in tasks if t.name == only]
         if not tasks:
-            raise UserError(f"--only-task: no task named '{only_task}' in data.tasks")
+            raise UserError(f"data.only_task (--only-task): no task named '{only}' in data.tasks")
     rank, tok_dir = distributed.rank(), RunDir(cfg.run_dir).tokenizer
     # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
     with distributed.main_process_first():

@@ -13,6 +13,7 @@ copying the input would otherwise score 100. `mean` is the mean over tasks.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,6 @@ from ift.eval.tasks import EVAL_SEED_OFFSET, eval_section, render_prompts, resol
 log = logging.getLogger(__name__)
 
 SCORES = ("exact_match", "rougeL", "exact_match_cased")
-BACKENDS = ("hf", "vllm")
 
 
 def exact_match_cased(prediction: str, references) -> float:
@@ -68,19 +68,12 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     cfg: Config | None = info["cfg"]
     sources, data_cfg, base, tasks_setting = resolve_tasks(tasks, cfg)
     defaults = cfg.eval if cfg is not None else eval_section(tasks) or EvalConfig()
-    shots = defaults.shots if shots is None else shots
-    max_new_tokens = defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
-    limit = defaults.limit if limit is None else limit
-    batch_size = defaults.batch_size if batch_size is None else batch_size
-    backend = defaults.backend if backend is None else backend
-    for flag, value, ok in (("--shots", shots, shots >= 0),
-                            ("--max-new-tokens", max_new_tokens, max_new_tokens > 0),
-                            ("--limit", limit, limit is None or limit > 0),
-                            ("--batch-size", batch_size, batch_size > 0)):
-        if not ok:
-            raise UserError(f"{flag} must be {'>= 0' if flag == '--shots' else '> 0'}, got {value}")
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    flags = {"shots": shots, "max_new_tokens": max_new_tokens, "limit": limit, "batch_size": batch_size,
+             "backend": backend}
+    settings = dataclasses.replace(defaults, **{k: v for k, v in flags.items() if v is not None})
+    settings.check("eval")  # the flags are eval.* settings: the same checks, the same messages
+    shots, max_new_tokens, limit = settings.shots, settings.max_new_tokens, settings.limit
+    batch_size, backend = settings.batch_size, settings.backend
     name = name or f"{base}_{shots}shot"
     if "/" in name or name in (".", ".."):
         raise UserError(f"--name must be a plain file name, got {name!r}")

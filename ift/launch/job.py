@@ -116,13 +116,13 @@ def start_task() -> dict:
     return export_dist_env()
 
 
-def run_task(dist: dict, cfg: Config, only_task: str | None = None) -> int:
+def run_task(dist: dict, cfg: Config) -> int:
     """Train; 0: finished, EXIT_REQUEUE: stopped early by a signal with a checkpoint saved (the
     batch script requeues). Errors propagate (the CLI turns them into exit 2 or 1)."""
     from ift.train import train
 
     _for_restart(cfg, log_start(dist, cfg.run_dir))
-    result = train(cfg, only_task=only_task)
+    result = train(cfg)
     if result["finished"]:
         return 0
     if dist["rank"] == 0:
@@ -142,9 +142,8 @@ class SlurmTrainJob:
     submitit.helpers.Checkpointable (submitit only looks for a `checkpoint` method; not subclassed
     so that importing this module, and so the `ift` CLI, does not import submitit)."""
 
-    def __init__(self, cfg: Config, only_task: str | None = None):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.only_task = only_task
         self.stops: list[dict] = []  # why earlier runs of this job stopped (travels with requeues)
         self._reset()
 
@@ -157,7 +156,7 @@ class SlurmTrainJob:
         self._recorded = False
 
     def __getstate__(self) -> dict:  # threads and runtime state stay out of the requeue pickle
-        return {"cfg": self.cfg, "only_task": self.only_task, "stops": self.stops}
+        return {"cfg": self.cfg, "stops": self.stops}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -204,7 +203,7 @@ class SlurmTrainJob:
         from ift.train import train
 
         try:
-            self._box["result"] = train(self.cfg, only_task=self.only_task)
+            self._box["result"] = train(self.cfg)
         except BaseException as e:  # re-raised in the main thread
             self._box["error"] = e
 

@@ -9,7 +9,7 @@ import shlex
 import sys
 import tempfile
 
-from ift.config import Config, load_config, single_task
+from ift.config import Config, load_config
 from ift.errors import UserError
 from ift.launch.job import TORCH_ENV, SlurmTrainJob
 from ift.rundir import RunDir
@@ -38,21 +38,6 @@ def sweep_points(sweeps: list[tuple[str, list[str]]]) -> list[list[tuple[str, st
 def sweep_suffix(point: list[tuple[str, str]]) -> str:
     """`train.lr=1e-5` -> `lr1e-5`: appended to run.name so every sweep job has its own run dir."""
     return "-".join(f"{k.split('.')[-1]}{_slug(v)}" for k, v in point)
-
-
-def _parse_extra_sbatch(lines: list[str]) -> dict:
-    """slurm.extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
-    submitit additional_parameters; they override the generated lines of the same name."""
-    out: dict = {}
-    for raw in lines:
-        text = raw.strip()
-        if text.startswith("#SBATCH"):
-            text = text[len("#SBATCH"):].strip()
-        if not text.startswith("--") or len(text) < 3:
-            raise UserError(f"slurm.extra_sbatch: {raw!r}: give a long option, e.g. --exclusive or --mail-type=END")
-        key, _, value = text[2:].replace("=", " ", 1).partition(" ")
-        out[key.strip().replace("-", "_")] = value.strip() or True
-    return out
 
 
 def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = None) -> dict:
@@ -91,7 +76,7 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
         " ".join(requeue),
         "exit $?",
     ]
-    extra = _parse_extra_sbatch(s.extra_sbatch)
+    extra = s.sbatch_options()
     if extra:
         params["additional_parameters"] = extra
     return params
@@ -115,38 +100,30 @@ def check_writable(path: str, create: bool) -> None:
         raise UserError(f"{path} is not writable ({probe} does not allow creating it)")
 
 
-def _flag_overrides(args) -> list[str]:
+def flag_overrides(flags: dict) -> list[str]:
+    """`ift submit`'s Slurm flags ({flag: value}, None when not given) as slurm.* overrides."""
     out = []
     for flag, key in (("nodes", "nodes"), ("gpus_per_node", "gpus_per_node"), ("partition", "partition"),
                       ("time", "time_min"), ("account", "account"), ("qos", "qos")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            out.append(f"slurm.{key}={value}")
-    if getattr(args, "cpu", False):
+        if flags.get(flag) is not None:
+            out.append(f"slurm.{key}={flags[flag]}")
+    if flags.get("cpu"):
         out.append("slurm.gres=false")
     return out
 
 
-def plan_jobs(config: str, overrides: list[str], args) -> tuple[str, list[tuple[Config, list[str]]]]:
-    """The base run name and (validated Config, its sweep overrides) per job: several with
-    --sweep. CLI flags override the slurm section."""
-    overrides = [*overrides, *_flag_overrides(args)]
-    only_task = getattr(args, "only_task", None)
+def plan_jobs(config: str, overrides: list[str], sweeps: list[str] = ()) -> tuple[str, list[tuple[Config, list[str]]]]:
+    """The base run name and (validated Config, its sweep overrides) per job: one per combination
+    of the --sweep values (`key=v1,v2`)."""
     base_name = None
     jobs = []
-    for point in sweep_points(parse_sweeps(getattr(args, "sweep", None) or [])):
+    for point in sweep_points(parse_sweeps(list(sweeps))):
         cfg = load_config(config, [*overrides, *(f"{k}={v}" for k, v in point)])
-        if only_task:
-            single_task(cfg, only_task, overrides)
         base_name = base_name or cfg.run.name
         if point:
             cfg.run.name = f"{cfg.run.name}-{sweep_suffix(point)}"
         cfg.run.output_dir = os.path.abspath(cfg.run.output_dir)
         s = cfg.slurm
-        if not 0 <= s.signal_delay_s < s.time_min * 60:
-            raise UserError(f"slurm.signal_delay_s: must be in [0, slurm.time_min * 60 = {s.time_min * 60}), "
-                            f"got {s.signal_delay_s}")
-        _parse_extra_sbatch(s.extra_sbatch)
         from ift import sequence_parallel
 
         sequence_parallel.check(cfg, s.nodes * s.gpus_per_node)  # one Slurm task (rank) per GPU
@@ -184,7 +161,7 @@ def sbatch_script(cfgs: list[Config], folder: str, job_name: str | None = None) 
                                map_count=len(cfgs) if len(cfgs) > 1 else None, **params)
 
 
-def submit(cfgs: list[Config], folder: str, only_task: str | None = None, job_name: str | None = None) -> list:
+def submit(cfgs: list[Config], folder: str, job_name: str | None = None) -> list:
     """Submit the jobs (a job array for several) and return submitit Job objects."""
     import submitit
 
@@ -193,9 +170,9 @@ def submit(cfgs: list[Config], folder: str, only_task: str | None = None, job_na
                                       python=_python(first))
     executor.update_parameters(**sbatch_parameters(cfgs, folder, job_name))
     if len(cfgs) == 1:
-        return [executor.submit(SlurmTrainJob(first, only_task))]
+        return [executor.submit(SlurmTrainJob(first))]
     with executor.batch():
-        jobs = [executor.submit(SlurmTrainJob(c, only_task)) for c in cfgs]
+        jobs = [executor.submit(SlurmTrainJob(c)) for c in cfgs]
     return jobs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import types
 
@@ -236,8 +237,13 @@ def test_errors(model_dir, task_dir, tmp_path):
     no_eval.write_text("run: {name: x}\n")
     with pytest.raises(UserError, match="no eval.tasks"):
         ev.evaluate(src, tasks=str(no_eval), out=str(tmp_path / "o"))
-    with pytest.raises(UserError, match="--batch-size"):
-        ev.evaluate(src, tasks="builtin:heldout", out=str(tmp_path / "o"), batch_size=0)
+    # the flags are eval.* settings, checked by EvalConfig.check
+    for flag, message in (({"batch_size": 0}, "eval.batch_size: must be > 0, got 0"),
+                          ({"shots": -1}, "eval.shots: must be >= 0, got -1"),
+                          ({"limit": 0}, "eval.limit: must be > 0, got 0"),
+                          ({"max_new_tokens": 0}, "eval.max_new_tokens: must be > 0, got 0")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            ev.evaluate(src, tasks="builtin:heldout", out=str(tmp_path / "o"), **flag)
     assert not (tmp_path / "o").exists()
 
 
@@ -398,7 +404,7 @@ def test_vllm_backend_without_vllm_is_one_error(model_dir, task_dir, tmp_path, m
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (it never is on CPU)
     with pytest.raises(UserError, match=r"eval.backend vllm needs vLLM.*pip install vllm"):
         run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="vllm")
-    with pytest.raises(UserError, match="--backend must be one of hf, vllm"):
+    with pytest.raises(UserError, match="eval.backend: must be hf or vllm, got 'tgi'"):
         run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="tgi")
 
 

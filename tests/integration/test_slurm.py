@@ -90,10 +90,8 @@ def test_dry_run_sweep_is_one_array_with_a_run_per_value(tmp_path, capsys):
 
 
 def test_sweep_grid_configs(tmp_path):
-    class Args:
-        sweep = ["train.lr=1e-5,2e-5", "train.warmup_steps=0,5"]
-        only_task = None
-    base, jobs = submit.plan_jobs(str(write_config(tmp_path, "g")), [], Args)
+    sweeps = ["train.lr=1e-5,2e-5", "train.warmup_steps=0,5"]
+    base, jobs = submit.plan_jobs(str(write_config(tmp_path, "g")), [], sweeps)
     assert base == "g" and len(jobs) == 4
     assert [(c.run.name, c.train.lr, c.train.warmup_steps) for c, _ in jobs] == [
         ("g-lr1e-5-warmup_steps0", 1e-5, 0), ("g-lr1e-5-warmup_steps5", 1e-5, 5),

@@ -261,16 +261,17 @@ def _cfg(*overrides):
     ({"zero_optimization": {"stage": 3}}, [], ("zero_optimization.stage=3", "train.zero_stage=2")),
     ({"optimizer": {"type": "AdamW"}}, [], ("remove 'optimizer'",)),
     ({"scheduler": {"type": "WarmupLR"}}, [], ("remove 'scheduler'",)),
+    ({"bf16": {"enabled": True}}, ["model.dtype=fp32"], ("bf16.enabled=True", "model.dtype=fp32")),
+    ({"fp16": {"enabled": False}}, ["model.dtype=fp16"], ("fp16.enabled=False", "model.dtype=fp16")),
 ])
 def test_deepspeed_config_file_conflicts_name_both_fields(tmp_path, entry, train, message):
-    from ift.engine import deepspeed_config
-    from ift.errors import UserError
+    """Checked with the config, at load: before any launcher or rank starts."""
+    from ift.config import ConfigError
 
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}, **entry}))
-    cfg = _cfg(f"deepspeed.config_file={path}", *train)
-    with pytest.raises(UserError) as err:
-        deepspeed_config(cfg, 2)
+    with pytest.raises(ConfigError) as err:
+        _cfg(f"deepspeed.config_file={path}", *train)
     for part in message:
         assert part in str(err.value)
 
@@ -288,13 +289,14 @@ def test_deepspeed_config_file_auto_and_agreeing_values(tmp_path):
 
 
 def test_deepspeed_config_bad_json_names_the_line(tmp_path):
-    from ift.engine import deepspeed_config
-    from ift.errors import UserError
+    from ift.config import ConfigError
 
     path = tmp_path / "ds.json"
     path.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}\n')
-    with pytest.raises(UserError, match=r"ds\.json:3: invalid JSON"):
-        deepspeed_config(_cfg(f"deepspeed.config_file={path}"), 1)
+    with pytest.raises(ConfigError, match=r"ds\.json:3: invalid JSON"):
+        _cfg(f"deepspeed.config_file={path}")
+    with pytest.raises(ConfigError, match=r"deepspeed.config_file: must be an existing JSON file"):
+        _cfg(f"deepspeed.config_file={tmp_path / 'missing.json'}")
 
 
 SHIPPED = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
