@@ -1,7 +1,7 @@
 """The training loop. Read this file first: everything it calls lives in its own module
 (data: ift.data, model: ift.model, the engine: ift.engine, the process group: ift.distributed,
-checkpoints: ift.checkpoint, the run directory: ift.rundir, tracking: ift.tracking, stopping:
-ift.stop)."""
+checkpoints: ift.checkpoint, where a run continues: ift.resume, the run directory: ift.rundir,
+tracking: ift.tracking, stopping: ift.stop)."""
 from __future__ import annotations
 
 import json
@@ -12,15 +12,17 @@ import time
 
 import torch
 
-from ift import checkpoint, faults, rundir, sequence_parallel, stop
+from ift import faults, rundir, sequence_parallel, stop
 from ift.atomic import write_text
+from ift.checkpoint import Checkpointer
 from ift.config import Config, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
 from ift.data.prepare import mixture_definition, prepare_data
-from ift.distributed import StopVote, broadcast_object, init_distributed, main_process_first, setup_environment
+from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.errors import RunError
 from ift.hashing import fingerprint
+from ift.resume import Resume, load, plan_resume
 from ift.step_metrics import LossTally, Window
 from ift.tracking import Tracker
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 class Trainer:
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
-    `log_metrics` every train.log_every steps, `save` every train.save_every steps and on a stop."""
+    `log_metrics` every train.log_every steps; the checkpointer saves when its policy says so."""
 
     def __init__(self, cfg: Config):
         setup_environment()
@@ -56,12 +58,10 @@ class Trainer:
         adapt = cfg.data.mixture.adapt
         self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
         self.adapter = self._make_adapter() if adapt.rule else None
-        self._build_engine()
         self.step, self.resumed_at = 0, None
-        loader = self._make_loader(cfg.run.seed)
-        if self.resume_path:
-            loader = self._resume(loader)
-        self.data = Prefetcher(loader, pin_batch)
+        resume = self._build_engine()
+        self.data = Prefetcher(self._resume(resume) if resume else self._make_loader(cfg.run.seed), pin_batch)
+        self.checkpointer = Checkpointer(self.engine, self.run.checkpoints, cfg.train, self.checkpoint_state)
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
@@ -107,8 +107,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
             elif scores:
                 self.tracker.log(scores, self.step)
-            if (t.save_every and self.step % t.save_every == 0) or stopping:
-                self.save()
+            if self.checkpointer.step_done(self.step, stopping):
+                self.window.paused += self.checkpointer.seconds
             faults.maybe_die("step", self.step, self.rank)  # tests only
             if stopping:
                 if self.main:
@@ -146,25 +146,23 @@ class Trainer:
                             for x, src in zip(self.tokenized, self.tasks)}}
         write_text(self.run.mixture, json.dumps(report, indent=1))
 
-    def _build_engine(self) -> None:
+    def _build_engine(self) -> Resume | None:
+        """The model, the resume plan (which needs the model's fingerprint) and the engine (which
+        needs the plan: a checkpoint from another world size loads in its universal form)."""
         from ift.flops import flop_counter
         from ift.model import CausalLMLoss, build_model, count_parameters, model_config
 
-        cfg, main = self.cfg, self.main
+        cfg = self.cfg
         width = model_config(cfg.model, self.tokenizer)
         sequence_parallel.check(cfg, self.world, width)
         ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
-        self.resume_path = rundir.resume_checkpoint(cfg.train.resume, self.run, cfg.train.verify_checkpoint)
-        self.universal = None
-        if self.resume_path:
-            saved_world = checkpoint.read_state(self.resume_path)["world_size"]
-            if saved_world != self.world and cfg.train.zero_stage > 0:  # ZeRO shards are per rank: re-shard
-                if main:
-                    log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint",
-                             saved_world, self.world)
-                self.universal = checkpoint.prepare_universal(self.resume_path)
-                ds_config["checkpoint"] = {"load_universal": True}
         lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
+        self.fingerprints = {"model": fingerprint(lm.config.to_dict(), 16),
+                             "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
+                             "mixture": fingerprint(mixture_definition(cfg, self.rates), 16)}
+        resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
+        if resume and resume.universal:
+            ds_config["checkpoint"] = {"load_universal": True}
         self.n_params = count_parameters(lm)
         self.flops = flop_counter(lm)
         mpu = sequence_parallel.setup(lm, cfg)
@@ -174,9 +172,7 @@ class Trainer:
 
             with main_process_first(local=True):  # as the held-out batches: local rank 0 fills the caches first
                 self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
-        self.fingerprints = {"model": fingerprint(lm.config.to_dict(), 16),
-                             "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
-                             "mixture": fingerprint(mixture_definition(cfg, self.rates), 16)}
+        return resume
 
     def _make_loader(self, seed: int) -> PackedLoader:
         cfg, t = self.cfg, self.cfg.train
@@ -187,19 +183,19 @@ class Trainer:
                             world_size=self.dp_world, rank=self.dp_rank,
                             sequence_parallel=t.sequence_parallel, sequence_rank=self.sp_rank)
 
-    def _resume(self, loader: PackedLoader) -> PackedLoader:
-        path, t = self.resume_path, self.cfg.train
+    def _resume(self, resume: Resume) -> PackedLoader:
+        """The engine's state from the checkpoint, and the data stream where it stopped."""
+        path = resume.path
         self.resumed_at = time.perf_counter()
-        saved = checkpoint.read_state(path)
-        allowed = checkpoint.check_match(saved, self.fingerprints, t.resume_allow_mismatch, path)
-        state = checkpoint.load(self.engine, path, self.universal)
+        state = load(self.engine, path, resume.universal)
         self.step = state["step"]
         faults.maybe_die("resume", self.step, self.rank)  # tests only
-        if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
+        if "mixture" in resume.allowed_mismatch:  # new rates: the stream restarts here, seeded by the step
             loader = self._make_loader(self.cfg.run.seed + self.step)
             log.warning("mixture changed since %s: data stream restarted at step %d with the new rates",
                         path, self.step)
         else:
+            loader = self._make_loader(self.cfg.run.seed)
             loader.load_state_dict(state["loader"])
             if self.adapter:
                 self.adapter.load_state_dict(state["mixture_adapt"])
@@ -324,33 +320,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
 
-    def state(self) -> dict:
-        """What a checkpoint holds besides the engine: where the data stream and W&B continue."""
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint holds besides the engine: where the data stream and W&B continue.
+        Called by the checkpointer when it saves."""
+        self.check_finite()  # never save a model a non-finite step has spoiled
+        self._fold_mixture_signal()  # so that a resume continues the adaptive mixture's window exactly
         return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
                 "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
                 "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg),
                 **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {})}
-
-    def save(self) -> str:
-        self.check_finite()  # never save a model a non-finite step has spoiled
-        self._fold_mixture_signal()  # so that a resume continues the adaptive mixture's window exactly
-        began = time.perf_counter()
-        t = self.cfg.train
-        path = checkpoint.save(self.engine, self.run.checkpoints, self.step, self.state(), t.keep_last, t.keep_every)
-        if self.main:
-            log.info("saved %s", path)
-        self.window.paused += time.perf_counter() - began
-        return path
 
     def finish(self) -> dict:
         t = self.cfg.train
         finished = self.step >= t.max_steps or self._epochs_done()
         final = None
         if finished:
-            # one rank reads the shared directory and decides; the save that may follow is collective
-            done = checkpoint.complete_checkpoints(self.run.checkpoints) if self.main else None
-            saved = broadcast_object(done[-1][1] if done and done[-1][0] == self.step else None)
-            final = saved or self.save()
+            final = self.checkpointer.final(self.step)
             if t.export_final:
                 from ift.export import write_hf_folder
 

@@ -153,7 +153,7 @@ def test_no_host_read_in_a_step_that_does_not_log(tmp_path, monkeypatch, in_proc
                 phase["now"] = before
         return method
 
-    for name in ("log_metrics", "save", "finish"):
+    for name in ("log_metrics", "checkpoint_state", "finish"):
         monkeypatch.setattr(ift.train.Trainer, name, in_phase(name, getattr(ift.train.Trainer, name)))
     trainer = ift.train.Trainer(cfg)
     phase["now"] = "step"
