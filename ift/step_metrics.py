@@ -1,5 +1,10 @@
 """What a logging step reports, gathered between logging steps without waiting for the device:
-per-task loss sums (`LossTally`) and throughput (`Window`)."""
+per-task loss sums (`LossTally`) and throughput (`Window`); and the held-out loss (`eval.every`).
+
+The held-out loss: each rank scores its share of the batches (batch i on rank i mod world) and the
+sums are all-reduced. Under ZeRO-3 a forward pass gathers parameters collectively, so every rank
+runs the same number of forwards: a rank whose share is one short scores a batch again and counts
+nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,3 +83,29 @@ class Window:
         self.rows += rows
         self.target_tokens += step.target_tokens
         self.attention_sq += step.attention_sq
+
+
+@torch.no_grad()
+def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, float]:
+    """Token-mean loss over all batches (`eval/loss`) and per task (`eval/loss/<task>`)."""
+    from ift.distributed import all_reduce, collective_device, rank, world_size
+    from ift.engine import model_inputs
+
+    sums = torch.zeros(len(names), dtype=torch.float64, device=engine.device)
+    counts = torch.zeros_like(sums)
+    was_training = engine.module.training
+    engine.module.eval()
+    world = world_size()
+    mine = batches[rank()::world]
+    for i in range(-(-len(batches) // world)):  # the most batches any rank has
+        inputs, task = model_inputs(mine[i] if i < len(mine) else batches[0], engine.device)
+        losses = engine(**inputs).double()  # per target token
+        if i < len(mine):
+            sums.index_add_(0, task, losses)
+            counts.index_add_(0, task, torch.ones_like(losses))
+    engine.module.train(was_training)
+    both = all_reduce(torch.cat([sums, counts]).to(collective_device(engine.device))).tolist()
+    sums, counts = both[:len(names)], both[len(names):]
+    out = {"eval/loss": sum(sums) / max(sum(counts), 1)}
+    out.update({f"eval/loss/{n}": sums[i] / counts[i] for i, n in enumerate(names) if counts[i] > 0})
+    return out

@@ -23,7 +23,7 @@ from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.errors import RunError
 from ift.hashing import fingerprint
 from ift.resume import Resume, load, plan_resume
-from ift.step_metrics import LossTally, Window
+from ift.step_metrics import LossTally, Window, heldout_loss
 from ift.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class Trainer:
         return {**scores, **self.adapter.metrics()}
 
     def _heldout_batches(self):
-        from ift.eval.heldout_loss import heldout_batches
+        from ift.data.heldout import heldout_batches
 
         with main_process_first(local=True):  # local rank 0 fills the tokenization cache first
             return heldout_batches(self.cfg, self.tokenizer)
@@ -254,8 +254,6 @@ class Trainer:
         return t.epochs is not None and self.data.examples_drawn >= t.epochs * sum(len(x) for x in self.tokenized)
 
     def _heldout_scores(self) -> dict:
-        from ift.eval.heldout_loss import heldout_loss
-
         began = time.perf_counter()
         scores = heldout_loss(self.engine, *self.heldout)
         self.window.paused += time.perf_counter() - began

@@ -116,7 +116,7 @@ def prepare(cfg: Config) -> dict:
     started = time.perf_counter()
     tasks, tokenizer, tokenized, _ = prepare_data(cfg)
     if cfg.eval.every and cfg.eval.tasks:
-        from ift.eval.heldout_loss import heldout_batches
+        from ift.data.heldout import heldout_batches
 
         heldout_batches(cfg, tokenizer)
     from ift.data.sources import cache_dir

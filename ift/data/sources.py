@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -20,12 +19,12 @@ import pyarrow as pa
 
 from ift.atomic import replacing, write_text
 from ift.config import DataConfig, TaskSource
-from ift.data import builtin, chat
+from ift.data import builtin
 from ift.data.files import locate, read_columns, resolve_paths
+from ift.data.schemas import CANONICAL, REQUIRED, detect_schema, to_canonical
 from ift.errors import UserError
 from ift.hashing import fingerprint
 
-CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
 CANONICAL_FEATURES = datasets.Features({
     **{c: datasets.Value("string") for c in CANONICAL}, "references": datasets.List(datasets.Value("string")),
     "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
@@ -57,104 +56,6 @@ class Task:
 
     def __len__(self) -> int:
         return len(self.rows) if self.rows is not None else self.parent_spans[self.name][1]
-
-
-# --------------------------------------------------------------------------- schemas
-
-
-def detect_schema(columns, where: str) -> str:
-    cols = set(columns)
-    if "messages" in cols:
-        return "messages"
-    if "conversations" in cols:
-        return "sharegpt"
-    if {"prompt", "completion"} <= cols:
-        return "prompt_completion"
-    if "definition" in cols and "output" in cols:
-        return "sni"
-    if "instruction" in cols and "output" in cols:
-        return "alpaca"
-    raise UserError(
-        f"{where}: cannot detect the schema from columns {sorted(cols)}; set `schema:` "
-        "(alpaca, sni, messages, sharegpt, prompt_completion) or map columns with `fields:`"
-    )
-
-
-REQUIRED = {
-    "alpaca": ("instruction", "output"),
-    "sni": ("definition", "output"),
-    "messages": ("messages",),
-    "sharegpt": ("conversations",),
-    "prompt_completion": ("prompt", "completion"),
-}
-
-
-def _not_text(value) -> str:
-    """Why a field value cannot be used as text ('' when it can). Numbers and booleans become
-    their text (an answer "42" stored as a number); NaN/inf (a missing value in a parquet or
-    pandas column) and lists/objects are errors, never the strings "nan" or "[...]"."""
-    if isinstance(value, (str, bool, int)):
-        return ""
-    if isinstance(value, float):
-        return "" if math.isfinite(value) else f"is not a text value ({value})"
-    return f"is not text (a {type(value).__name__})"
-
-
-def _to_canonical(batch: dict, schema: str, task: str, task_field: str | None = None) -> dict:
-    """Batched map from one schema to canonical columns; a `_bad` column names what is wrong. With
-    `task_field`, each record's task is that column's value."""
-    n = len(next(iter(batch.values())))
-    out = {k: [] for k in CANONICAL}
-    out["_bad"] = []
-
-    def get(col, i, default=""):
-        values = batch.get(col)
-        return default if values is None else values[i]
-
-    for i in range(n):
-        bad, turns = "", []
-        if schema in ("messages", "sharegpt"):
-            turns, bad = chat.conversation(get(schema if schema == "messages" else "conversations", i, None),
-                                           sharegpt=schema == "sharegpt")
-            # For listings and evaluation: the turns before the last reply, and the last reply.
-            prior = turns[:-1]
-            instruction = (prior[-1]["content"] if len(prior) == 1
-                           else "\n".join(f"{t['role']}: {t['content']}" for t in prior))
-            output = turns[-1]["content"] if turns else ""
-            inp = ""
-        elif schema == "prompt_completion":
-            instruction, inp, output = get("prompt", i, None), "", get("completion", i, None)
-        else:
-            instruction = get("definition" if schema == "sni" else "instruction", i, None)
-            inp, output = get("input", i, "") or "", get("output", i, None)
-        for col, value in (("instruction", instruction), ("output", output), ("input", inp)):
-            name = col if schema != "sni" or col != "instruction" else "definition"
-            if value is None and col != "input" and not bad:
-                bad = f"missing field '{name}'"
-            elif value is not None and not bad and (why := _not_text(value)):
-                bad = f"field '{name}' {why}"
-        instruction, output = instruction or "", output or ""
-        refs = get("references", i, None) or ([output] if output else [])
-        if not bad and not str(output).strip():
-            bad = "empty output"
-        if not bad and not str(instruction).strip() and not str(inp).strip():
-            bad = "empty prompt (no instruction and no input)"
-        if task_field is not None:
-            value = get(task_field, i, None)
-            why = "is missing" if value is None else _not_text(value) or ("is empty" if not str(value).strip() else "")
-            bad = bad or (f"task_field '{task_field}' {why}" if why else "")
-            out["task"].append(task + str(value).strip() if not why else "")  # `task`: the name prefix
-        else:
-            out["task"].append(task)
-        out["instruction"].append(str(instruction))
-        out["input"].append(str(inp))
-        out["output"].append(str(output))
-        out["references"].append([str(r) for r in refs])
-        out["rationale"].append(str(get("rationale", i, "") or ""))
-        out["category"].append(str(get("category", i, "") or ""))
-        out["messages"].append(turns)
-        out["_bad"].append(bad)
-    return out
 
 
 def _columns_plan(columns: list[str], schema: str | None, fields: dict, task_field: str | None,
@@ -193,7 +94,7 @@ def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str,
     if rename:
         ds = ds.remove_columns([c for c in rename.values()
                                 if c in ds.column_names and c not in rename]).rename_columns(rename)
-    ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
+    ds = ds.map(to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
                 remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
     skipped = _bad_records(ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist(), where, on_bad_record)
     if skipped:
@@ -207,7 +108,7 @@ def normalize_columns(columns: dict[str, list], schema: str | None, fields: dict
     rename, schema = _columns_plan(list(columns), schema, fields, task_field, where)
     batch = {rename.get(c, c): values for c, values in columns.items() if c not in rename.values() or c in rename}
     rows = len(next(iter(batch.values()), []))
-    out = _to_canonical(batch, schema, task, task_field) if rows else {k: [] for k in (*CANONICAL, "_bad")}
+    out = to_canonical(batch, schema, task, task_field) if rows else {k: [] for k in (*CANONICAL, "_bad")}
     bad = out.pop("_bad")
     skipped = _bad_records(bad, where, on_bad_record)
     canonical = pa.Table.from_pydict(out, schema=ARROW_SCHEMA)

@@ -22,10 +22,11 @@ import time
 from ift import atomic, rundir
 from ift.config import Config, EvalConfig
 from ift.data import templates
+from ift.data.heldout import EVAL_SEED_OFFSET
 from ift.errors import UserError
 from ift.eval import metrics
 from ift.eval.generate import context_limit, eos_ids, generate_sharded, generate_vllm, load_model, locate
-from ift.eval.tasks import EVAL_SEED_OFFSET, eval_section, render_prompts, resolve_tasks
+from ift.eval.tasks import eval_section, render_prompts, resolve_tasks
 
 log = logging.getLogger(__name__)
 

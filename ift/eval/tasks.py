@@ -5,7 +5,7 @@ or a file / directory / glob (one task per file); comma-separated specs combine 
 Prompts are rendered with the training templates (few-shot: SNI's positive examples of the task,
 else exemplars drawn from the task itself).
 
-Cheap to import (no torch, no transformers): training imports EVAL_SEED_OFFSET from here.
+Cheap to import (no torch, no transformers).
 """
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ from ift.config import Config, DataConfig, EvalConfig, TaskSource, load_config, 
 from ift.data import chat as chat_format
 from ift.data import templates
 from ift.errors import UserError
-
-EVAL_SEED_OFFSET = 1  # built-in tasks are generated from the seed: eval instances differ from training's
-
 
 # --------------------------------------------------------------------------- the --tasks mini-language
 
