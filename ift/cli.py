@@ -1,6 +1,6 @@
-"""`ift` command line: every argument parser of the project, and each verb a thin function over
-the library. Also the two script entries Slurm batch scripts run: `slurm_task_main` (a task of
-slurm/train.sbatch, launch/slurm_entry.py) and `crash_requeue_main` (`python -m ift.crash_requeue`)."""
+"""`ift` command line: every verb's argument parser, and each verb a thin function over the
+library. Also the entry of a task of slurm/train.sbatch (`slurm_task_main`, launch/slurm_entry.py);
+the batch scripts' other command, `python -m ift.crash_requeue`, parses its own arguments."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from ift import console
 from ift.config import load_config
 from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
 from ift.logs import setup_logging
@@ -42,22 +43,7 @@ def cmd_mix(args, extras) -> None:
     t = cfg.train
     planned = t.max_steps * t.micro_batch_size * t.grad_accum * args.world_size
     rows = mixture_table(tasks, rates, cfg.data.mixture, planned, args.samples, cfg.run.seed)
-    width = max(12, *(len(r["task"]) for r in rows))
-    realized = f"  {'realized':>8}" if args.samples else ""
-    print(f"{'task':<{width}}  {'schema':<17} {'examples':>8} {'skipped':>7} {'cap':>6} {'rate':>7} "
-          f"{'epochs':>7}{realized}")
-    for r in rows:
-        cap = "-" if r["cap"] is None else str(r["cap"])
-        real = f"  {r['realized']:>8.4f}" if args.samples else ""
-        print(f"{r['task']:<{width}}  {r['schema']:<17} {r['examples']:>8} {r['skipped']:>7} {cap:>6} "
-              f"{r['rate']:>7.4f} {r['epochs']:>7.2f}{real}")
-    examples, skipped = sum(r["examples"] for r in rows), sum(r["skipped"] for r in rows)
-    print(f"{len(rows)} tasks, {examples + skipped} records: {examples} examples, {skipped} bad records skipped")
-    for t in tasks:
-        for reason, n in t.skipped.items():
-            print(f"  skipped in {t.name}: {n} x {reason}")
-    print(f"epochs: over train.max_steps x global batch = {planned} sequences at world size {args.world_size} "
-          "(one example per sequence; packing fits several)")
+    console.print_mixture(rows, tasks, planned, args.world_size, realized=bool(args.samples))
     if args.plot:
         if not args.samples:
             raise UserError("--plot needs --samples N to show realized rates")
@@ -135,17 +121,8 @@ def cmd_submit(args, extras: list[str]) -> None:
     for cfg in cfgs:
         submit.check_writable(cfg.run_dir, create=not args.dry_run)
     submit.check_writable(folder, create=not args.dry_run)
-    s = cfgs[0].slurm
-    ranks = s.nodes * s.gpus_per_node
-    shape = f"{s.nodes} node(s) x {s.gpus_per_node} task(s) = {ranks} rank(s)" + ("" if s.gres else ", no GPU gres")
     if args.dry_run:
-        print(submit.sbatch_script(cfgs, folder, base_name).rstrip("\n"))
-        if note := submit_note(cfgs[0]):
-            print(f"# {note}")
-        print(f"# dry run: nothing submitted; {len(cfgs)} job(s), {shape}; submitit folder {folder}")
-        for i, (cfg, point) in enumerate(planned):
-            what = f"array task {i}: {' '.join(point)}: " if len(planned) > 1 else ""
-            print(f"# {what}run dir {cfg.run_dir}")
+        console.print_dry_run(submit.sbatch_script(cfgs, folder, base_name), submit_note(cfgs[0]), planned, folder)
         return
     for cfg in cfgs:
         if note := submit.existing_checkpoint_note(cfg):
@@ -156,13 +133,7 @@ def cmd_submit(args, extras: list[str]) -> None:
         jobs = submit.submit(cfgs, folder, base_name)
     except Exception as e:  # sbatch refused (bad partition/account/...) or no Slurm here
         raise UserError(f"submission failed: {str(e).strip()}") from None
-    for job, cfg in zip(jobs, cfgs):
-        print(f"submitted job {job.job_id}: {cfg.run.name} ({shape})")
-        print(f"  run dir: {cfg.run_dir}")
-        print(f"  logs:    {job.paths.stdout} and {job.paths.stderr} (rank 0; rank r: _r_ in the name)")
-    print(f"watch: squeue -j {str(jobs[0].job_id).split('_')[0]}; time limit {s.time_min} min, USR2 "
-          f"{s.signal_delay_s}s before it -> checkpoint + requeue (up to {s.max_requeues} time-outs); "
-          f"a crash requeues up to {s.max_failures} time(s)")
+    console.print_submitted(jobs, cfgs)
 
 
 def add_eval_args(sp) -> None:
@@ -223,7 +194,7 @@ def cmd_eval(args, extras=None) -> dict:
 
         result = run_harness(args.source, args.harness, include=args.harness_include, limit=args.limit,
                              shots=shots_list[0], batch_size=args.batch_size, out=args.out, wandb=not args.no_wandb)
-        _print_harness(result)
+        console.print_harness(result)
         return result
     from ift.eval.evaluate import evaluate
 
@@ -232,33 +203,8 @@ def cmd_eval(args, extras=None) -> dict:
                           limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
                           wandb=not args.no_wandb, backend=args.backend)
         if result["files"]:  # rank 0
-            _print_result(result)
+            console.print_eval(result)
     return result
-
-
-def _print_harness(result: dict) -> None:
-    if not result.get("files"):
-        return
-    for task, scores in result["tasks"].items():
-        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    print(f"wrote {result['files']['json']}" + (" (logged to W&B)" if result.get("wandb") else ""))
-
-
-def _print_result(result: dict) -> None:
-    width = max(12, *(len(t) for t in result["tasks"]))
-    print(f"{'task':<{width}}  {'n':>5}  {'EM':>6}  {'ROUGE-L':>7}  {'EM(cased)':>9}")
-    for t, s in result["tasks"].items():
-        print(f"{t:<{width}}  {s['n']:>5}  {s['exact_match']:>6.1f}  {s['rougeL']:>7.1f}  "
-              f"{s['exact_match_cased']:>9.1f}")
-    m = result["mean"]
-    print(f"{'mean':<{width}}  {m['n']:>5}  {m['exact_match']:>6.1f}  {m['rougeL']:>7.1f}  "
-          f"{m['exact_match_cased']:>9.1f}  ({m['tasks']} tasks)")
-    sp = result["speed"]
-    print(f"{sp['examples_per_s']:.2f} examples/s, {sp['tokens_per_s']:.1f} generated tokens/s "
-          f"({sp['processes']} process(es), {sp['backend']}); prompt padding {100 * sp['padding_frac']:.1f}%, "
-          f"decode steps past a row's end {100 * sp['decode_waste']:.1f}%")
-    print(f"wrote {result['files']['json']} and {result['files']['markdown']}"
-          + (" (logged to W&B)" if result.get("wandb") else ""))
 
 
 def add_compare_args(sp) -> None:
@@ -270,18 +216,11 @@ def add_compare_args(sp) -> None:
 
 
 def cmd_compare(args, extras=None) -> dict:
-    from ift.eval.findings import fmt
     from ift.eval.report import write_comparison
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.run_dirs[0])), "comparison")
     result = write_comparison(args.run_dirs, out, args.eval_name)
-    for ev in result["evaluations"]:
-        print(f"{ev['name']}:")
-        for n, g in ev["groups"].items():
-            print(f"  {n}: " + ", ".join(f"{k} {fmt(v['rougeL'])} ({v['tasks']})" for k, v in g.items() if v["tasks"]))
-        for s in ev["findings"]:
-            print(f"  - {s}")
-    print("wrote " + ", ".join(result["files"].values()))
+    console.print_comparison(result)
     return result
 
 
@@ -372,46 +311,6 @@ def slurm_task_config(argv: list[str] | None):
     p.add_argument("--only-task")
     args, overrides = p.parse_known_args(argv)
     return _config_and_overrides(args, overrides)
-
-
-def crash_requeue_main(argv: list[str] | None = None) -> int:
-    """`python -m ift.crash_requeue`: after srun returned in a batch script (ift.launch.requeue).
-
-    python -m ift.crash_requeue --exit-code RC --run-dir DIR [--run-dir DIR2 ...] --max-failures N \\
-        --rank-log '{folder}/{job}_{rank}_log.err'            # ift submit: one log file per rank
-    python -m ift.crash_requeue --exit-code RC --labelled CONFIG [overrides] [--only-task T]
-                                                              # train.sbatch: srun --label, one log
-    python -m ift.crash_requeue --stopped --labelled CONFIG [overrides]
-        # exit 0 when rank 0 recorded a stop with a checkpoint in this run of the job, else 1
-    """
-    from ift.launch.requeue import after_srun, stop_saved
-
-    p = argparse.ArgumentParser(prog="python -m ift.crash_requeue", description=crash_requeue_main.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exit-code", type=int, help="srun's exit status")
-    p.add_argument("--stopped", action="store_true", help="only say whether this run stopped with a checkpoint")
-    p.add_argument("--run-dir", action="append", default=[], help="run dir (one per array task, in order)")
-    p.add_argument("--max-failures", type=int, default=2)
-    p.add_argument("--rank-log", help="per-rank log file, with {job} and {rank}")
-    p.add_argument("--labelled", action="store_true", help="ranks' lines are `R: ` lines of the batch log; "
-                   "the run dir and slurm.max_failures come from the CONFIG arguments that follow")
-    args, rest = p.parse_known_args(argv)
-    run_dir, max_failures = None, args.max_failures
-    if args.run_dir:
-        run_dir = args.run_dir[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]
-    else:
-        try:
-            cfg = slurm_task_config(rest)
-            run_dir, max_failures = cfg.run_dir, cfg.slurm.max_failures
-        except UserError as e:  # the ranks failed on the same config
-            print(f"ift: the config does not load ({e}): a user error, not requeueing")
-            return 1 if args.stopped else args.exit_code
-    if args.stopped:
-        return 0 if stop_saved(run_dir) else 1
-    if args.exit_code is None:
-        p.error("--exit-code is required")
-    code, _ = after_srun(args.exit_code, run_dir, max_failures, args.rank_log)
-    return code
 
 
 if __name__ == "__main__":

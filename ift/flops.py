@@ -26,6 +26,15 @@ def peak_tflops(device_name: str) -> float | None:
     return None
 
 
+def device_peak_tflops(device) -> float | None:
+    """Peak dense TFLOP/s of a CUDA device (a torch.device) from its name; None on CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return peak_tflops(torch.cuda.get_device_name(device))
+
+
 @dataclass(frozen=True)
 class FlopCounter:
     non_embedding_params: int

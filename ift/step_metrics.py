@@ -7,6 +7,7 @@ runs the same number of forwards: a rank whose share is one short scores a batch
 nothing."""
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,17 @@ class Window:
         self.rows += rows
         self.target_tokens += step.target_tokens
         self.attention_sq += step.attention_sq
+
+
+def grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
+
+
+def peak_memory_gb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 @torch.no_grad()

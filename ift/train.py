@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 
 import torch
@@ -17,13 +16,14 @@ from ift.atomic import write_text
 from ift.checkpoint import Checkpointer
 from ift.config import Config, save_config, to_dict
 from ift.data.loader import PackedLoader, Prefetcher, Step
-from ift.data.prepare import mixture_definition, prepare_data
+from ift.data.prepare import mixture_definition, mixture_report, prepare_data
 from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.errors import RunError
+from ift.flops import device_peak_tflops
 from ift.hashing import fingerprint
 from ift.resume import Resume, load, plan_resume
-from ift.step_metrics import LossTally, Window, heldout_loss
+from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, peak_memory_gb
 from ift.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Trainer:
         self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg)
         self.names = [x.name for x in self.tokenized]
         if self.main:
-            self._write_mixture_report()
+            write_text(self.run.mixture, json.dumps(mixture_report(self.tasks, self.tokenized, self.rates), indent=1))
         adapt = cfg.data.mixture.adapt
         self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
         self.adapter = self._make_adapter() if adapt.rule else None
@@ -139,12 +139,6 @@ class Trainer:
             self.mix_tally.add_step(loss, tokens)
 
     # ------------------------------------------------------------------ set-up
-
-    def _write_mixture_report(self) -> None:
-        report = {"tasks": {x.name: {"examples": len(x), "rate": self.rates[x.name],
-                                      "skipped": dict(src.skipped), **dict(x.counts)}
-                            for x, src in zip(self.tokenized, self.tasks)}}
-        write_text(self.run.mixture, json.dumps(report, indent=1))
 
     def _build_engine(self) -> Resume | None:
         """The model, the resume plan (which needs the model's fingerprint) and the engine (which
@@ -293,9 +287,9 @@ class Trainer:
         tok_s = w.tokens / seconds
         metrics = {
             "loss": sum(loss) / max(sum(tokens), 1), "lr": self.scheduler.get_last_lr()[0],
-            "grad_norm": _grad_norm(self.engine), "tokens_per_s": tok_s, "samples_per_s": w.rows / seconds,
+            "grad_norm": grad_norm(self.engine), "tokens_per_s": tok_s, "samples_per_s": w.rows / seconds,
             "padding_frac": 1 - w.tokens / max(w.slots, 1), "examples_drawn": self.data.examples_drawn,
-            "peak_mem_gb": _peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
+            "peak_mem_gb": peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
         }
         flops_s = self.flops.step_flops(w.tokens, w.attention_sq, w.target_tokens) / seconds
         metrics["tflops_per_device"] = flops_s / self.world / 1e12
@@ -349,23 +343,3 @@ class Trainer:
 
 def train(cfg: Config) -> dict:
     return Trainer(cfg).train()
-
-
-def device_peak_tflops(device: torch.device) -> float | None:
-    """Peak dense TFLOP/s of a CUDA device from its name (ift.flops); None on CPU or an unknown GPU."""
-    if device.type != "cuda":
-        return None
-    from ift.flops import peak_tflops
-
-    return peak_tflops(torch.cuda.get_device_name(device))
-
-
-def _grad_norm(engine) -> float:
-    norm = engine.get_global_grad_norm()
-    return float(norm) if norm is not None else float("nan")
-
-
-def _peak_memory_gb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB

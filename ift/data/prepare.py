@@ -95,6 +95,12 @@ def prepare_data(cfg: Config):
     return tasks, tokenizer, tokenized, rates
 
 
+def mixture_report(tasks: list, tokenized: list, rates: dict) -> dict:
+    """The run's mixture.json: per task its examples, rate, skipped records and tokenization counts."""
+    return {"tasks": {x.name: {"examples": len(x), "rate": rates[x.name], "skipped": dict(src.skipped),
+                               **dict(x.counts)} for x, src in zip(tokenized, tasks)}}
+
+
 def mixture_definition(cfg: Config, rates: dict) -> dict:
     """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
     data or the cache live)."""
