@@ -1,4 +1,5 @@
-"""The package's shape: no import circles (lazy imports inside functions count too), and the run
+"""The package's shape: no import circles (lazy imports inside functions count too), the data
+layer below eval, engine and train, modules short enough to read in one sitting, and the run
 directory's names in one place."""
 from __future__ import annotations
 
@@ -61,6 +62,44 @@ def test_no_import_circles():
     assert "ift.train" in graph["ift.cli"] and "ift.checkpoint" in graph["ift.rundir"]  # lazy imports are seen
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     assert find_cycle({**graph, "ift.checkpoint": graph["ift.checkpoint"] | {"ift.rundir"}}) is not None
+
+
+MAX_LINES = 350
+LONGER = {"ift/config.py"}  # every field of the config tree with its docstring and check, by design
+
+
+def test_no_module_over_350_lines_but_the_config():
+    lengths = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in (REPO / "ift").rglob("*.py")}
+    assert "ift/train.py" in lengths and LONGER <= set(lengths)
+    over = {p: n for p, n in lengths.items() if n > MAX_LINES and p not in LONGER}
+    assert not over, f"over {MAX_LINES} lines: {over}"
+
+
+UPPER = ("ift.eval", "ift.engine", "ift.train")
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {m: sorted(d for d in reaches(graph, m) if d.startswith(UPPER)) for m in graph
+            if m.startswith("ift.data") and any(d.startswith(UPPER) for d in reaches(graph, m))}
+
+
+def test_no_data_module_imports_eval_engine_or_train():
+    """Not directly, nor through another module: the data layer is below them."""
+    graph = import_graph()
+    assert "ift.data.prepare" in graph and "ift.data.heldout" in graph["ift.data.prepare"]
+    assert upward_imports(graph) == {}
+    bent = {**graph, "ift.model": graph["ift.model"] | {"ift.engine"}}  # the check sees a detour too
+    assert "ift.data.prepare" in upward_imports(bent)
 
 
 def test_run_directory_names(tmp_path):
