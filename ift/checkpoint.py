@@ -14,6 +14,7 @@ the newest checkpoint against its manifest (train.verify_checkpoint: full | size
 fails is reported, set aside (renamed `<name>.invalid-<n>`, never deleted) and the next newest
 valid one is used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -163,8 +164,11 @@ def verify_checkpoint(path: str, mode: str = "full") -> list[str]:
     if not os.path.exists(manifest):  # written before manifests existed (or by another tool)
         if os.path.dirname(path) not in _warned_no_manifest:
             _warned_no_manifest.add(os.path.dirname(path))
-            log.warning("%s has no %s (written before checkpoint manifests): it cannot be verified, "
-                        "loading it as it is", path, MANIFEST_FILE)
+            log.warning(
+                "%s has no %s (written before checkpoint manifests): it cannot be verified, loading it as it is",
+                path,
+                MANIFEST_FILE,
+            )
         return []
     began = time.perf_counter()
     try:
@@ -184,9 +188,16 @@ def verify_checkpoint(path: str, mode: str = "full") -> list[str]:
             problems.append(f"{full}: {size} bytes, expected {want['size']}")
         elif mode == "full" and (crc := _crc32(full)) != want["crc32"]:
             problems.append(f"{full}: CRC-32 {crc}, expected {want['crc32']}")
-    log.log(logging.INFO if mode == "full" else logging.DEBUG, "verified %s (%s: %d files, %.2f GB) in %.2fs%s",
-            path, mode, len(expected), total / 1e9, time.perf_counter() - began,
-            f": {len(problems)} problem(s)" if problems else "")
+    log.log(
+        logging.INFO if mode == "full" else logging.DEBUG,
+        "verified %s (%s: %d files, %.2f GB) in %.2fs%s",
+        path,
+        mode,
+        len(expected),
+        total / 1e9,
+        time.perf_counter() - began,
+        f": {len(problems)} problem(s)" if problems else "",
+    )
     return problems
 
 
@@ -197,8 +208,13 @@ def set_aside(path: str, problems: list[str]) -> str:
         n += 1
     target = f"{path}.invalid-{n}"
     os.replace(path, target)
-    log.error("checkpoint %s is damaged (%s%s); set aside as %s", path, problems[0],
-              f", and {len(problems) - 1} more" if len(problems) > 1 else "", target)
+    log.error(
+        "checkpoint %s is damaged (%s%s); set aside as %s",
+        path,
+        problems[0],
+        f", and {len(problems) - 1} more" if len(problems) > 1 else "",
+        target,
+    )
     return target
 
 
@@ -222,7 +238,8 @@ def newest_valid(ckpt_dir: str, verify: str = "full") -> str | None:
 def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
-        "python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "torch": torch.get_rng_state(),
     }
@@ -255,8 +272,9 @@ def save(engine, ckpt_dir: str, step: int, state: dict, keep_last: int, keep_eve
     # universal_checkpoint_info lets ds_to_universal convert this for another world size
     written: dict = {}
     with checksummed_saves(engine, written):
-        engine.save_checkpoint(ckpt_dir, tag=tmp_name, save_latest=False,
-                               client_state={"universal_checkpoint_info": {}})
+        engine.save_checkpoint(
+            ckpt_dir, tag=tmp_name, save_latest=False, client_state={"universal_checkpoint_info": {}}
+        )
     os.makedirs(os.path.join(tmp_path, "rng"), exist_ok=True)
     save_file(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"), written)
     faults.maybe_die("save", step, rank)  # tests only
@@ -282,7 +300,7 @@ def prune(ckpt_dir: str, keep_last: int, keep_every: int) -> None:
     # never delete the newest valid checkpoint: keep everything from it on
     newest_ok = next((i for i in range(len(found) - 1, -1, -1) if not verify_checkpoint(found[i][1], "size")), 0)
     # max(0, ...): with fewer checkpoints than keep_last a negative end would slice from the back
-    for step, path in found[:max(0, min(len(found) - keep_last, newest_ok))] if keep_last else []:
+    for step, path in found[: max(0, min(len(found) - keep_last, newest_ok))] if keep_last else []:
         if keep_every and step % keep_every == 0:
             continue
         shutil.rmtree(path, ignore_errors=True)

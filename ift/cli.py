@@ -1,6 +1,7 @@
 """`ift` command line: every verb's argument parser, and each verb a thin function over the
 library. Also the entry of a task of slurm/train.sbatch (`slurm_task_main`, launch/slurm_entry.py);
 the batch scripts' other command, `python -m ift.crash_requeue`, parses its own arguments."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,14 @@ def cmd_prepare(args, extras) -> None:
 
     cfg = _config_and_overrides(args, extras)
     done = prepare(cfg)
-    print(f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
-          f"in {done['seconds']:.1f} s")
-    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); "
-          f"tokenizer: {RunDir(cfg.run_dir).tokenizer}")
+    print(
+        f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
+        f"in {done['seconds']:.1f} s"
+    )
+    print(
+        f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); "
+        f"tokenizer: {RunDir(cfg.run_dir).tokenizer}"
+    )
     print(f"`ift train {args.config}` (same data settings and data.cache_dir) now starts from this cache")
 
 
@@ -92,18 +97,27 @@ def add_submit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of `ift submit CONFIG [overrides]`; each overrides the `slurm:` config section."""
     g = parser.add_argument_group("Slurm (override the slurm: config section)")
     g.add_argument("--nodes", type=int, help="nodes (slurm.nodes)")
-    g.add_argument("--gpus-per-node", type=int,
-                   help="GPUs per node = Slurm tasks (ranks) per node (slurm.gpus_per_node)")
-    g.add_argument("--cpu", action="store_true",
-                   help="CPU-only cluster: request no GPU gres; --gpus-per-node is then only the tasks "
-                        "per node (slurm.gres=false)")
+    g.add_argument(
+        "--gpus-per-node", type=int, help="GPUs per node = Slurm tasks (ranks) per node (slurm.gpus_per_node)"
+    )
+    g.add_argument(
+        "--cpu",
+        action="store_true",
+        help="CPU-only cluster: request no GPU gres; --gpus-per-node is then only the tasks "
+        "per node (slurm.gres=false)",
+    )
     g.add_argument("--partition", help="slurm.partition")
     g.add_argument("--time", type=int, metavar="MIN", help="time limit in minutes (slurm.time_min)")
     g.add_argument("--account", help="slurm.account")
     g.add_argument("--qos", help="slurm.qos")
-    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                        help="one job per value (a job array; repeat for a grid), each with its own "
-                             "run.name suffix, e.g. --sweep train.lr=1e-5,2e-5")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="one job per value (a job array; repeat for a grid), each with its own "
+        "run.name suffix, e.g. --sweep train.lr=1e-5,2e-5",
+    )
     parser.add_argument("--only-task", help="single-task fine-tune baseline on this task, as `ift train`")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
     return parser
@@ -137,26 +151,43 @@ def cmd_submit(args, extras: list[str]) -> None:
 
 
 def add_eval_args(sp) -> None:
-    sp.add_argument("source", metavar="RUN_DIR_OR_MODEL",
-                    help="run directory (newest complete checkpoint), checkpoint folder, or local HF model folder")
-    sp.add_argument("--tasks", help="task files (path, directory or glob; one task per file), builtin:heldout | "
-                    "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
-                    "several (default: the run config's eval.tasks)")
-    sp.add_argument("--shots", help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
-                    "comma-separated for several evaluations in one process, e.g. 0,2")
+    sp.add_argument(
+        "source",
+        metavar="RUN_DIR_OR_MODEL",
+        help="run directory (newest complete checkpoint), checkpoint folder, or local HF model folder",
+    )
+    sp.add_argument(
+        "--tasks",
+        help="task files (path, directory or glob; one task per file), builtin:heldout | "
+        "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
+        "several (default: the run config's eval.tasks)",
+    )
+    sp.add_argument(
+        "--shots",
+        help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
+        "comma-separated for several evaluations in one process, e.g. 0,2",
+    )
     sp.add_argument("--max-new-tokens", type=int, help="tokens to generate per example (default: eval.max_new_tokens)")
     sp.add_argument("--limit", type=int, help="first N examples of each task (default: eval.limit, all)")
     sp.add_argument("--batch-size", type=int, help="prompts per generate call (default: eval.batch_size)")
-    sp.add_argument("--out", help="folder for <name>.json and <name>.md (default: <run dir>/eval; "
-                    "required for a model folder)")
+    sp.add_argument(
+        "--out", help="folder for <name>.json and <name>.md (default: <run dir>/eval; required for a model folder)"
+    )
     sp.add_argument("--name", help="result name (default: from --tasks and --shots, e.g. eval_0shot)")
     sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
-    sp.add_argument("--nproc-per-node", type=int, default=1,
-                    help="local processes (torchrun), each generating its share of the examples on its own device")
+    sp.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="local processes (torchrun), each generating its share of the examples on its own device",
+    )
     sp.add_argument("--backend", choices=["hf", "vllm"], help="generation backend (default: eval.backend, hf)")
-    sp.add_argument("--harness", metavar="TASKS",
-                    help="run lm-evaluation-harness tasks instead (e.g. mmlu,arc_easy,gsm8k) on the model; "
-                         "results in <run dir>/eval/harness.json (the harness extra: pip install 'ift[harness]')")
+    sp.add_argument(
+        "--harness",
+        metavar="TASKS",
+        help="run lm-evaluation-harness tasks instead (e.g. mmlu,arc_easy,gsm8k) on the model; "
+        "results in <run dir>/eval/harness.json (the harness extra: pip install 'ift[harness]')",
+    )
     sp.add_argument("--harness-include", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
 
 
@@ -192,16 +223,33 @@ def cmd_eval(args, extras=None) -> dict:
     if args.harness:
         from ift.eval.harness import run_harness
 
-        result = run_harness(args.source, args.harness, include=args.harness_include, limit=args.limit,
-                             shots=shots_list[0], batch_size=args.batch_size, out=args.out, wandb=not args.no_wandb)
+        result = run_harness(
+            args.source,
+            args.harness,
+            include=args.harness_include,
+            limit=args.limit,
+            shots=shots_list[0],
+            batch_size=args.batch_size,
+            out=args.out,
+            wandb=not args.no_wandb,
+        )
         console.print_harness(result)
         return result
     from ift.eval.evaluate import evaluate
 
     for shots in shots_list:
-        result = evaluate(args.source, tasks=args.tasks, shots=shots, max_new_tokens=args.max_new_tokens,
-                          limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
-                          wandb=not args.no_wandb, backend=args.backend)
+        result = evaluate(
+            args.source,
+            tasks=args.tasks,
+            shots=shots,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            out=args.out,
+            name=args.name,
+            wandb=not args.no_wandb,
+            backend=args.backend,
+        )
         if result["files"]:  # rank 0
             console.print_eval(result)
     return result
@@ -210,9 +258,13 @@ def cmd_eval(args, extras=None) -> dict:
 def add_compare_args(sp) -> None:
     sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with eval/<name>.json results")
     sp.add_argument("--out", help="output folder (default: comparison/ next to the first run dir)")
-    sp.add_argument("--eval", dest="eval_name", action="append",
-                    help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
-                         "--eval eval_0shot --eval eval_2shot (the first is the main one)")
+    sp.add_argument(
+        "--eval",
+        dest="eval_name",
+        action="append",
+        help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
+        "--eval eval_0shot --eval eval_2shot (the first is the main one)",
+    )
 
 
 def cmd_compare(args, extras=None) -> dict:
@@ -225,8 +277,9 @@ def cmd_compare(args, extras=None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) "
-                                                        "on DeepSpeed ZeRO.")
+    p = argparse.ArgumentParser(
+        prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) on DeepSpeed ZeRO."
+    )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name, help, fn, config=True):
@@ -239,8 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verb("train", "train a model (instruction or single-task fine-tuning)", cmd_train)
     tr.add_argument("--nproc-per-node", type=int, default=1, help="local processes (torchrun)")
     tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
-    tr.add_argument("--max-restarts", type=int, default=0,
-                    help="restart all local processes up to K times after a crash, from the last valid checkpoint")
+    tr.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restart all local processes up to K times after a crash, from the last valid checkpoint",
+    )
     add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
     verb("prepare", "load, render and tokenize the run's data into data.cache_dir ahead of training", cmd_prepare)
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
@@ -252,8 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = verb("export", "export a checkpoint to a Hugging Face folder", cmd_export, config=False)
     ex.add_argument("source", help="run directory or checkpoint folder")
     ex.add_argument("out_dir", help="output Hugging Face folder")
-    ex.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                    help="weights' precision (default auto: the run's training dtype, e.g. bf16)")
+    ex.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="weights' precision (default auto: the run's training dtype, e.g. bf16)",
+    )
     return p
 
 

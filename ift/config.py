@@ -4,6 +4,7 @@ Each section is a dataclass whose fields carry their documentation, and whose `c
 it (`at`: its dotted path). Every user mistake becomes a `ConfigError` naming the dotted field; the
 CLI prints it as one `error:` line and exits 2. The loading machinery is in `ift.config_loader`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,10 +20,31 @@ from ift.atomic import write_text
 from ift.config_loader import ConfigError, apply_override, build, check_choices, read_yaml, require
 from ift.errors import UserError
 
-__all__ = ["ConfigError", "UserError", "RunConfig", "ModelConfig", "TaskSource", "GroupConfig", "AdaptConfig",
-           "MixtureConfig", "DataConfig", "TrainConfig", "DeepSpeedConfig", "WandbConfig", "TrackingConfig",
-           "SlurmConfig", "EvalConfig", "Config", "load_config", "single_task", "read_yaml", "validate",
-           "validate_source", "to_dict", "save_config"]
+__all__ = [
+    "ConfigError",
+    "UserError",
+    "RunConfig",
+    "ModelConfig",
+    "TaskSource",
+    "GroupConfig",
+    "AdaptConfig",
+    "MixtureConfig",
+    "DataConfig",
+    "TrainConfig",
+    "DeepSpeedConfig",
+    "WandbConfig",
+    "TrackingConfig",
+    "SlurmConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "single_task",
+    "read_yaml",
+    "validate",
+    "validate_source",
+    "to_dict",
+    "save_config",
+]
 
 Strategy = Literal["explicit", "proportional", "temperature"]
 """How a mixture (or a group) sets its tasks' rates: `explicit`: the `weights` given; `proportional`:
@@ -40,8 +62,9 @@ class RunConfig:
     seed: int = 0
 
     def check(self, at: str) -> None:
-        require(bool(self.name) and "/" not in self.name, f"{at}.name", self.name,
-                "must be a non-empty name without '/'")
+        require(
+            bool(self.name) and "/" not in self.name, f"{at}.name", self.name, "must be a non-empty name without '/'"
+        )
 
 
 @dataclass
@@ -61,12 +84,27 @@ class ModelConfig:
 
     def check(self, at: str) -> None:
         check_choices(self, at)
-        require(self.name_or_path is None or self.config is None, at, "name_or_path and config",
-                f"set one of {at}.name_or_path and {at}.config, not both")
+        require(
+            self.name_or_path is None or self.config is None,
+            at,
+            "name_or_path and config",
+            f"set one of {at}.name_or_path and {at}.config, not both",
+        )
 
 
-FieldName = Literal["task", "instruction", "input", "output", "references", "rationale", "category", "messages",
-                    "conversations", "prompt", "completion"]
+FieldName = Literal[
+    "task",
+    "instruction",
+    "input",
+    "output",
+    "references",
+    "rationale",
+    "category",
+    "messages",
+    "conversations",
+    "prompt",
+    "completion",
+]
 """The canonical record fields that a source's `fields` can rename."""
 
 
@@ -98,8 +136,12 @@ class TaskSource:
         require(len(given) == 1, at, {k: getattr(self, k) for k in given}, "needs exactly one of path, hub, builtin")
         check_choices(self, at)
         require(self.n > 0, f"{at}.n", self.n, "must be > 0")
-        require(self.task_field is None or (isinstance(self.task_field, str) and self.task_field and not self.builtin),
-                f"{at}.task_field", self.task_field, "must be a column name of a file or hub source")
+        require(
+            self.task_field is None or (isinstance(self.task_field, str) and self.task_field and not self.builtin),
+            f"{at}.task_field",
+            self.task_field,
+            "must be a column name of a file or hub source",
+        )
 
 
 def _check_rates(section: MixtureConfig | GroupConfig, at: str) -> None:
@@ -188,8 +230,12 @@ class MixtureConfig:
         self.adapt.check(f"{at}.adapt")
         for i, g in enumerate(self.groups):
             gp = f"{at}.groups[{i}]"
-            require(g.name not in [h.name for h in self.groups[:i]], f"{gp}.name", g.name,
-                    "repeats an earlier group's name")
+            require(
+                g.name not in [h.name for h in self.groups[:i]],
+                f"{gp}.name",
+                g.name,
+                "repeats an earlier group's name",
+            )
             g.check(gp)
 
 
@@ -295,15 +341,27 @@ class TrainConfig:
 
     def check(self, at: str) -> None:
         check_choices(self, at)
-        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "loss_chunk", "dist_timeout_min",
-                     "host_timeout_min", "sequence_parallel"):
+        for name in (
+            "max_steps",
+            "micro_batch_size",
+            "grad_accum",
+            "log_every",
+            "loss_chunk",
+            "dist_timeout_min",
+            "host_timeout_min",
+            "sequence_parallel",
+        ):
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         require(self.epochs is None or self.epochs > 0, f"{at}.epochs", self.epochs, "must be > 0")
         require(math.isfinite(self.lr) and self.lr > 0, f"{at}.lr", self.lr, "must be > 0")
         for name in ("weight_decay", "warmup_steps", "save_every", "keep_every", "peak_tflops"):
             require(getattr(self, name) >= 0, f"{at}.{name}", getattr(self, name), "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{at}.betas", self.betas,
-                "must be two numbers in [0, 1)")
+        require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"{at}.betas",
+            self.betas,
+            "must be two numbers in [0, 1)",
+        )
         require(0 <= self.min_lr_ratio <= 1, f"{at}.min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         require(self.grad_clip >= 0, f"{at}.grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
         require(self.keep_last >= 1, f"{at}.keep_last", self.keep_last, "must be >= 1")
@@ -320,8 +378,12 @@ class DeepSpeedConfig:
 
     def check(self, at: str) -> None:
         if self.config_file is not None:
-            require(os.path.isfile(self.config_file), f"{at}.config_file", self.config_file,
-                    "must be an existing JSON file")
+            require(
+                os.path.isfile(self.config_file),
+                f"{at}.config_file",
+                self.config_file,
+                "must be an existing JSON file",
+            )
 
 
 @dataclass
@@ -380,11 +442,19 @@ class SlurmConfig:
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         for name in ("max_requeues", "max_failures"):
             require(getattr(self, name) >= 0, f"{at}.{name}", getattr(self, name), "must be >= 0")
-        require(0 <= self.signal_delay_s < self.time_min * 60, f"{at}.signal_delay_s", self.signal_delay_s,
-                f"must be in [0, {at}.time_min * 60 = {self.time_min * 60})")
+        require(
+            0 <= self.signal_delay_s < self.time_min * 60,
+            f"{at}.signal_delay_s",
+            self.signal_delay_s,
+            f"must be in [0, {at}.time_min * 60 = {self.time_min * 60})",
+        )
         for line in self.extra_sbatch:
-            require(sbatch_option(line) is not None, f"{at}.extra_sbatch", line,
-                    "give a long option, e.g. --exclusive or --mail-type=END")
+            require(
+                sbatch_option(line) is not None,
+                f"{at}.extra_sbatch",
+                line,
+                "give a long option, e.g. --exclusive or --mail-type=END",
+            )
 
     def sbatch_options(self) -> dict:
         """extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
@@ -396,7 +466,7 @@ def sbatch_option(line: str) -> tuple[str, str | bool] | None:
     """`--mail-type=END` -> ("mail_type", "END"); None for anything but a long option."""
     text = line.strip()
     if text.startswith("#SBATCH"):
-        text = text[len("#SBATCH"):].strip()
+        text = text[len("#SBATCH") :].strip()
     if not text.startswith("--") or len(text) < 3:
         return None
     key, _, value = text[2:].replace("=", " ", 1).partition(" ")
@@ -477,9 +547,13 @@ def validate(cfg: Config) -> None:
     """Range and choice checks, section by section; types were checked while building."""
     for f in dataclasses.fields(cfg):
         getattr(cfg, f.name).check(f.name)
-    require(not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1), "eval.generate_every",
-            cfg.eval.generate_every, "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
-            "every sequence); set it to 0 and run `ift eval` on the checkpoints")
+    require(
+        not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1),
+        "eval.generate_every",
+        cfg.eval.generate_every,
+        "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
+        "every sequence); set it to 0 and run `ift eval` on the checkpoints",
+    )
     ds_file = check_deepspeed_file(cfg) if cfg.deepspeed.config_file else {}
     check_sequence_parallel(cfg, ds_file)
 
@@ -489,8 +563,9 @@ def check_sequence_parallel(cfg: Config, ds_file: dict) -> None:
     world and the model's shape is checked where those are known (ift.sequence_parallel.check)."""
     t, d, sp = cfg.train, cfg.data, cfg.train.sequence_parallel
     if t.tiled_mlp and not d.packing:
-        raise ConfigError("train.tiled_mlp: needs data.packing=true (every row the same width, so every rank "
-                          "runs the same tiles)")
+        raise ConfigError(
+            "train.tiled_mlp: needs data.packing=true (every row the same width, so every rank runs the same tiles)"
+        )
     if sp == 1:
         return
     if t.zero_stage == 0:
@@ -500,8 +575,10 @@ def check_sequence_parallel(cfg: Config, ds_file: dict) -> None:
     zero = {**ds_file.get("zero_optimization", {}), **cfg.deepspeed.extra.get("zero_optimization", {})}
     if t.zero_stage == 3 and zero.get("reduce_scatter") is False:
         # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
-        raise ConfigError("deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
-                          "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on")
+        raise ConfigError(
+            "deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
+            "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on"
+        )
 
 
 def check_deepspeed_file(cfg: Config) -> dict:
@@ -515,12 +592,15 @@ def check_deepspeed_file(cfg: Config) -> dict:
             ds = json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{at}:{e.lineno}: invalid JSON: {e.msg}") from None
-    for key, field_name, value in (("train_micro_batch_size_per_gpu", "train.micro_batch_size", t.micro_batch_size),
-                                   ("gradient_accumulation_steps", "train.grad_accum", t.grad_accum),
-                                   ("gradient_clipping", "train.grad_clip", t.grad_clip)):
+    for key, field_name, value in (
+        ("train_micro_batch_size_per_gpu", "train.micro_batch_size", t.micro_batch_size),
+        ("gradient_accumulation_steps", "train.grad_accum", t.grad_accum),
+        ("gradient_clipping", "train.grad_clip", t.grad_clip),
+    ):
         if key in ds and ds[key] != "auto" and ds[key] != value:
-            raise ConfigError(f"{at}: {key}={ds[key]} conflicts with {field_name}={value}; "
-                              'make them agree or set it to "auto"')
+            raise ConfigError(
+                f'{at}: {key}={ds[key]} conflicts with {field_name}={value}; make them agree or set it to "auto"'
+            )
     stage = ds.get("zero_optimization", {}).get("stage", 0)
     if stage != t.zero_stage:
         raise ConfigError(f"{at}: zero_optimization.stage={stage} conflicts with train.zero_stage={t.zero_stage}")
@@ -535,8 +615,9 @@ def check_deepspeed_file(cfg: Config) -> dict:
             raise ConfigError(f"{at}: {key}.enabled={on} conflicts with model.dtype={dtype}")
     for key in ("optimizer", "scheduler"):
         if key in ds:
-            raise ConfigError(f"{at}: remove '{key}'; set it with train.* (lr, betas, weight_decay, warmup_steps, "
-                              "lr_schedule)")
+            raise ConfigError(
+                f"{at}: remove '{key}'; set it with train.* (lr, betas, weight_decay, warmup_steps, lr_schedule)"
+            )
     return ds
 
 
@@ -552,8 +633,14 @@ def to_dict(cfg: Config) -> dict:
 
     def scrub(node):
         if isinstance(node, dict):
-            return {k: ("<redacted>" if set(str(k).lower().split("_")) & set(SECRET_WORDS) and isinstance(v, str)
-                        else scrub(v)) for k, v in node.items()}
+            return {
+                k: (
+                    "<redacted>"
+                    if set(str(k).lower().split("_")) & set(SECRET_WORDS) and isinstance(v, str)
+                    else scrub(v)
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [scrub(v) for v in node]
         return node

@@ -1,5 +1,6 @@
 """`python -m ift.crash_requeue`: the command Slurm batch scripts run after srun (see
 ift.launch.requeue for what it decides); its arguments are below."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,22 @@ def crash_requeue_main(argv: list[str] | None = None) -> int:
     from ift.cli import slurm_task_config
     from ift.launch.requeue import after_srun, stop_saved
 
-    p = argparse.ArgumentParser(prog="python -m ift.crash_requeue", description=crash_requeue_main.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m ift.crash_requeue",
+        description=crash_requeue_main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--exit-code", type=int, help="srun's exit status")
     p.add_argument("--stopped", action="store_true", help="only say whether this run stopped with a checkpoint")
     p.add_argument("--run-dir", action="append", default=[], help="run dir (one per array task, in order)")
     p.add_argument("--max-failures", type=int, default=2)
     p.add_argument("--rank-log", help="per-rank log file, with {job} and {rank}")
-    p.add_argument("--labelled", action="store_true", help="ranks' lines are `R: ` lines of the batch log; "
-                   "the run dir and slurm.max_failures come from the CONFIG arguments that follow")
+    p.add_argument(
+        "--labelled",
+        action="store_true",
+        help="ranks' lines are `R: ` lines of the batch log; "
+        "the run dir and slurm.max_failures come from the CONFIG arguments that follow",
+    )
     args, rest = p.parse_known_args(argv)
     run_dir, max_failures = None, args.max_failures
     if args.run_dir:

@@ -3,6 +3,7 @@
 Every other module asks here for its rank, waits at a barrier or lets rank 0 go first; nothing
 else calls torch.distributed directly (DeepSpeed's engine aside).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,8 +67,9 @@ def init_distributed(timeout_min: float = 10, host_timeout_min: float = 120) -> 
     global _HOST_GROUP
     if not dist.is_initialized():
         backend = "nccl" if accelerator_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                                   timeout=timedelta(minutes=timeout_min))
+        deepspeed.init_distributed(
+            dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(minutes=timeout_min)
+        )
     if accelerator_available():
         torch.cuda.set_device(cuda_device_index())
     if _HOST_GROUP is None:
@@ -178,7 +180,7 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 class StopVote:
-    """"Does any rank want to stop?", asked after every step without waiting for the answer: the
+    """ "Does any rank want to stop?", asked after every step without waiting for the answer: the
     vote started after step N is read after step N+1 (a gloo all-reduce of one host number, which
     runs while step N+1 computes). So a stop requested during step N saves after step N+1, on every
     rank at the same step. In a world of 1 the answer is immediate."""

@@ -1,6 +1,7 @@
 """The training engine: where batches go (the one function that places tensors), the DeepSpeed
 config from the typed config, and `deepspeed.initialize` with our optimizer and LR schedule. The
 distributed world itself is ift.distributed."""
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,9 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
         ds = {"zero_optimization": zero}
     ds.update(expected)
     if world_size % t.sequence_parallel:
-        raise UserError(f"train.sequence_parallel={t.sequence_parallel}: the world size {world_size} is not "
-                        "divisible by it")
+        raise UserError(
+            f"train.sequence_parallel={t.sequence_parallel}: the world size {world_size} is not divisible by it"
+        )
     # rows per optimizer step: the ranks of a sequence-parallel group share theirs
     ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * (world_size // t.sequence_parallel)
     if t.sequence_parallel > 1:
@@ -148,5 +150,6 @@ def initialize(cfg: Config, model, ds_config: dict, mpu=None):
     optimizer = build_optimizer(cfg, model, ds_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, mpu=mpu)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, mpu=mpu
+    )
     return engine, optimizer, scheduler

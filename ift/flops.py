@@ -9,6 +9,7 @@ Per optimizer step (forward + backward = 3 x forward, 2 FLOPs per multiply-add):
                                                         for the causal mask, as the anchors count)
   + 6 * vocab * hidden * target_tokens                  the output projection, targets only
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,13 +46,17 @@ class FlopCounter:
     def step_flops(self, tokens: int, attention_sq: int, target_tokens: int) -> float:
         """Model FLOPs of `tokens` real (non-padding) tokens whose documents' squared lengths sum to
         `attention_sq`, `target_tokens` of which reach the output projection."""
-        return (6.0 * self.non_embedding_params * tokens + 12.0 * self.layers * self.hidden * attention_sq
-                + 6.0 * self.vocab * self.hidden * target_tokens)
+        return (
+            6.0 * self.non_embedding_params * tokens
+            + 12.0 * self.layers * self.hidden * attention_sq
+            + 6.0 * self.vocab * self.hidden * target_tokens
+        )
 
 
 def flop_counter(lm) -> FlopCounter:
     """From a Hugging Face causal LM (ZeRO-3 partitioned or not): its parameter count without the
     input embedding and the output projection (once if tied), and its shape."""
+
     def numel(p):
         return getattr(p, "ds_numel", p.numel())  # ZeRO-3 partitions parameters; ds_numel is the full size
 

@@ -1,6 +1,7 @@
 """Where a run continues from. `plan_resume` decides it before the engine exists (which checkpoint,
 whether it must be re-sharded for a new world size, which changes of the run it accepts), and
 `load` carries the plan out on the engine. The checkpoint's layout is ift.checkpoint's."""
+
 from __future__ import annotations
 
 import json
@@ -50,11 +51,13 @@ def plan_resume(cfg: Config, run: rundir.RunDir, world: int, fingerprints: dict)
     universal = None
     if saved["world_size"] != world and t.zero_stage > 0:  # ZeRO shards are per rank: re-shard
         if distributed.rank() == 0:
-            log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint",
-                     saved["world_size"], world)
+            log.info(
+                "checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint",
+                saved["world_size"],
+                world,
+            )
         universal = prepare_universal(path)
     return Resume(path, universal, saved, allowed)
-
 
 
 def read_state(path: str) -> dict:
@@ -70,7 +73,8 @@ def check_match(saved: dict, current: dict, allow: list[str], path: str) -> list
             if what not in allow:
                 raise UserError(
                     f"checkpoint {path} was saved with a different {what} than this run's config "
-                    f"(to continue anyway, set train.resume_allow_mismatch=[{what}])")
+                    f"(to continue anyway, set train.resume_allow_mismatch=[{what}])"
+                )
             allowed.append(what)
     return allowed
 
@@ -120,8 +124,10 @@ def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
     saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=False)
     saved_groups = saved["optimizer_state_dict"]["param_groups"]
     if len(saved_groups) != len(base.param_groups):
-        raise RunError(f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
-                        f"this run has {len(base.param_groups)}")
+        raise RunError(
+            f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
+            f"this run has {len(base.param_groups)}"
+        )
     for group, saved_group in zip(base.param_groups, saved_groups):
         group.update({k: v for k, v in saved_group.items() if k != "params"})
 
@@ -130,8 +136,19 @@ def convert_to_universal(path: str, out: str) -> None:
     """DeepSpeed's own ds_to_universal, written to a temporary folder then renamed."""
     log.info("converting %s to a universal checkpoint (world size changed)", path)
     with replacing(out) as tmp:
-        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", path,
-               "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepspeed.checkpoint.ds_to_universal",
+            "--input_folder",
+            path,
+            "--output_folder",
+            tmp,
+            "--num_extract_workers",
+            "1",
+            "--num_merge_workers",
+            "1",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RunError(f"ds_to_universal failed on {path}:\n{done.stderr[-3000:]}")

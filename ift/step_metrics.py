@@ -5,6 +5,7 @@ The held-out loss: each rank scores its share of the batches (batch i on rank i 
 sums are all-reduced. Under ZeRO-3 a forward pass gathers parameters collectively, so every rank
 runs the same number of forwards: a rank whose share is one short scores a batch again and counts
 nothing."""
+
 from __future__ import annotations
 
 import resource
@@ -53,7 +54,7 @@ class LossTally:
         """(loss sums, token counts) per task over all ranks."""
         both = all_reduce(torch.cat([self.loss, self.tokens]).to(collective_device(self.device)))
         both = both.tolist()
-        return both[: self.n_tasks], both[self.n_tasks:]
+        return both[: self.n_tasks], both[self.n_tasks :]
 
     def read_nonfinite(self) -> tuple[int, int, float]:
         """(non-finite steps on the worst rank, first such step on any rank, its loss there)."""
@@ -69,6 +70,7 @@ class LossTally:
 class Window:
     """Throughput since the last logging step (host counts from the loader): wall time minus
     held-out eval and saving."""
+
     began: float
     skipped_before: int
     tokens: int = 0
@@ -108,7 +110,7 @@ def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, flo
     was_training = engine.module.training
     engine.module.eval()
     world = world_size()
-    mine = batches[rank()::world]
+    mine = batches[rank() :: world]
     for i in range(-(-len(batches) // world)):  # the most batches any rank has
         inputs, task = model_inputs(mine[i] if i < len(mine) else batches[0], engine.device)
         losses = engine(**inputs).double()  # per target token
@@ -117,7 +119,7 @@ def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, flo
             counts.index_add_(0, task, torch.ones_like(losses))
     engine.module.train(was_training)
     both = all_reduce(torch.cat([sums, counts]).to(collective_device(engine.device))).tolist()
-    sums, counts = both[:len(names)], both[len(names):]
+    sums, counts = both[: len(names)], both[len(names) :]
     out = {"eval/loss": sum(sums) / max(sum(counts), 1)}
     out.update({f"eval/loss/{n}": sums[i] / counts[i] for i, n in enumerate(names) if counts[i] > 0})
     return out

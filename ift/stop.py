@@ -1,6 +1,7 @@
 """The stop request: set by a signal (Slurm's USR2 before the time limit, TERM on preemption or
 scancel) on whichever rank receives it; the training loop agrees on it over all ranks at the next
 step boundary (ift.distributed.any_rank), then every rank saves and `train()` returns."""
+
 from __future__ import annotations
 
 import logging
@@ -27,9 +28,11 @@ def reason() -> str:
 
 def handler(why: str):
     """A signal handler that requests the stop (and says so in the log)."""
+
     def on_signal(signum, frame):
         log.warning("caught %s: %s; all ranks checkpoint at the next step boundary", signal.Signals(signum).name, why)
         request(why)
+
     return on_signal
 
 

@@ -1,6 +1,7 @@
 """Metrics: `metrics.jsonl` in the run directory and Weights & Biases (offline by default, so no
 key is needed). Only rank 0 tracks. The W&B run id lives in the run directory so a resumed run,
 and the evaluation of a run, continue the same W&B run."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ class Tracker:
             run_id = run.read_wandb_id() or uuid.uuid4().hex[:8]
             run.write_wandb_id(run_id)
             self.wandb = wandb.init(
-                project=w.project, entity=w.entity, name=w.name or cfg.run.name, tags=list(w.tags),
-                mode=w.mode, dir=run_dir, id=run_id, resume="allow", config=to_dict(cfg),
+                project=w.project,
+                entity=w.entity,
+                name=w.name or cfg.run.name,
+                tags=list(w.tags),
+                mode=w.mode,
+                dir=run_dir,
+                id=run_id,
+                resume="allow",
+                config=to_dict(cfg),
             )
             log.info("W&B run %s (%s) in %s", run_id, w.mode, run.wandb)
 

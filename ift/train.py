@@ -2,6 +2,7 @@
 (data: ift.data, model: ift.model, the engine: ift.engine, the process group: ift.distributed,
 checkpoints: ift.checkpoint, where a run continues: ift.resume, the run directory: ift.rundir,
 tracking: ift.tracking, stopping: ift.stop)."""
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ from ift.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+
 class Trainer:
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
     `log_metrics` every train.log_every steps; the checkpointer saves when its policy says so."""
@@ -41,10 +43,12 @@ class Trainer:
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
         # data-parallel rank and size, and the slice of each row this rank feeds the model (ift.sequence_parallel)
-        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world,
-                                                                             cfg.train.sequence_parallel)
-        self.grad_divisor = sequence_parallel.gradient_divisor(cfg.train.zero_stage, self.world,
-                                                               cfg.train.sequence_parallel)
+        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(
+            self.rank, self.world, cfg.train.sequence_parallel
+        )
+        self.grad_divisor = sequence_parallel.gradient_divisor(
+            cfg.train.zero_stage, self.world, cfg.train.sequence_parallel
+        )
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
@@ -65,8 +69,10 @@ class Trainer:
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
-            self.tracker.table("mixture", [{"task": n, "examples": len(x), "rate": self.rates[n]}
-                                           for n, x in zip(self.names, self.tokenized)])
+            self.tracker.table(
+                "mixture",
+                [{"task": n, "examples": len(x), "rate": self.rates[n]} for n, x in zip(self.names, self.tokenized)],
+            )
         stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
         self.tally = LossTally(len(self.names), self.engine.device, self.step)
         # the adaptive mixture's own sums since its last update (folded into the adapter at saves)
@@ -84,6 +90,7 @@ class Trainer:
         bar = None
         if self.main:
             from tqdm import tqdm
+
             bar = tqdm(total=t.max_steps, initial=self.step, desc=self.cfg.run.name, dynamic_ncols=True)
         while self.step < t.max_steps and not self._epochs_done():
             batch = self.data.next_step()
@@ -112,8 +119,11 @@ class Trainer:
             faults.maybe_die("step", self.step, self.rank)  # tests only
             if stopping:
                 if self.main:
-                    log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
-                             self.step, stop.reason())
+                    log.info(
+                        "stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
+                        self.step,
+                        stop.reason(),
+                    )
                 break
         if bar is not None:
             bar.close()
@@ -151,9 +161,11 @@ class Trainer:
         sequence_parallel.check(cfg, self.world, width)
         ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
         lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
-        self.fingerprints = {"model": fingerprint(lm.config.to_dict(), 16),
-                             "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
-                             "mixture": fingerprint(mixture_definition(cfg, self.rates), 16)}
+        self.fingerprints = {
+            "model": fingerprint(lm.config.to_dict(), 16),
+            "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
+            "mixture": fingerprint(mixture_definition(cfg, self.rates), 16),
+        }
         resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
         if resume and resume.universal:
             ds_config["checkpoint"] = {"load_universal": True}
@@ -170,12 +182,22 @@ class Trainer:
 
     def _make_loader(self, seed: int) -> PackedLoader:
         cfg, t = self.cfg, self.cfg.train
-        return PackedLoader(self.tokenized, self.rates, seed=seed, seq_len=cfg.data.max_seq_len,
-                            window=cfg.data.pack_window, packing=cfg.data.packing,
-                            micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                            train_on_prompt=cfg.data.train_on_prompt, pad_id=self.tokenizer.pad_token_id,
-                            world_size=self.dp_world, rank=self.dp_rank,
-                            sequence_parallel=t.sequence_parallel, sequence_rank=self.sp_rank)
+        return PackedLoader(
+            self.tokenized,
+            self.rates,
+            seed=seed,
+            seq_len=cfg.data.max_seq_len,
+            window=cfg.data.pack_window,
+            packing=cfg.data.packing,
+            micro_batch_size=t.micro_batch_size,
+            grad_accum=t.grad_accum,
+            train_on_prompt=cfg.data.train_on_prompt,
+            pad_id=self.tokenizer.pad_token_id,
+            world_size=self.dp_world,
+            rank=self.dp_rank,
+            sequence_parallel=t.sequence_parallel,
+            sequence_rank=self.sp_rank,
+        )
 
     def _resume(self, resume: Resume) -> PackedLoader:
         """The engine's state from the checkpoint, and the data stream where it stopped."""
@@ -186,8 +208,9 @@ class Trainer:
         faults.maybe_die("resume", self.step, self.rank)  # tests only
         if "mixture" in resume.allowed_mismatch:  # new rates: the stream restarts here, seeded by the step
             loader = self._make_loader(self.cfg.run.seed + self.step)
-            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates",
-                        path, self.step)
+            log.warning(
+                "mixture changed since %s: data stream restarted at step %d with the new rates", path, self.step
+            )
         else:
             loader = self._make_loader(self.cfg.run.seed)
             loader.load_state_dict(state["loader"])
@@ -206,8 +229,14 @@ class Trainer:
         from ift.data.adapt import Adapter
 
         m = self.cfg.data.mixture
-        return Adapter(m.adapt, self.names, [self.rates[n] for n in self.names], [len(x) for x in self.tokenized],
-                       m.cap, self.heldout[0] if self.heldout else None)
+        return Adapter(
+            m.adapt,
+            self.names,
+            [self.rates[n] for n in self.names],
+            [len(x) for x in self.tokenized],
+            m.cap,
+            self.heldout[0] if self.heldout else None,
+        )
 
     def _fold_mixture_signal(self) -> None:
         """The adaptive mixture's device sums, all-reduced, into the adapter (a collective)."""
@@ -228,8 +257,7 @@ class Trainer:
         self.data.set_rates(self.adapter.update(self.step, losses).tolist())
         if self.main:
             moved = sorted(zip(self.adapter.rates, self.names), reverse=True)[:3]
-            log.info("mixture at step %d: highest rates %s", self.step,
-                     ", ".join(f"{n} {r:.3f}" for r, n in moved))
+            log.info("mixture at step %d: highest rates %s", self.step, ", ".join(f"{n} {r:.3f}" for r, n in moved))
         return {**scores, **self.adapter.metrics()}
 
     def _heldout_batches(self):
@@ -258,8 +286,9 @@ class Trainer:
 
         began = time.perf_counter()
         synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: each forward is collective
-        scores = generation_scores(self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced,
-                                   self.engine.device)
+        scores = generation_scores(
+            self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced, self.engine.device
+        )
         self.window.paused += time.perf_counter() - began
         return scores
 
@@ -286,10 +315,15 @@ class Trainer:
         seconds = max(time.perf_counter() - w.began - w.paused, 1e-9)
         tok_s = w.tokens / seconds
         metrics = {
-            "loss": sum(loss) / max(sum(tokens), 1), "lr": self.scheduler.get_last_lr()[0],
-            "grad_norm": grad_norm(self.engine), "tokens_per_s": tok_s, "samples_per_s": w.rows / seconds,
-            "padding_frac": 1 - w.tokens / max(w.slots, 1), "examples_drawn": self.data.examples_drawn,
-            "peak_mem_gb": peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
+            "loss": sum(loss) / max(sum(tokens), 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm(self.engine),
+            "tokens_per_s": tok_s,
+            "samples_per_s": w.rows / seconds,
+            "padding_frac": 1 - w.tokens / max(w.slots, 1),
+            "examples_drawn": self.data.examples_drawn,
+            "peak_mem_gb": peak_memory_gb(),
+            "skipped_nonfinite": self.nonfinite_skipped,
         }
         flops_s = self.flops.step_flops(w.tokens, w.attention_sq, w.target_tokens) / seconds
         metrics["tflops_per_device"] = flops_s / self.world / 1e12
@@ -317,10 +351,16 @@ class Trainer:
         Called by the checkpointer when it saves."""
         self.check_finite()  # never save a model a non-finite step has spoiled
         self._fold_mixture_signal()  # so that a resume continues the adaptive mixture's window exactly
-        return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
-                "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
-                "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg),
-                **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {})}
+        return {
+            "step": self.step,
+            "loader": self.data.state_dict(),
+            "examples_drawn": self.data.examples_drawn,
+            "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
+            "world_size": self.world,
+            "fingerprints": self.fingerprints,
+            "config": to_dict(self.cfg),
+            **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {}),
+        }
 
     def finish(self) -> dict:
         t = self.cfg.train
@@ -337,8 +377,13 @@ class Trainer:
         self.tracker.finish()
         if self.main:
             log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", self.run_dir)
-        return {"step": self.step, "finished": finished, "run_dir": self.run_dir, "checkpoint": final,
-                "last_metrics": getattr(self, "last_metrics", {})}
+        return {
+            "step": self.step,
+            "finished": finished,
+            "run_dir": self.run_dir,
+            "checkpoint": final,
+            "last_metrics": getattr(self, "last_metrics", {}),
+        }
 
 
 def train(cfg: Config) -> dict:

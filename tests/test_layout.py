@@ -1,6 +1,7 @@
 """The package's shape: no import circles (lazy imports inside functions count too), the data
 layer below eval, engine and train, modules short enough to read in one sitting, and the run
 directory's names in one place."""
+
 from __future__ import annotations
 
 import ast
@@ -44,7 +45,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state and (found := visit(dep)):
                 return found
         path.pop()
@@ -89,8 +90,11 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
-    return {m: sorted(d for d in reaches(graph, m) if d.startswith(UPPER)) for m in graph
-            if m.startswith("ift.data") and any(d.startswith(UPPER) for d in reaches(graph, m))}
+    return {
+        m: sorted(d for d in reaches(graph, m) if d.startswith(UPPER))
+        for m in graph
+        if m.startswith("ift.data") and any(d.startswith(UPPER) for d in reaches(graph, m))
+    }
 
 
 def test_no_data_module_imports_eval_engine_or_train():
@@ -104,12 +108,22 @@ def test_no_data_module_imports_eval_engine_or_train():
 
 def test_run_directory_names(tmp_path):
     run = rundir.RunDir(str(tmp_path / "r"))
-    names = {k: os.path.relpath(getattr(run, k), run.path) for k in
-             ("config", "mixture", "metrics", "tokenizer", "checkpoints", "wandb_id", "requeues", "eval", "export")}
+    names = {
+        k: os.path.relpath(getattr(run, k), run.path)
+        for k in ("config", "mixture", "metrics", "tokenizer", "checkpoints", "wandb_id", "requeues", "eval", "export")
+    }
     # read by tools outside the code (README "Run directory"): these names never change
-    assert names == {"config": "config.yaml", "mixture": "mixture.json", "metrics": "metrics.jsonl",
-                     "tokenizer": "tokenizer", "checkpoints": "checkpoints", "wandb_id": "wandb_run_id",
-                     "requeues": "requeues.jsonl", "eval": "eval", "export": "export"}
+    assert names == {
+        "config": "config.yaml",
+        "mixture": "mixture.json",
+        "metrics": "metrics.jsonl",
+        "tokenizer": "tokenizer",
+        "checkpoints": "checkpoints",
+        "wandb_id": "wandb_run_id",
+        "requeues": "requeues.jsonl",
+        "eval": "eval",
+        "export": "export",
+    }
     ckpt = tmp_path / "r" / "checkpoints" / "step_00000004"
     assert rundir.of_checkpoint(str(ckpt)) == run
     assert run.read_wandb_id() is None and run.newest_checkpoint() is None

@@ -16,11 +16,14 @@ tasks (``reverse_word``, ``add_numbers``, ...), which tests and examples name di
 
 Generation is fully deterministic given ``(task, n, seed)`` and never touches the global RNG.
 """
+
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
+# Word lists, task registrations and phrasings are data: kept as tables, not one item per line.
+# fmt: off
 WORDS = (
     "apple", "river", "green", "house", "table", "music", "bread", "cloud", "smile", "stone",
     "light", "water", "chair", "dream", "plant", "ocean", "train", "paper", "sugar", "lemon",
@@ -34,6 +37,7 @@ ANIMALS = (
     "mouse", "goat", "bear", "wolf", "owl", "cow", "pig", "fox", "deer", "snake", "whale",
     "rabbit", "monkey", "camel", "eagle", "shark", "ant", "bee", "hen",
 )
+# fmt: on
 THINGS = tuple(w for w in WORDS if w not in ANIMALS)
 POSITIVE = ("good", "great", "nice", "fun", "lovely", "happy", "amazing", "perfect")
 NEGATIVE = ("bad", "awful", "boring", "sad", "terrible", "ugly", "poor", "horrible")
@@ -51,6 +55,7 @@ def _task(name: str, split: str, category: str, *instructions: str):
         _TASKS[name] = (category, instructions, gen)
         _SPLITS[split].append(name)
         return gen
+
     return register
 
 
@@ -72,6 +77,7 @@ def _phrase(rng: random.Random) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- train tasks
+# fmt: off
 @_task("reverse_word", "classic", "string", "Reverse the letters of the word.",
        "Write the word backwards.", "Spell the given word in reverse order.",
        "Output the word with its letters reversed.")
@@ -244,6 +250,9 @@ def _smaller_number(rng):
     return f"{a} {b}", str(min(a, b)), f"{min(a, b)} is less than {max(a, b)}."
 
 
+# fmt: on
+
+
 # ----------------------------------------------------------------------------- the grid suite
 # Object kinds: ten items each, every one a single common word (one token for a BPE trained on the
 # data), no item in two kinds.
@@ -255,6 +264,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "tool": ("saw", "axe", "drill", "hammer", "wrench", "rake", "hoe", "shovel", "chisel", "pliers"),
 }
 # Operations: what to do with the item of the kind the instruction names ({o}), phrased many ways.
+# fmt: off
 OPERATIONS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
     "name": (lambda x: x, (
         "Name the {o}.", "Which {o} is in the list?", "What is the {o}?", "Find the {o}.", "Pick out the {o}.",
@@ -282,11 +292,13 @@ OPERATIONS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
         "Output the {o} with wins after it.", "Tell me the {o} wins.", "Find the {o} and say it wins.",
         "Pick out the {o} and end with wins.")),
 }
+# fmt: on
 # Held-out cells: two kinds per operation, each kind held out of two operations, so every operation
 # is trained on three kinds and every kind on three operations.
 _KIND_NAMES, _OP_NAMES = tuple(KINDS), tuple(OPERATIONS)
 HELDOUT_CELLS: tuple[tuple[str, str], ...] = tuple(
-    (op, _KIND_NAMES[(i + d) % len(_KIND_NAMES)]) for i, op in enumerate(_OP_NAMES) for d in (0, 3))
+    (op, _KIND_NAMES[(i + d) % len(_KIND_NAMES)]) for i, op in enumerate(_OP_NAMES) for d in (0, 3)
+)
 
 
 def _grid_task(op: str, kind: str) -> None:
@@ -320,8 +332,10 @@ def task_names(split: str) -> list[str]:
         return list(TRAIN_TASKS + HELDOUT_TASKS + CLASSIC_TASKS)
     if split in _TASKS:
         return [split]
-    raise ValueError(f"unknown builtin split or task {split!r}; valid choices: 'train', 'heldout', 'classic', "
-                     f"'all' or one of the task names {sorted(_TASKS)}")
+    raise ValueError(
+        f"unknown builtin split or task {split!r}; valid choices: 'train', 'heldout', 'classic', "
+        f"'all' or one of the task names {sorted(_TASKS)}"
+    )
 
 
 def examples(task: str, n: int = 200, seed: int = 0) -> list[dict]:
@@ -342,9 +356,15 @@ def examples(task: str, n: int = 200, seed: int = 0) -> list[dict]:
             if (instruction, inp) not in seen:
                 break
         seen.add((instruction, inp))
-        records.append({
-            "task": task, "instruction": instruction, "input": inp, "output": out,
-            "references": [out] + [a for a in dict.fromkeys(alts) if a != out],
-            "rationale": rationale, "category": category,
-        })
+        records.append(
+            {
+                "task": task,
+                "instruction": instruction,
+                "input": inp,
+                "output": out,
+                "references": [out] + [a for a in dict.fromkeys(alts) if a != out],
+                "rationale": rationale,
+                "category": category,
+            }
+        )
     return records

@@ -1,6 +1,7 @@
 """The held-out sample a run scores its loss on during training (`eval.every`, and the adaptive
 mixture's `signal: heldout`): the first examples of eval.tasks as padded batches. The loss itself
 is ift.step_metrics.heldout_loss."""
+
 from __future__ import annotations
 
 from ift.config import Config
@@ -19,6 +20,8 @@ def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[st
     n = cfg.eval.limit or per_task
     rows = [[(task.ids(e), task.mask(e), t)] for t, task in enumerate(tokenized) for e in range(min(n, len(task)))]
     size = cfg.eval.batch_size
-    batches = [collate(rows[i:i + size], None, tokenizer.pad_token_id, cfg.data.train_on_prompt)
-               for i in range(0, len(rows), size)]
+    batches = [
+        collate(rows[i : i + size], None, tokenizer.pad_token_id, cfg.data.train_on_prompt)
+        for i in range(0, len(rows), size)
+    ]
     return [t.name for t in tokenized], batches

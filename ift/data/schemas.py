@@ -3,6 +3,7 @@ chat `messages`, ShareGPT `conversations`, prompt/completion): how one is detect
 which fields it needs, and a table `{schema: normalizer}` of small pure functions that read one
 record into the canonical columns; the checks every schema shares come after (`record_problem`).
 Canonical columns: task, instruction, input, output, references, rationale, category, messages."""
+
 from __future__ import annotations
 
 import math
@@ -55,6 +56,7 @@ def _not_text(value) -> str:
 @dataclass
 class Record:
     """What one record of a schema says, before the checks every schema shares (None: missing)."""
+
     instruction: object
     input: object
     output: object
@@ -66,6 +68,7 @@ class Record:
 
 # One normalizer per schema: a record's reader `get(column, default)` -> Record.
 
+
 def alpaca(get) -> Record:
     return Record(get("instruction", None), get("input", "") or "", get("output", None))
 
@@ -75,8 +78,9 @@ def sni(get) -> Record:
 
 
 def prompt_completion(get) -> Record:
-    return Record(get("prompt", None), "", get("completion", None), instruction_field="prompt",
-                  output_field="completion")
+    return Record(
+        get("prompt", None), "", get("completion", None), instruction_field="prompt", output_field="completion"
+    )
 
 
 def _conversation(turns: list, bad: str) -> Record:
@@ -94,8 +98,13 @@ def sharegpt(get) -> Record:
     return _conversation(*chat.conversation(get("conversations", None), sharegpt=True))
 
 
-NORMALIZERS = {"alpaca": alpaca, "sni": sni, "messages": messages, "sharegpt": sharegpt,
-               "prompt_completion": prompt_completion}
+NORMALIZERS = {
+    "alpaca": alpaca,
+    "sni": sni,
+    "messages": messages,
+    "sharegpt": sharegpt,
+    "prompt_completion": prompt_completion,
+}
 
 
 def record_problem(r: Record) -> str:
@@ -116,9 +125,11 @@ def record_problem(r: Record) -> str:
 
 def _reader(batch: dict, i: int):
     """`get(column, default)` of a batch's i-th record."""
+
     def get(col, default=""):
         values = batch.get(col)
         return default if values is None else values[i]
+
     return get
 
 

@@ -5,6 +5,7 @@ example itself), cot (the target carries the rationale when there is one), and a
 them chosen per example. Every choice is a pure function of (seed, task, example index), so the
 same example renders the same way in every process and on every resume.
 """
+
 from __future__ import annotations
 
 import random

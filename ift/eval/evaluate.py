@@ -11,6 +11,7 @@ headline SNI metrics (max over references; SNI normalization lower-cases); `exac
 same exact match without lower-casing, for case-sensitive tasks (uppercase_word, lowercase_word) where
 copying the input would otherwise score 100. `mean` is the mean over tasks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,19 @@ def exact_match_cased(prediction: str, references) -> float:
 # --------------------------------------------------------------------------- evaluate
 
 
-def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: int | None = None,
-             limit: int | None = None, batch_size: int | None = None, out: str | None = None,
-             name: str | None = None, wandb: bool = True, backend: str | None = None, bucket: bool = True) -> dict:
+def evaluate(
+    source: str,
+    tasks=None,
+    shots: int | None = None,
+    max_new_tokens: int | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    out: str | None = None,
+    name: str | None = None,
+    wandb: bool = True,
+    backend: str | None = None,
+    bucket: bool = True,
+) -> dict:
     """Evaluate a run directory, checkpoint or local HF model folder; write `<out>/<name>.json` and
     `.md` (out defaults to `<run dir>/eval`) and return the result (plus "files").
 
@@ -60,8 +71,10 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         raise UserError(f"no such run directory, checkpoint or model folder: {source}")
     plain = not rundir.is_run_or_checkpoint(path)
     if plain and tasks is None:
-        raise UserError(f"{source} is a model folder, not a run: --tasks is required "
-                        "(e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl')")
+        raise UserError(
+            f"{source} is a model folder, not a run: --tasks is required "
+            "(e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl')"
+        )
     if plain and out is None:
         raise UserError(f"{source} is a model folder, not a run: --out DIR is required (where to write the results)")
 
@@ -69,8 +82,13 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     cfg: Config | None = info["cfg"]
     sources, data_cfg, base, tasks_setting = resolve_tasks(tasks, cfg)
     defaults = cfg.eval if cfg is not None else eval_section(tasks) or EvalConfig()
-    flags = {"shots": shots, "max_new_tokens": max_new_tokens, "limit": limit, "batch_size": batch_size,
-             "backend": backend}
+    flags = {
+        "shots": shots,
+        "max_new_tokens": max_new_tokens,
+        "limit": limit,
+        "batch_size": batch_size,
+        "backend": backend,
+    }
     settings = dataclasses.replace(defaults, **{k: v for k, v in flags.items() if v is not None})
     settings.check("eval")  # the flags are eval.* settings: the same checks, the same messages
     shots, max_new_tokens, limit = settings.shots, settings.max_new_tokens, settings.limit
@@ -87,15 +105,17 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         raise UserError(f"no evaluation tasks matched {tasks_setting}")
     world = start_world()
     if backend == "vllm" and world > 1:
-        raise UserError("eval.backend vllm runs in one process (vLLM schedules the whole set itself): "
-                        "leave out --nproc-per-node")
+        raise UserError(
+            "eval.backend vllm runs in one process (vLLM schedules the whole set itself): leave out --nproc-per-node"
+        )
     if backend == "vllm" or world > 1:  # from a Hugging Face folder: one export for every rank (or vLLM)
         info = {**info, "kind": "hf", "path": exported_model(info)}
     # after the tasks: a typo must not cost a model load
     model, tokenizer, info = (load_tokenizer_only if backend == "vllm" else load_model)(source, info)
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template if cfg is not None else "auto")
-    items, truncated = build_prompts(task_list, tokenizer, chat, shots, seed, limit,
-                                     budget=prompt_budget(model, cfg, max_new_tokens))
+    items, truncated = build_prompts(
+        task_list, tokenizer, chat, shots, seed, limit, budget=prompt_budget(model, cfg, max_new_tokens)
+    )
 
     main = rank() == 0
     ids = [it["prompt_ids"] for it in items]
@@ -117,14 +137,25 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         "checkpoint": info["checkpoint"],
         "step": info["step"],
         "chat": chat,
-        "settings": {"shots": shots, "max_new_tokens": max_new_tokens, "limit": limit, "batch_size": batch_size,
-                     "tasks": tasks_setting},
+        "settings": {
+            "shots": shots,
+            "max_new_tokens": max_new_tokens,
+            "limit": limit,
+            "batch_size": batch_size,
+            "tasks": tasks_setting,
+        },
         "tasks": result_tasks,
         "mean": mean,
-        "speed": {"backend": backend, "processes": world, "seconds": seconds,
-                  "examples_per_s": counts["examples"] / seconds, "tokens_per_s": counts["generated_tokens"] / seconds,
-                  "generated_tokens": counts["generated_tokens"], "padding_frac": counts["padding_frac"],
-                  "decode_waste": 1 - counts["generated_tokens"] / max(counts["decode_slots"], 1)},
+        "speed": {
+            "backend": backend,
+            "processes": world,
+            "seconds": seconds,
+            "examples_per_s": counts["examples"] / seconds,
+            "tokens_per_s": counts["generated_tokens"] / seconds,
+            "generated_tokens": counts["generated_tokens"],
+            "padding_frac": counts["padding_frac"],
+            "decode_waste": 1 - counts["generated_tokens"] / max(counts["decode_slots"], 1),
+        },
         "examples": examples,
     }
     if not main:
@@ -191,13 +222,15 @@ def prompt_budget(model, cfg: Config | None, max_new_tokens: int) -> int | None:
     ctx = context_limit(model, cfg)
     budget = None if ctx is None else ctx - max_new_tokens
     if budget is not None and budget < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of "
-                        f"{ctx} tokens")
+        raise UserError(
+            f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of {ctx} tokens"
+        )
     return budget
 
 
-def build_prompts(task_list, tokenizer, chat: bool, shots: int, seed: int, limit: int | None,
-                  budget: int | None) -> tuple[list[dict], dict[str, int]]:
+def build_prompts(
+    task_list, tokenizer, chat: bool, shots: int, seed: int, limit: int | None, budget: int | None
+) -> tuple[list[dict], dict[str, int]]:
     """Every task's prompts, rendered and tokenized as in training: [{task, index, prompt, prompt_ids,
     references}], and per task how many were cut to `budget` (keeping their end, as in training)."""
     items, truncated = [], {}
@@ -223,14 +256,27 @@ def score(task_list, items: list[dict], preds: list[str], truncated: dict[str, i
         cased = [exact_match_cased(p, r) for (_, p), r in zip(mine, refs)]
         n = len(mine)
         result_tasks[task.name] = {
-            "exact_match": scores["exact_match"], "rougeL": scores["rougeL"],
-            "exact_match_cased": 100.0 * sum(cased) / n, "n": n, "truncated": truncated.get(task.name, 0),
+            "exact_match": scores["exact_match"],
+            "rougeL": scores["rougeL"],
+            "exact_match_cased": 100.0 * sum(cased) / n,
+            "n": n,
+            "truncated": truncated.get(task.name, 0),
         }
-        for (it, p), em, rl, ec in zip(mine, scores["per_example"]["exact_match"], scores["per_example"]["rougeL"],
-                                       cased):
-            examples.append({"task": task.name, "index": it["index"], "prompt": it["prompt"], "prediction": p,
-                             "references": it["references"], "exact_match": 100.0 * em, "rougeL": 100.0 * rl,
-                             "exact_match_cased": 100.0 * ec})
+        for (it, p), em, rl, ec in zip(
+            mine, scores["per_example"]["exact_match"], scores["per_example"]["rougeL"], cased
+        ):
+            examples.append(
+                {
+                    "task": task.name,
+                    "index": it["index"],
+                    "prompt": it["prompt"],
+                    "prediction": p,
+                    "references": it["references"],
+                    "exact_match": 100.0 * em,
+                    "rougeL": 100.0 * rl,
+                    "exact_match_cased": 100.0 * ec,
+                }
+            )
     return result_tasks, examples
 
 
@@ -242,18 +288,25 @@ def generation_prompts(cfg: Config, tokenizer, model) -> tuple[list, list[dict]]
     e = cfg.eval
     task_list = [t for t in load_tasks(cfg.data, seed, sources=e.tasks, section="eval.tasks") if len(t)]
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template)
-    items, _ = build_prompts(task_list, tokenizer, chat, e.shots, seed, e.limit,
-                             prompt_budget(model, cfg, e.max_new_tokens))
+    items, _ = build_prompts(
+        task_list, tokenizer, chat, e.shots, seed, e.limit, prompt_budget(model, cfg, e.max_new_tokens)
+    )
     return task_list, items
 
 
-def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool,
-                      device) -> dict:
+def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool, device) -> dict:
     """`eval/rougeL/<task>`, `eval/exact_match/<task>` and their means over tasks, generated on every rank."""
     was_training = model.training
     model.eval()
-    preds, _ = generate_sharded(model, tokenizer, [it["prompt_ids"] for it in items], e.max_new_tokens,
-                                e.batch_size, synced=synced, device=device)
+    preds, _ = generate_sharded(
+        model,
+        tokenizer,
+        [it["prompt_ids"] for it in items],
+        e.max_new_tokens,
+        e.batch_size,
+        synced=synced,
+        device=device,
+    )
     model.train(was_training)
     per_task, _ = score(task_list, items, preds, {})
     out = {}
@@ -270,24 +323,36 @@ def markdown(result: dict) -> str:
     s = result["settings"]
     tasks = s["tasks"] if isinstance(s["tasks"], str) else ", ".join(map(str, s["tasks"]))
     checkpoint = f" (checkpoint `{result['checkpoint']}`)" if result.get("checkpoint") else ""
-    lines = [f"# Evaluation `{result['name']}`", "",
-             f"- model: `{result['model']}`" + checkpoint,
-             f"- tasks: {tasks}",
-             f"- shots: {s['shots']}, max_new_tokens: {s['max_new_tokens']}, limit: {s['limit']}, "
-             f"batch_size: {s['batch_size']}, chat template: {'yes' if result.get('chat') else 'no'}",
-             "", "Scores x100. Exact match and ROUGE-L follow Super-NaturalInstructions (lower-cased, max over "
-             "references); EM (cased) keeps case. Mean = mean over tasks.", "",
-             "| task | n | exact match | ROUGE-L | EM (cased) |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Evaluation `{result['name']}`",
+        "",
+        f"- model: `{result['model']}`" + checkpoint,
+        f"- tasks: {tasks}",
+        f"- shots: {s['shots']}, max_new_tokens: {s['max_new_tokens']}, limit: {s['limit']}, "
+        f"batch_size: {s['batch_size']}, chat template: {'yes' if result.get('chat') else 'no'}",
+        "",
+        "Scores x100. Exact match and ROUGE-L follow Super-NaturalInstructions (lower-cased, max over "
+        "references); EM (cased) keeps case. Mean = mean over tasks.",
+        "",
+        "| task | n | exact match | ROUGE-L | EM (cased) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for t, sc in result["tasks"].items():
-        lines.append(f"| {t} | {sc['n']} | {sc['exact_match']:.1f} | {sc['rougeL']:.1f} | "
-                     f"{sc['exact_match_cased']:.1f} |")
+        lines.append(
+            f"| {t} | {sc['n']} | {sc['exact_match']:.1f} | {sc['rougeL']:.1f} | {sc['exact_match_cased']:.1f} |"
+        )
     m = result["mean"]
-    lines.append(f"| **mean** ({m['tasks']} tasks) | {m['n']} | **{m['exact_match']:.1f}** | **{m['rougeL']:.1f}** | "
-                 f"{m['exact_match_cased']:.1f} |")
+    lines.append(
+        f"| **mean** ({m['tasks']} tasks) | {m['n']} | **{m['exact_match']:.1f}** | **{m['rougeL']:.1f}** | "
+        f"{m['exact_match_cased']:.1f} |"
+    )
     cut = sum(sc.get("truncated", 0) for sc in result["tasks"].values())
     if cut:
-        lines += ["", f"{cut} prompt(s) were longer than the context allows and kept only their end "
-                  "(left truncation, as in training); see `truncated` per task in the JSON."]
+        lines += [
+            "",
+            f"{cut} prompt(s) were longer than the context allows and kept only their end "
+            "(left truncation, as in training); see `truncated` per task in the JSON.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """`ift submit`: plan Slurm jobs from a config (sweeps, sbatch parameters from the `slurm:` section)
 and submit them with submitit. What runs inside the job is ift.launch.job."""
+
 from __future__ import annotations
 
 import itertools
@@ -47,8 +48,14 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
     (ift.crash_requeue, one run dir per array task)."""
     cfg = cfgs[0]
     s = cfg.slurm
-    params: dict = {"job_name": job_name or cfg.run.name, "nodes": s.nodes, "ntasks_per_node": s.gpus_per_node,
-                    "cpus_per_task": s.cpus_per_task, "time": s.time_min, "signal_delay_s": s.signal_delay_s}
+    params: dict = {
+        "job_name": job_name or cfg.run.name,
+        "nodes": s.nodes,
+        "ntasks_per_node": s.gpus_per_node,
+        "cpus_per_task": s.cpus_per_task,
+        "time": s.time_min,
+        "signal_delay_s": s.signal_delay_s,
+    }
     if s.gres:
         params["gpus_per_node"] = s.gpus_per_node
     if s.mem_gb:
@@ -65,12 +72,23 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
     # srun gets the CPUs per task itself: Slurm 22.05-23.02 do not pass SLURM_CPUS_PER_TASK from
     # sbatch to srun. --gpu-bind=none: every task sees the node's GPUs and takes LOCAL_RANK (NCCL
     # then sees its peers for NVLink/P2P); a site's --gpus-per-task=1 works too (ift.distributed).
-    params["srun_args"] = ["--kill-on-bad-exit=1", f"--cpus-per-task={s.cpus_per_task}",
-                           *(["--gpu-bind=none"] if s.gres else [])]
-    requeue = [_python(cfg), "-m", "ift.crash_requeue", "--exit-code", '"$ift_rc"',
-               "--max-failures", str(s.max_failures),
-               "--rank-log", shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),
-               *(f"--run-dir {shlex.quote(c.run_dir)}" for c in cfgs)]
+    params["srun_args"] = [
+        "--kill-on-bad-exit=1",
+        f"--cpus-per-task={s.cpus_per_task}",
+        *(["--gpu-bind=none"] if s.gres else []),
+    ]
+    requeue = [
+        _python(cfg),
+        "-m",
+        "ift.crash_requeue",
+        "--exit-code",
+        '"$ift_rc"',
+        "--max-failures",
+        str(s.max_failures),
+        "--rank-log",
+        shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),
+        *(f"--run-dir {shlex.quote(c.run_dir)}" for c in cfgs),
+    ]
     params["teardown"] = [
         "ift_rc=$?  # srun's: on a crash (not a user error) requeue, up to slurm.max_failures times",
         " ".join(requeue),
@@ -103,8 +121,14 @@ def check_writable(path: str, create: bool) -> None:
 def flag_overrides(flags: dict) -> list[str]:
     """`ift submit`'s Slurm flags ({flag: value}, None when not given) as slurm.* overrides."""
     out = []
-    for flag, key in (("nodes", "nodes"), ("gpus_per_node", "gpus_per_node"), ("partition", "partition"),
-                      ("time", "time_min"), ("account", "account"), ("qos", "qos")):
+    for flag, key in (
+        ("nodes", "nodes"),
+        ("gpus_per_node", "gpus_per_node"),
+        ("partition", "partition"),
+        ("time", "time_min"),
+        ("account", "account"),
+        ("qos", "qos"),
+    ):
         if flags.get(flag) is not None:
             out.append(f"slurm.{key}={flags[flag]}")
     if flags.get("cpu"):
@@ -157,8 +181,9 @@ def sbatch_script(cfgs: list[Config], folder: str, job_name: str | None = None) 
     folder_path = Path(folder).expanduser().absolute()
     params = sbatch_parameters(cfgs, folder, job_name)
     command = " ".join([_python(cfgs[0]), "-u -m submitit.core._submit", shlex.quote(str(folder_path))])
-    return _make_sbatch_string(command=command, folder=folder_path,
-                               map_count=len(cfgs) if len(cfgs) > 1 else None, **params)
+    return _make_sbatch_string(
+        command=command, folder=folder_path, map_count=len(cfgs) if len(cfgs) > 1 else None, **params
+    )
 
 
 def submit(cfgs: list[Config], folder: str, job_name: str | None = None) -> list:
@@ -166,8 +191,7 @@ def submit(cfgs: list[Config], folder: str, job_name: str | None = None) -> list
     import submitit
 
     first = cfgs[0]
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=first.slurm.max_requeues,
-                                      python=_python(first))
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=first.slurm.max_requeues, python=_python(first))
     executor.update_parameters(**sbatch_parameters(cfgs, folder, job_name))
     if len(cfgs) == 1:
         return [executor.submit(SlurmTrainJob(first))]

@@ -1,4 +1,5 @@
 """Tests for the embedded procedurally generated task suite (ift.data.builtin)."""
+
 import pytest
 
 from ift.data import builtin

@@ -1,5 +1,6 @@
 """`ift prepare`: the run's data (and an inline model's tokenizer) prepared ahead, so `ift train`
 starts from a warm cache; a run on a cold cache says so, with an estimate."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,12 @@ from ift.data.sources import load_tasks
 def write_tasks(folder, n_tasks=3, n=30):
     folder.mkdir(parents=True, exist_ok=True)
     for t in range(n_tasks):
-        (folder / f"task{t}.jsonl").write_text("".join(
-            json.dumps({"instruction": f"Repeat word {t}.", "input": f"w{i}", "output": f"w{i} w{i}"}) + "\n"
-            for i in range(n)))
+        (folder / f"task{t}.jsonl").write_text(
+            "".join(
+                json.dumps({"instruction": f"Repeat word {t}.", "input": f"w{i}", "output": f"w{i} w{i}"}) + "\n"
+                for i in range(n)
+            )
+        )
 
 
 def test_prepare_then_train_starts_warm(tmp_path, capsys):
@@ -38,8 +42,9 @@ def test_prepare_then_train_starts_warm(tmp_path, capsys):
     assert {p: os.path.getmtime(p) for p in cache.rglob("*.arrow")} == before  # nothing re-read or re-tokenized
     assert len(read_metrics(run)) == 4
 
-    cold_cfg = write_config(tmp_path, "cold", data={"tasks": [{"path": str(tmp_path / "data")}],
-                                                   "cache_dir": str(tmp_path / "cache2")})
+    cold_cfg = write_config(
+        tmp_path, "cold", data={"tasks": [{"path": str(tmp_path / "data")}], "cache_dir": str(tmp_path / "cache2")}
+    )
     cold = run_train(cold_cfg)
     assert "data cache cold: 90 examples of 3 task(s) to tokenize" in cold.stderr and "ift prepare" in cold.stderr
 

@@ -1,4 +1,5 @@
 """The schema table (ift.data.schemas): each normalizer on its own, then the shared checks."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,8 +37,11 @@ def test_prompt_completion_names_its_own_fields():
 
 
 def test_messages_summarize_the_conversation():
-    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-             {"role": "assistant", "content": "Hello"}]
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+    ]
     r = schemas.messages(reader({"messages": turns}))
     assert r.messages == turns and r.output == "Hello" and r.bad == ""
     assert r.instruction == "system: Be brief.\nuser: Hi"  # the turns before the last reply
@@ -57,23 +61,30 @@ def test_a_bad_conversation_is_the_record_problem():
     assert r.bad and record_problem(r) == r.bad
 
 
-@pytest.mark.parametrize("record, problem", [
-    (Record("Do it.", "", "ok"), ""),
-    (Record("Do it.", "", None), "missing field 'output'"),
-    (Record("Do it.", "", float("nan")), "field 'output' is not a text value (nan)"),
-    (Record("Do it.", ["x"], "ok"), "field 'input' is not text (a list)"),
-    (Record("Do it.", "", "  "), "empty output"),
-    (Record("", "", "ok"), "empty prompt (no instruction and no input)"),
-    (Record("", "some input", "ok"), ""),
-    (Record("Do it.", "", 42), ""),  # a number is its text
-])
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        (Record("Do it.", "", "ok"), ""),
+        (Record("Do it.", "", None), "missing field 'output'"),
+        (Record("Do it.", "", float("nan")), "field 'output' is not a text value (nan)"),
+        (Record("Do it.", ["x"], "ok"), "field 'input' is not text (a list)"),
+        (Record("Do it.", "", "  "), "empty output"),
+        (Record("", "", "ok"), "empty prompt (no instruction and no input)"),
+        (Record("", "some input", "ok"), ""),
+        (Record("Do it.", "", 42), ""),  # a number is its text
+    ],
+)
 def test_shared_checks(record, problem):
     assert record_problem(record) == problem
 
 
 def test_to_canonical_runs_the_table_over_a_batch():
-    batch = {"instruction": ["Add.", "Add."], "input": ["2 3", None], "output": ["5", None],
-             "category": ["math", "math"]}
+    batch = {
+        "instruction": ["Add.", "Add."],
+        "input": ["2 3", None],
+        "output": ["5", None],
+        "category": ["math", "math"],
+    }
     out = to_canonical(batch, "alpaca", "add")
     assert out["task"] == ["add", "add"] and out["output"] == ["5", ""] and out["category"] == ["math", "math"]
     assert out["references"] == [["5"], []] and out["_bad"] == ["", "missing field 'output'"]
