@@ -227,3 +227,19 @@ def pretrained_folder(path: Path) -> tuple[int, int]:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return config.vocab_size, len(tok.get_vocab())
+
+
+def submit_cmd() -> list[str]:
+    return [sys.executable, "-m", "ift", "submit"]
+
+
+def submit_main(argv: list[str]) -> subprocess.CompletedProcess:
+    """`ift submit ...` in a subprocess, as a user runs it."""
+    return subprocess.run([*submit_cmd(), *argv], capture_output=True, text=True, env=train_env(), timeout=120)
+
+
+def dry_run(*argv) -> str:
+    """The output of `ift submit ... --dry-run` (no cluster needed)."""
+    done = submit_main([*argv, "--dry-run"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout

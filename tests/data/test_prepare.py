@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 
-from helpers import read_metrics, run_train, write_config
+from helpers import dry_run, read_metrics, run_train, write_config
 
 from ift.cli import main
 from ift.config import DataConfig, TaskSource
@@ -66,15 +66,13 @@ def test_source_cache_follows_the_files(tmp_path):
 
 
 def test_submit_says_when_the_cache_is_cold(tmp_path):
-    from test_slurm import _dry_run
-
     write_tasks(tmp_path / "data")
     data = {"tasks": [{"path": str(tmp_path / "data")}], "cache_dir": str(tmp_path / "cache")}
     cfg = write_config(tmp_path, "sub", data=data)
-    assert "# data cache: an inline model's tokenizer is trained from the data" in _dry_run(str(cfg))
+    assert "# data cache: an inline model's tokenizer is trained from the data" in dry_run(str(cfg))
     assert main(["prepare", str(cfg)]) == 0
-    assert "data cache" not in _dry_run(str(cfg))  # prepared: warm
+    assert "data cache" not in dry_run(str(cfg))  # prepared: warm
     cold = write_config(tmp_path, "sub2", data={**data, "cache_dir": str(tmp_path / "other")})
     (tmp_path / "runs" / "sub2").mkdir(parents=True)
     shutil.copytree(tmp_path / "runs" / "sub" / "tokenizer", tmp_path / "runs" / "sub2" / "tokenizer")
-    assert "# data cache cold: 90 examples of 3 task(s) to tokenize" in _dry_run(str(cold))
+    assert "# data cache cold: 90 examples of 3 task(s) to tokenize" in dry_run(str(cold))

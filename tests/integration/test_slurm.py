@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, read_metrics, train_env, write_config
+from helpers import REPO, dry_run, read_metrics, submit_cmd, submit_main, train_env, write_config
 
 from ift.launch import job as slurm_job
 from ift.launch import requeue as cq
@@ -42,27 +42,12 @@ TERMINAL = {
 CPU_JOB = ["--nodes", "2", "--gpus-per-node", "1", "--cpu", "--time", "15", "slurm.cpus_per_task=1"]
 
 
-def submit_cmd() -> list[str]:
-    return [sys.executable, "-m", "ift", "submit"]
-
-
-def submit_main(argv: list[str]) -> subprocess.CompletedProcess:
-    """`ift submit ...` in a subprocess, as a user runs it."""
-    return subprocess.run([*submit_cmd(), *argv], capture_output=True, text=True, env=train_env(), timeout=120)
-
-
 # --------------------------------------------------------------------------- no cluster needed
-
-
-def _dry_run(*argv) -> str:
-    done = submit_main([*argv, "--dry-run"])
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
     cfg = write_config(tmp_path, "big")
-    out = _dry_run(
+    out = dry_run(
         str(cfg),
         "--nodes",
         "4",
@@ -112,7 +97,7 @@ def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
 
 def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
     for flags in (["--gpus-per-node", "2", "--cpu"], ["slurm.gpus_per_node=2", "slurm.gres=false"]):
-        out = _dry_run(str(write_config(tmp_path, "cpu")), *flags)
+        out = dry_run(str(write_config(tmp_path, "cpu")), *flags)
         sbatch = [x for x in out.splitlines() if x.startswith("#SBATCH")]
         assert "#SBATCH --ntasks-per-node=2" in sbatch, out
         assert not [x for x in sbatch if "gpu" in x or "gres" in x], out
@@ -121,7 +106,7 @@ def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
 
 
 def test_dry_run_sweep_is_one_array_with_a_run_per_value(tmp_path, capsys):
-    out = _dry_run(str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
+    out = dry_run(str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
     assert "#SBATCH --array=0-1%2" in out and "#SBATCH --job-name=sw" in out
     assert "%A_%a_0_log.out" in out
     runs = re.findall(r"array task (\d): (\S+): run dir (\S+)", out)
@@ -216,7 +201,7 @@ def test_job_pickles_without_runtime_state(tmp_path):
 
 
 def test_dry_run_requeues_crashes_in_the_teardown(tmp_path):
-    out = _dry_run(str(write_config(tmp_path, "cr")), "slurm.max_failures=5", "--sweep", "train.lr=1e-5,2e-5")
+    out = dry_run(str(write_config(tmp_path, "cr")), "slurm.max_failures=5", "--sweep", "train.lr=1e-5,2e-5")
     lines = out.splitlines()
     srun = next(x for x in lines if x.startswith("srun "))
     assert "--kill-on-bad-exit=1" in srun.split()  # the first failed task ends the step
