@@ -57,16 +57,7 @@ def cmd_prepare(args, extras) -> None:
     from ift.rundir import RunDir
 
     cfg = _config_and_overrides(args, extras)
-    done = prepare(cfg)
-    print(
-        f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
-        f"in {done['seconds']:.1f} s"
-    )
-    print(
-        f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); "
-        f"tokenizer: {RunDir(cfg.run_dir).tokenizer}"
-    )
-    print(f"`ift train {args.config}` (same data settings and data.cache_dir) now starts from this cache")
+    console.print_prepared(prepare(cfg), RunDir(cfg.run_dir).tokenizer, args.config)
 
 
 def cmd_train(args, extras) -> None:
@@ -97,9 +88,7 @@ def add_submit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of `ift submit CONFIG [overrides]`; each overrides the `slurm:` config section."""
     g = parser.add_argument_group("Slurm (override the slurm: config section)")
     g.add_argument("--nodes", type=int, help="nodes (slurm.nodes)")
-    g.add_argument(
-        "--gpus-per-node", type=int, help="GPUs per node = Slurm tasks (ranks) per node (slurm.gpus_per_node)"
-    )
+    g.add_argument("--gpus-per-node", type=int, help="GPUs = Slurm tasks (ranks) per node (slurm.gpus_per_node)")
     g.add_argument(
         "--cpu",
         action="store_true",
@@ -170,9 +159,7 @@ def add_eval_args(sp) -> None:
     sp.add_argument("--max-new-tokens", type=int, help="tokens to generate per example (default: eval.max_new_tokens)")
     sp.add_argument("--limit", type=int, help="first N examples of each task (default: eval.limit, all)")
     sp.add_argument("--batch-size", type=int, help="prompts per generate call (default: eval.batch_size)")
-    sp.add_argument(
-        "--out", help="folder for <name>.json and <name>.md (default: <run dir>/eval; required for a model folder)"
-    )
+    sp.add_argument("--out", help="folder for <name>.json, .md (default: <run dir>/eval; required for a model folder)")
     sp.add_argument("--name", help="result name (default: from --tasks and --shots, e.g. eval_0shot)")
     sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
     sp.add_argument(
@@ -216,40 +203,24 @@ def cmd_eval(args, extras=None) -> dict:
         if code := launch_torchrun(args.nproc_per_node, args.argv):
             raise SystemExit(code)
         return {}
-    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        from ift.launch.job import export_dist_env
+    from ift.launch.job import join_srun_world
 
-        export_dist_env()  # `srun ift eval ...` with several tasks: one rank per task
+    join_srun_world()  # `srun ift eval ...` with several tasks: one rank per task
     if args.harness:
         from ift.eval.harness import run_harness
 
+        where = {"include": args.harness_include, "out": args.out, "wandb": not args.no_wandb}
         result = run_harness(
-            args.source,
-            args.harness,
-            include=args.harness_include,
-            limit=args.limit,
-            shots=shots_list[0],
-            batch_size=args.batch_size,
-            out=args.out,
-            wandb=not args.no_wandb,
+            args.source, args.harness, shots=shots_list[0], limit=args.limit, batch_size=args.batch_size, **where
         )
         console.print_harness(result)
         return result
     from ift.eval.evaluate import evaluate
 
+    settings = {k: getattr(args, k) for k in ("max_new_tokens", "limit", "batch_size", "backend")}  # None: eval.*
     for shots in shots_list:
-        result = evaluate(
-            args.source,
-            tasks=args.tasks,
-            shots=shots,
-            max_new_tokens=args.max_new_tokens,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            out=args.out,
-            name=args.name,
-            wandb=not args.no_wandb,
-            backend=args.backend,
-        )
+        where = {"tasks": args.tasks, "out": args.out, "name": args.name, "wandb": not args.no_wandb}
+        result = evaluate(args.source, shots=shots, **settings, **where)
         if result["files"]:  # rank 0
             console.print_eval(result)
     return result

@@ -50,6 +50,15 @@ def print_dry_run(script: str, note: str | None, planned: list, folder: str) -> 
         print(f"# {what}run dir {cfg.run_dir}")
 
 
+def print_prepared(done: dict, tokenizer_dir: str, config: str) -> None:
+    print(
+        f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
+        f"in {done['seconds']:.1f} s"
+    )
+    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); tokenizer: {tokenizer_dir}")
+    print(f"`ift train {config}` (same data settings and data.cache_dir) now starts from this cache")
+
+
 def print_submitted(jobs: list, cfgs: list) -> None:
     s = cfgs[0].slurm
     shape = job_shape(s)

@@ -8,6 +8,7 @@ nothing."""
 
 from __future__ import annotations
 
+import logging
 import resource
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ import torch
 
 from ift.data.loader import Step
 from ift.distributed import all_gather, all_reduce, collective_device
+from ift.errors import RunError
+
+log = logging.getLogger(__name__)
 
 
 class LossTally:
@@ -86,6 +90,22 @@ class Window:
         self.rows += rows
         self.target_tokens += step.target_tokens
         self.attention_sq += step.attention_sq
+
+
+def nonfinite_steps(tally: LossTally, skipped: int, skip_nonfinite: bool, so_far: int) -> int:
+    """The steps with a non-finite loss since the tally's last read (0 when none), each of which
+    the engine skipped; raises RunError otherwise. ZeRO's overflow check drops an update whose
+    gradient is not finite (and counts it, `skipped`); without it (stage 0) the weights are already
+    spoiled, so the run stops either way."""
+    bad, first, value = tally.read_nonfinite()
+    tally.reset_nonfinite()
+    if not bad:
+        return 0
+    if not (skip_nonfinite and skipped >= bad):
+        why = "" if skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
+        raise RunError(f"non-finite loss ({value}) at step {first}; stopping{why}")
+    log.warning("non-finite loss at step %d: update skipped (%d so far)", first, so_far + bad)
+    return bad
 
 
 def grad_norm(engine) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import uuid
 
 from ift.atomic import write_text
@@ -73,3 +74,10 @@ def truncate_metrics(run: RunDir, after_step: int) -> None:
     except FileNotFoundError:
         return
     write_text(run.metrics, "".join(keep))
+
+
+def continue_run(run: RunDir, step: int, wandb_id: str | None) -> None:
+    """On resume (rank 0): metrics.jsonl as it was at the checkpoint, and the same W&B run."""
+    truncate_metrics(run, step)
+    if wandb_id and not os.path.exists(run.wandb_id):
+        run.write_wandb_id(wandb_id)

@@ -16,16 +16,16 @@ from ift import faults, rundir, sequence_parallel, stop
 from ift.atomic import write_text
 from ift.checkpoint import Checkpointer
 from ift.config import Config, save_config, to_dict
-from ift.data.loader import PackedLoader, Prefetcher, Step
+from ift.data.adapt import build_adapter
+from ift.data.loader import PackedLoader, Prefetcher, Step, training_loader
 from ift.data.prepare import mixture_definition, mixture_report, prepare_data
 from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
-from ift.errors import RunError
 from ift.flops import device_peak_tflops
 from ift.hashing import fingerprint
 from ift.resume import Resume, load, plan_resume
-from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, peak_memory_gb
-from ift.tracking import Tracker
+from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, nonfinite_steps, peak_memory_gb
+from ift.tracking import Tracker, continue_run
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,9 @@ class Trainer:
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
         # data-parallel rank and size, and the slice of each row this rank feeds the model (ift.sequence_parallel)
-        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(
-            self.rank, self.world, cfg.train.sequence_parallel
-        )
-        self.grad_divisor = sequence_parallel.gradient_divisor(
-            cfg.train.zero_stage, self.world, cfg.train.sequence_parallel
-        )
+        sp = cfg.train.sequence_parallel
+        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world, sp)
+        self.grad_divisor = sequence_parallel.gradient_divisor(cfg.train.zero_stage, self.world, sp)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
@@ -61,7 +58,8 @@ class Trainer:
             write_text(self.run.mixture, json.dumps(mixture_report(self.tasks, self.tokenized, self.rates), indent=1))
         adapt = cfg.data.mixture.adapt
         self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
-        self.adapter = self._make_adapter() if adapt.rule else None
+        held = self.heldout[0] if self.heldout else None
+        self.adapter = build_adapter(cfg.data.mixture, self.tokenized, self.rates, held) if adapt.rule else None
         self.step, self.resumed_at = 0, None
         resume = self._build_engine()
         self.data = Prefetcher(self._resume(resume) if resume else self._make_loader(cfg.run.seed), pin_batch)
@@ -69,10 +67,8 @@ class Trainer:
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
-            self.tracker.table(
-                "mixture",
-                [{"task": n, "examples": len(x), "rate": self.rates[n]} for n, x in zip(self.names, self.tokenized)],
-            )
+            rows = [{"task": n, "examples": len(x), "rate": self.rates[n]} for n, x in zip(self.names, self.tokenized)]
+            self.tracker.table("mixture", rows)
         stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
         self.tally = LossTally(len(self.names), self.engine.device, self.step)
         # the adaptive mixture's own sums since its last update (folded into the adapter at saves)
@@ -181,22 +177,9 @@ class Trainer:
         return resume
 
     def _make_loader(self, seed: int) -> PackedLoader:
-        cfg, t = self.cfg, self.cfg.train
-        return PackedLoader(
-            self.tokenized,
-            self.rates,
-            seed=seed,
-            seq_len=cfg.data.max_seq_len,
-            window=cfg.data.pack_window,
-            packing=cfg.data.packing,
-            micro_batch_size=t.micro_batch_size,
-            grad_accum=t.grad_accum,
-            train_on_prompt=cfg.data.train_on_prompt,
-            pad_id=self.tokenizer.pad_token_id,
-            world_size=self.dp_world,
-            rank=self.dp_rank,
-            sequence_parallel=t.sequence_parallel,
-            sequence_rank=self.sp_rank,
+        pad = self.tokenizer.pad_token_id
+        return training_loader(
+            self.cfg, self.tokenized, self.rates, pad, seed, self.dp_world, self.dp_rank, self.sp_rank
         )
 
     def _resume(self, resume: Resume) -> PackedLoader:
@@ -217,26 +200,9 @@ class Trainer:
             if self.adapter:
                 self.adapter.load_state_dict(state["mixture_adapt"])
         if self.main:
-            from ift.tracking import truncate_metrics
-
-            truncate_metrics(self.run, self.step)
-            if state.get("wandb_id") and not os.path.exists(self.run.wandb_id):  # continue the same W&B run
-                self.run.write_wandb_id(state["wandb_id"])
+            continue_run(self.run, self.step, state.get("wandb_id"))
             log.info("resumed from %s at step %d", path, self.step)
         return loader
-
-    def _make_adapter(self):
-        from ift.data.adapt import Adapter
-
-        m = self.cfg.data.mixture
-        return Adapter(
-            m.adapt,
-            self.names,
-            [self.rates[n] for n in self.names],
-            [len(x) for x in self.tokenized],
-            m.cap,
-            self.heldout[0] if self.heldout else None,
-        )
 
     def _fold_mixture_signal(self) -> None:
         """The adaptive mixture's device sums, all-reduced, into the adapter (a collective)."""
@@ -286,27 +252,17 @@ class Trainer:
 
         began = time.perf_counter()
         synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: each forward is collective
-        scores = generation_scores(
-            self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced, self.engine.device
-        )
+        prompts, cfg, device = self.generation, self.cfg.eval, self.engine.device
+        scores = generation_scores(self.lm, self.tokenizer, *prompts, cfg, synced, device)
         self.window.paused += time.perf_counter() - began
         return scores
 
     def check_finite(self) -> None:
-        """Reads the non-finite tally (a device synchronization: logging and saving steps only).
-        ZeRO's overflow check drops an update whose gradient is not finite (and counts it); without
-        it (stage 0) the weights are already spoiled, so the run stops either way."""
-        t = self.cfg.train
-        bad, first, value = self.tally.read_nonfinite()
-        self.tally.reset_nonfinite()
-        if not bad:
-            return
+        """Reads the non-finite tally (a device synchronization: logging and saving steps only)."""
         skipped = self.engine.skipped_steps - self.window.skipped_before
-        if not (t.skip_nonfinite and skipped >= bad):
-            why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
-            raise RunError(f"non-finite loss ({value}) at step {first}; stopping{why}")
-        self.nonfinite_skipped += bad
-        log.warning("non-finite loss at step %d: update skipped (%d so far)", first, self.nonfinite_skipped)
+        self.nonfinite_skipped += nonfinite_steps(
+            self.tally, skipped, self.cfg.train.skip_nonfinite, self.nonfinite_skipped
+        )
 
     def log_metrics(self, scores: dict) -> dict:
         self.check_finite()

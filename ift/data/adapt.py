@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ift.config import AdaptConfig
+from ift.config import AdaptConfig, MixtureConfig
 from ift.errors import UserError
 
 WHERE = "data.mixture.adapt"
@@ -193,3 +193,13 @@ class Adapter:
         self.loss_sums, self.token_sums = array(state["loss_sums"]), array(state["token_sums"])
         self.rates = array(state["rates"])
         self.history = [(s, list(r)) for s, r in state["history"]]
+
+
+def build_adapter(
+    mixture: MixtureConfig, tasks: list, rates: dict[str, float], heldout_names: list[str] | None
+) -> Adapter:
+    """The adapter of a run's mixture (data.mixture.adapt) over its tokenized tasks and base rates."""
+    names = [t.name for t in tasks]
+    return Adapter(
+        mixture.adapt, names, [rates[n] for n in names], [len(t) for t in tasks], mixture.cap, heldout_names
+    )

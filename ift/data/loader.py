@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ift.config import Config
 from ift.data.mixture import MixtureStream
 from ift.data.packing import best_fit_decreasing, collate, sequence_slice
 from ift.data.tokenize import TokenizedTask
@@ -243,3 +244,34 @@ class Prefetcher:
     @property
     def rows_per_step(self) -> int:
         return self.loader.rows_per_step
+
+
+def training_loader(
+    cfg: Config,
+    tasks: list[TokenizedTask],
+    rates: dict[str, float],
+    pad_id: int,
+    seed: int,
+    dp_world: int = 1,
+    dp_rank: int = 0,
+    sp_rank: int = 0,
+) -> PackedLoader:
+    """A run's data stream from its config (data.* packing, train.* batch shape) for one rank:
+    data-parallel rank `dp_rank` of `dp_world`, slice `sp_rank` of a sequence-parallel group."""
+    d, t = cfg.data, cfg.train
+    return PackedLoader(
+        tasks,
+        rates,
+        seed=seed,
+        seq_len=d.max_seq_len,
+        window=d.pack_window,
+        packing=d.packing,
+        micro_batch_size=t.micro_batch_size,
+        grad_accum=t.grad_accum,
+        train_on_prompt=d.train_on_prompt,
+        pad_id=pad_id,
+        world_size=dp_world,
+        rank=dp_rank,
+        sequence_parallel=t.sequence_parallel,
+        sequence_rank=sp_rank,
+    )

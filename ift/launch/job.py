@@ -139,6 +139,12 @@ def _for_restart(cfg: Config, count: int) -> Config:
 # --------------------------------------------------------------------------- slurm/train.sbatch
 
 
+def join_srun_world() -> None:
+    """Inside `srun` with several tasks and no launcher's torch world: one rank per task."""
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        export_dist_env()
+
+
 def start_task() -> dict:
     """The first thing a task of slurm/train.sbatch does, before anything slow (a signal during
     start-up must request a stop, not kill the task): logging, signal handlers, the torch world."""
