@@ -92,8 +92,8 @@ def scores_of(results: dict) -> dict[str, dict[str, float]]:
 
 
 def log_to_wandb(info: dict, result: dict) -> bool:
-    """`harness/<task>/<metric>` into the run's own W&B run (ift.eval.evaluate.log_to_wandb's way)."""
-    from ift.eval.evaluate import log_metrics_to_run
+    """`harness/<task>/<metric>` into the run's own W&B run (ift.eval.results.log_to_wandb's way)."""
+    from ift.eval.results import log_metrics_to_run
 
     flat = {f"{task}/{metric}": v for task, scores in result["tasks"].items() for metric, v in scores.items()}
     return log_metrics_to_run(info, "harness", flat)

@@ -16,8 +16,8 @@ import os
 import yaml
 
 from ift.errors import UserError
-from ift.eval import plots
-from ift.eval.findings import GROUPS, HELD_OUT, OTHER, OWN, findings_for, fmt, group_means, task_list
+from ift.eval import plots, report_markdown
+from ift.eval.findings import HELD_OUT, OTHER, OWN, findings_for, group_means
 from ift.eval.harness import HARNESS_FILE
 from ift.rundir import RunDir
 
@@ -96,84 +96,6 @@ def _unique_names(runs: list[dict]) -> None:
             r["name"] = f"{r['name']} ({r['dir'].rstrip('/')})"
 
 
-# ---------------------------------------------------------------- outputs
-
-
-def _markdown(runs, tasks, status, groups, findings, title_eval: str = "") -> str:
-    names = [r["name"] for r in runs]
-    lines = [
-        "# Fine-tuning comparison",
-        "",
-        "Scores are x100: **ROUGE-L / exact match**, the Super-NaturalInstructions metrics (max over references, "
-        "mean over examples; group means are means over tasks).",
-        "",
-        "## Runs",
-        "",
-        "| run | dir | trained on | evaluation | model | settings |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        settings = ", ".join(f"{k}={v}" for k, v in sorted(r["settings"].items())) or "–"
-        trained = f"{len(r['trained'])}: {task_list(r['trained'])}" if r["trained"] else "nothing"
-        lines.append(
-            f"| {r['name']} | `{r['dir']}` | {trained} | "
-            f"{r['eval_name']} (`{os.path.basename(r['eval_file'])}`) | {r['model'] or '–'} | {settings} |"
-        )
-    lines += ["", f"## What the numbers show ({title_eval})", ""] + [f"- {s}" for s in findings]
-    lines += [
-        "",
-        f"## Means per task group ({title_eval})",
-        "",
-        f"Status per run: `{OWN}` = in that run's mixture; `{OTHER}` = in another compared run's mixture "
-        f"but not this one's; `{HELD_OUT}` = in no compared run's mixture. The {OWN} and {OTHER} groups hold "
-        f"different tasks for different runs; {HELD_OUT} tasks are the same for all runs. (k) = number of "
-        "tasks.",
-        "",
-        *_group_table(names, groups),
-    ]
-    lines += [
-        "",
-        f"## Per task ({title_eval})",
-        "",
-        "| task | n | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for t in tasks:
-        ns = sorted({str(r["scores"][t].get("n", "?")) for r in runs if t in r["scores"]})
-        cells = []
-        for r in runs:
-            s = r["scores"].get(t)
-            score = f"{fmt(s['rougeL'])} / {fmt(s['exact_match'])}" if s else "not evaluated"
-            cells.append(f"{score} ({status[t][r['name']]})")
-        lines.append(f"| {t} | {'/'.join(ns)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_more(ev: dict) -> str:
-    """A further evaluation (e.g. few-shot): its findings and group means."""
-    lines = ["", f"## What the numbers show ({ev['name']})", ""] + [f"- {s}" for s in ev["findings"]]
-    lines += [
-        "",
-        f"## Means per task group ({ev['name']})",
-        "",
-        *_group_table([r["name"] for r in ev["runs"]], ev["groups"]),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _group_table(names: list[str], groups: dict) -> list[str]:
-    """Markdown rows: per run, ROUGE-L / EM (tasks) of every group."""
-    rows = ["| run | " + " | ".join(GROUPS) + " | all |", "|---" * (len(GROUPS) + 2) + "|"]
-    for n in names:
-        g = groups[n]
-        cells = [
-            f"{fmt(g[c]['rougeL'])} / {fmt(g[c]['exact_match'])} ({g[c]['tasks']})" if g[c]["tasks"] else "–"
-            for c in (*GROUPS, "all")
-        ]
-        rows.append(f"| {n} | " + " | ".join(cells) + " |")
-    return rows
-
-
 def heldout_losses(run: dict, held: list[str]) -> dict:
     """{step: mean eval/loss over the held-out tasks} from the run's metrics.jsonl (eval.every)."""
     return _heldout_mean(run, held, "eval/loss/")
@@ -202,24 +124,6 @@ def load_harness(run_dir: str) -> dict | None:
     if not isinstance(tasks, dict):
         raise UserError(f"{path}: expected a 'tasks' mapping")
     return tasks
-
-
-def _markdown_harness(harness: dict) -> str:
-    names = list(harness)
-    rows = sorted({(t, m) for h in harness.values() for t, scores in h.items() for m in scores})
-    lines = [
-        "",
-        "## Standard benchmarks (lm-evaluation-harness)",
-        "",
-        "Each run's `eval/harness.json` (`ift eval RUN --harness ...`), as the harness reports them (0..1).",
-        "",
-        "| task | metric | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for t, m in rows:
-        cells = [f"{harness[n][t][m]:.4f}" if m in harness[n].get(t, {}) else "–" for n in names]
-        lines.append(f"| {t} | {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
@@ -256,26 +160,6 @@ def mixture_history(run: dict) -> dict | None:
         "lost": [t for t in order if change[t] < 0][:5],
         "change": change,
     }
-
-
-def _markdown_mixture(name: str, mix: dict) -> str:
-    first, last = mix["steps"][0], mix["steps"][-1]
-    lines = [
-        "",
-        f"## Adaptive mixture ({name})",
-        "",
-        f"Rates at step {first} (the configured mixture) and after the last update (step {last}); "
-        f"{len(mix['steps']) - 1} updates.",
-        "",
-        f"- gained weight: {', '.join(mix['gained']) or 'none'}",
-        f"- lost weight: {', '.join(mix['lost']) or 'none'}",
-        "",
-        "| task | rate at start | rate at end | change |",
-        "|---|---|---|---|",
-    ]
-    for t, r in sorted(mix["rates"].items(), key=lambda kv: -mix["change"].get(kv[0], 0)):
-        lines.append(f"| {t} | {r.get(first, 0):.3f} | {r.get(last, 0):.3f} | {mix['change'].get(t, 0):+.3f} |")
-    return "\n".join(lines) + "\n"
 
 
 def _compare(runs: list[dict]) -> dict:
@@ -327,9 +211,9 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     if any(curves.values()):
         files["plot_loss"] = os.path.join(out_dir, "heldout_loss.png")
         plots.plot_losses(runs, curves, held, files["plot_loss"])
-    md = _markdown(runs, tasks, status, main["groups"], main["findings"], title_eval=main["name"])
+    md = report_markdown.comparison(runs, tasks, status, main["groups"], main["findings"], title_eval=main["name"])
     for ev in evaluations[1:]:
-        md += _markdown_more(ev)
+        md += report_markdown.further_evaluation(ev)
     md += "\n![group means](comparison.png)\n\n![per task](comparison_tasks.png)\n"
     if "plot_loss" in files:
         md += "\n![held-out loss during training](heldout_loss.png)\n"
@@ -337,11 +221,11 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     if mixtures:
         files["plot_mixture"] = os.path.join(out_dir, "mixture.png")
         plots.plot_mixtures(mixtures, files["plot_mixture"])
-        md += "".join(_markdown_mixture(n, m) for n, m in mixtures.items())
+        md += "".join(report_markdown.mixture_section(n, m) for n, m in mixtures.items())
         md += "\n![task rates and losses over steps](mixture.png)\n"
     harness = {r["name"]: h for r in runs if (h := load_harness(r["dir"]))}
     if harness:
-        md += _markdown_harness(harness)
+        md += report_markdown.harness_section(harness)
     if scores := {r["name"]: c for r in runs if (c := heldout_scores(r, held))}:
         files["plot_score"] = os.path.join(out_dir, "heldout_score.png")
         plots.plot_scores(runs, scores, held, files["plot_score"])
