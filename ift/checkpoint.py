@@ -27,6 +27,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ def save_file(obj, path: str, written: dict, zipfile: bool = True) -> None:
     """torch.save to `path`, fsynced, with its size and CRC-32 recorded in `written` (path -> entry)."""
     with open(path, "wb") as f:
         out = _ChecksummedFile(f)
-        torch.save(obj, out, _use_new_zipfile_serialization=zipfile)
+        torch.save(obj, cast(IO[bytes], out), _use_new_zipfile_serialization=zipfile)
         f.flush()
         os.fsync(f.fileno())
     written[os.path.abspath(path)] = {"size": out.size, "crc32": f"{out.crc:08x}"}
@@ -125,7 +126,7 @@ def checksummed_saves(engine, written: dict):
     from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 
     ce = getattr(engine, "checkpoint_engine", None)
-    if type(ce) is not TorchCheckpointEngine:
+    if ce is None or type(ce) is not TorchCheckpointEngine:
         yield
         return
     ce.save = lambda state_dict, path: save_file(state_dict, path, written, ce.zipfile_serialization)
@@ -236,7 +237,7 @@ def newest_valid(ckpt_dir: str, verify: str = "full") -> str | None:
 
 
 def rng_state() -> dict:
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # the legacy tuple form
     state = {
         "python": list(random.getstate()[1]),
         "python_pos": random.getstate()[2],

@@ -137,7 +137,8 @@ class TaskSource:
         check_choices(self, at)
         require(self.n > 0, f"{at}.n", self.n, "must be > 0")
         require(
-            self.task_field is None or (isinstance(self.task_field, str) and self.task_field and not self.builtin),
+            self.task_field is None
+            or (isinstance(self.task_field, str) and bool(self.task_field) and not self.builtin),
             f"{at}.task_field",
             self.task_field,
             "must be a column name of a file or hub source",
@@ -459,7 +460,7 @@ class SlurmConfig:
     def sbatch_options(self) -> dict:
         """extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
         submitit's additional_parameters {name: value or True}."""
-        return dict(sbatch_option(line) for line in self.extra_sbatch)
+        return dict(option for line in self.extra_sbatch if (option := sbatch_option(line)))
 
 
 def sbatch_option(line: str) -> tuple[str, str | bool] | None:
@@ -585,7 +586,7 @@ def check_deepspeed_file(cfg: Config) -> dict:
     """deepspeed.config_file agrees with the typed config: batch, clipping, ZeRO stage and dtype are
     ours ("auto" in the file defers to them), and the optimizer and schedule are train.*. Returns
     the file's settings."""
-    t, path = cfg.train, cfg.deepspeed.config_file
+    t, path = cfg.train, str(cfg.deepspeed.config_file)
     at = f"deepspeed.config_file {path}"
     try:
         with open(path) as f:  # DeepSpeedConfig.check: the file exists
@@ -604,7 +605,7 @@ def check_deepspeed_file(cfg: Config) -> dict:
     stage = ds.get("zero_optimization", {}).get("stage", 0)
     if stage != t.zero_stage:
         raise ConfigError(f"{at}: zero_optimization.stage={stage} conflicts with train.zero_stage={t.zero_stage}")
-    dtype = cfg.model.dtype
+    dtype: str = cfg.model.dtype
     if dtype == "auto":  # what the trainer will resolve it to on this machine
         from ift.distributed import resolve_dtype
 

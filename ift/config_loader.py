@@ -76,7 +76,8 @@ def apply_override(root: type, raw: dict, override: str) -> None:
         raise ConfigError(f"override '{override}' is not of the form key.sub=value")
     key, text = override.split("=", 1)
     parts = key.strip().split(".")
-    cls, node, prefix = root, raw, ""
+    cls: Any = root  # None inside a free-form dict
+    node, prefix = raw, ""
     for i, part in enumerate(parts):
         hints = typing.get_type_hints(cls) if cls is not None else None  # None: inside a free-form dict
         if hints is not None and part not in hints:
@@ -101,7 +102,7 @@ def apply_override(root: type, raw: dict, override: str) -> None:
 # --------------------------------------------------------------------------- building
 
 
-def build(cls: type, values: dict, path: str = ""):
+def build(cls: Any, values: dict, path: str = ""):
     """A `cls` dataclass from a mapping, each value coerced to its field's type."""
     hints = typing.get_type_hints(cls)
     kwargs = {}

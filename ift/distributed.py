@@ -10,9 +10,12 @@ import contextlib
 import os
 import socket
 import warnings
+from typing import Literal, cast
 
 import torch
 import torch.distributed as dist
+
+Dtype = Literal["fp32", "bf16", "fp16"]  # what model.dtype resolves to
 
 
 def accelerator_available() -> bool:
@@ -20,10 +23,10 @@ def accelerator_available() -> bool:
     return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
 
 
-def resolve_dtype(name: str) -> str:
+def resolve_dtype(name: str) -> Dtype:
     """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
     if name != "auto":
-        return name
+        return cast(Dtype, name)  # one of ModelConfig's choices
     return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 

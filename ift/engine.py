@@ -127,7 +127,8 @@ def lr_lambda(cfg: Config):
 
 def build_optimizer(cfg: Config, model, ds_config: dict):
     t = cfg.train
-    decay, no_decay = [], []
+    decay: list = []
+    no_decay: list = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             # ZeRO-3 (zero.Init) leaves an empty 1-D placeholder; ds_shape is the real shape
@@ -137,9 +138,9 @@ def build_optimizer(cfg: Config, model, ds_config: dict):
     if offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        return DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.betas), adamw_mode=True)
+        return DeepSpeedCPUAdam(groups, lr=t.lr, betas=(t.betas[0], t.betas[1]), adamw_mode=True)
     # torch's fused AdamW on CUDA: one kernel per step, nothing to JIT-build
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=accelerator_available() or None)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.betas[0], t.betas[1]), fused=accelerator_available() or None)
 
 
 def initialize(cfg: Config, model, ds_config: dict, mpu=None):

@@ -135,7 +135,7 @@ def model_config(cfg: ModelConfig, tokenizer):
             raise UserError(f"model.config.vocab_size={config.vocab_size} < tokenizer size {len(tokenizer)}")
     else:
         try:
-            config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+            config = AutoConfig.from_pretrained(str(cfg.name_or_path), trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise UserError(f"model.name_or_path: cannot load '{cfg.name_or_path}': {e}") from None
     config._attn_implementation = resolve_attn_implementation(cfg.attn_implementation, resolve_dtype(cfg.dtype))
@@ -151,7 +151,7 @@ def build_model(cfg: ModelConfig, tokenizer, ds_config: dict | None = None, seed
 
     config = model_config(cfg, tokenizer)
     dtype = DTYPES[resolve_dtype(cfg.dtype)]
-    zero3 = bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
+    zero3 = (ds_config or {}).get("zero_optimization", {}).get("stage") == 3
     dschf = None
     if zero3:
         from transformers.integrations import HfDeepSpeedConfig

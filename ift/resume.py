@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,9 +66,9 @@ def read_state(path: str) -> dict:
         return json.load(f)
 
 
-def check_match(saved: dict, current: dict, allow: list[str], path: str) -> list[str]:
+def check_match(saved: dict, current: dict, allow: Sequence[str], path: str) -> list[str]:
     """Compare fingerprints of what defines the run; returns the allowed mismatches."""
-    allowed = []
+    allowed: list[str] = []
     for what in ("model", "tokenizer", "mixture"):
         if saved["fingerprints"].get(what) != current.get(what):
             if what not in allow:

@@ -82,7 +82,9 @@ def _shape_of(cfg: Config):
             spec = dict(cfg.model.config)
             config = AutoConfig.for_model(spec.pop("model_type", "llama"), **spec)
         else:
-            config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+            config = AutoConfig.from_pretrained(
+                str(cfg.model.name_or_path), trust_remote_code=cfg.model.trust_remote_code
+            )
     except (OSError, ValueError, TypeError):
         return None
     config._attn_implementation = resolve_attn_implementation(

@@ -57,8 +57,8 @@ class LossTally:
     def read(self) -> tuple[list[float], list[float]]:
         """(loss sums, token counts) per task over all ranks."""
         both = all_reduce(torch.cat([self.loss, self.tokens]).to(collective_device(self.device)))
-        both = both.tolist()
-        return both[: self.n_tasks], both[self.n_tasks :]
+        sums = both.tolist()
+        return sums[: self.n_tasks], sums[self.n_tasks :]
 
     def read_nonfinite(self) -> tuple[int, int, float]:
         """(non-finite steps on the worst rank, first such step on any rank, its loss there)."""
@@ -139,7 +139,7 @@ def heldout_loss(engine, names: list[str], batches: list[dict]) -> dict[str, flo
             counts.index_add_(0, task, torch.ones_like(losses))
     engine.module.train(was_training)
     both = all_reduce(torch.cat([sums, counts]).to(collective_device(engine.device))).tolist()
-    sums, counts = both[: len(names)], both[len(names) :]
-    out = {"eval/loss": sum(sums) / max(sum(counts), 1)}
-    out.update({f"eval/loss/{n}": sums[i] / counts[i] for i, n in enumerate(names) if counts[i] > 0})
+    total, count = both[: len(names)], both[len(names) :]
+    out = {"eval/loss": sum(total) / max(sum(count), 1)}
+    out.update({f"eval/loss/{n}": total[i] / count[i] for i, n in enumerate(names) if count[i] > 0})
     return out

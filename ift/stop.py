@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import signal
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-_request = {"requested": False, "why": ""}
+_request: dict[str, Any] = {"requested": False, "why": ""}
 
 SIGNALS = ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption or cancel (SIGTERM)"))
 

@@ -17,6 +17,7 @@ from ift.atomic import write_text
 from ift.checkpoint import Checkpointer
 from ift.config import Config, save_config, to_dict
 from ift.data.adapt import build_adapter
+from ift.data.heldout import heldout_batches
 from ift.data.loader import PackedLoader, Prefetcher, Step, training_loader
 from ift.data.prepare import mixture_definition, mixture_report, prepare_data
 from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
+    resumed_at: float | None  # when loading a checkpoint began, until the first step after it
+
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
     `log_metrics` every train.log_every steps; the checkpointer saves when its policy says so."""
 
@@ -57,7 +60,7 @@ class Trainer:
         if self.main:
             write_text(self.run.mixture, json.dumps(mixture_report(self.tasks, self.tokenized, self.rates), indent=1))
         adapt = cfg.data.mixture.adapt
-        self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
+        self.heldout = heldout_batches(cfg, self.tokenizer) if cfg.eval.every or adapt.signal == "heldout" else None
         held = self.heldout[0] if self.heldout else None
         self.adapter = build_adapter(cfg.data.mixture, self.tokenized, self.rates, held) if adapt.rule else None
         self.step, self.resumed_at = 0, None
@@ -206,7 +209,7 @@ class Trainer:
 
     def _fold_mixture_signal(self) -> None:
         """The adaptive mixture's device sums, all-reduced, into the adapter (a collective)."""
-        if self.mix_tally:
+        if self.mix_tally and self.adapter:
             self.adapter.add(*self.mix_tally.read())
             self.mix_tally.reset()
 
@@ -214,23 +217,19 @@ class Trainer:
         """New task rates, in force from the next step on; returns the scores with `mix/<task>`."""
         import numpy as np
 
-        if self.adapter.cfg.signal == "heldout":
+        adapter = self.adapter
+        assert adapter is not None  # called with an adaptive mixture only
+        if adapter.cfg.signal == "heldout":
             scores = scores if "eval/loss" in scores else {**scores, **self._heldout_scores()}
             losses = np.array([scores.get(f"eval/loss/{n}", np.nan) for n in self.names])
         else:
             self._fold_mixture_signal()
-            losses = self.adapter.window_losses()
-        self.data.set_rates(self.adapter.update(self.step, losses).tolist())
+            losses = adapter.window_losses()
+        self.data.set_rates(adapter.update(self.step, losses).tolist())
         if self.main:
-            moved = sorted(zip(self.adapter.rates, self.names), reverse=True)[:3]
+            moved = sorted(zip(adapter.rates, self.names), reverse=True)[:3]
             log.info("mixture at step %d: highest rates %s", self.step, ", ".join(f"{n} {r:.3f}" for r, n in moved))
-        return {**scores, **self.adapter.metrics()}
-
-    def _heldout_batches(self):
-        from ift.data.heldout import heldout_batches
-
-        with main_process_first(local=True):  # local rank 0 fills the tokenization cache first
-            return heldout_batches(self.cfg, self.tokenizer)
+        return {**scores, **adapter.metrics()}
 
     # ------------------------------------------------------------------ logging
 
@@ -243,6 +242,7 @@ class Trainer:
 
     def _heldout_scores(self) -> dict:
         began = time.perf_counter()
+        assert self.heldout is not None  # eval.every or the mixture's heldout signal
         scores = heldout_loss(self.engine, *self.heldout)
         self.window.paused += time.perf_counter() - began
         return scores
@@ -297,7 +297,8 @@ class Trainer:
         if self.main:
             if self.engine.device.type == "cuda":
                 torch.cuda.synchronize()
-            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - self.resumed_at)
+            began = self.resumed_at or 0.0
+            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - began)
         self.resumed_at = None
 
     # ------------------------------------------------------------------ saving

@@ -139,7 +139,7 @@ def examples(task: str, n: int = 200, seed: int = 0) -> list[dict]:
     category, instructions, gen = _TASKS[task]
     rng = random.Random(f"{seed}:{task}")
     seen: set[tuple[str, str]] = set()
-    records = []
+    records: list[dict] = []
     while len(records) < n:
         for _ in range(20):  # a few retries to avoid exact duplicates while the pool allows
             instruction = rng.choice(instructions)

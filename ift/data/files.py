@@ -196,7 +196,7 @@ def _read_with_datasets(path: str, kind: str) -> pa.Table:
 
 
 def resolve_paths(source: TaskSource, root: str | None, where: str) -> list[str]:
-    path = os.path.expanduser(source.path)
+    path = os.path.expanduser(str(source.path))  # a path source: TaskSource.check
     if root and not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(root), path)
     if os.path.isdir(path):

@@ -11,12 +11,15 @@ EVAL_SEED_OFFSET = 1  # built-in tasks are generated from the seed: eval instanc
 
 
 def heldout_batches(cfg: Config, tokenizer, per_task: int = 32) -> tuple[list[str], list[dict]]:
-    """(task names, padded batches) of the first `eval.limit` (or `per_task`) examples of eval.tasks."""
+    """(task names, padded batches) of the first `eval.limit` (or `per_task`) examples of eval.tasks.
+    Under several ranks, local rank 0 fills the data caches first and the others then read them."""
     from ift.data.sources import load_tasks
     from ift.data.tokenize import tokenize_tasks
+    from ift.distributed import main_process_first
 
-    tasks = load_tasks(cfg.data, cfg.run.seed + EVAL_SEED_OFFSET, sources=cfg.eval.tasks, section="eval.tasks")
-    tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed + EVAL_SEED_OFFSET)
+    with main_process_first(local=True):
+        tasks = load_tasks(cfg.data, cfg.run.seed + EVAL_SEED_OFFSET, sources=cfg.eval.tasks, section="eval.tasks")
+        tokenized = tokenize_tasks(tasks, tokenizer, cfg.data, cfg.run.seed + EVAL_SEED_OFFSET)
     n = cfg.eval.limit or per_task
     rows = [[(task.ids(e), task.mask(e), t)] for t, task in enumerate(tokenized) for e in range(min(n, len(task)))]
     size = cfg.eval.batch_size

@@ -79,7 +79,7 @@ class PackedLoader:
 
     def _fill_window(self, carried: list[tuple[int, int]]) -> None:
         self.window_start, self.carried_in = self.stream.state_dict(), list(carried)
-        draws = [tuple(d) for d in carried] + self.stream.take(self.window)
+        draws: list[tuple[int, int]] = [(d[0], d[1]) for d in carried] + self.stream.take(self.window)
         self.carry_out = []
         if self.packing:
             lengths = [self.tasks[t].lengths[e] for t, e in draws]
@@ -99,7 +99,7 @@ class PackedLoader:
         self.next_row = 0
 
     def _take_rows(self, n: int) -> list[list[tuple[int, int]]]:
-        out = []
+        out: list[list[tuple[int, int]]] = []
         while len(out) < n:
             while self.next_row == len(self.rows):  # a window may carry all of its rows forward
                 self.window_index += 1

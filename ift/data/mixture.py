@@ -114,7 +114,7 @@ class MixtureStream:
         self._perm: dict[int, tuple[int, np.ndarray]] = {}  # task -> (epoch, its permutation)
 
     def _permutation(self, t: int) -> np.ndarray:
-        epoch, perm = self._perm.get(t, (-1, None))
+        epoch, perm = self._perm.get(t, (-1, np.empty(0, dtype=np.int64)))
         if epoch != self.epoch[t]:
             rng = np.random.default_rng([self.seed, _task_key(self.names[t]), self.epoch[t]])
             perm = rng.permutation(self.sizes[t])

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import time
+from typing import Any
 
 from ift import distributed, faults
 from ift.config import Config
@@ -114,7 +115,7 @@ def mixture_definition(cfg: Config, rates: dict) -> dict:
     """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
     data or the cache live)."""
     d = cfg.data
-    definition = {
+    definition: dict[str, Any] = {
         "rates": rates,
         "template": d.template,
         "few_shot_k": d.few_shot_k,

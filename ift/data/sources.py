@@ -53,6 +53,7 @@ class Task:
     @property
     def dataset(self) -> datasets.Dataset:
         if self.rows is None:  # a Dataset costs milliseconds to make: thousands of tasks, only when read
+            assert self.parent is not None and self.parent_spans is not None  # a range of `parent`
             start, n = self.parent_spans[self.name]
             self.rows = datasets.Dataset(
                 self.parent.data.slice(start, n), fingerprint=f"{self.parent._fingerprint}-{start}"
@@ -60,7 +61,7 @@ class Task:
         return self.rows
 
     def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else self.parent_spans[self.name][1]
+        return len(self.rows) if self.rows is not None else (self.parent_spans or {})[self.name][1]
 
 
 def _columns_plan(
@@ -211,7 +212,7 @@ def _read_file_source(
         at += table.num_rows
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if source.task_field:  # regroup the rows so that each task is one contiguous range
-        table, spans = _group_by_task(table, spans, source.path)
+        table, spans = _group_by_task(table, spans, str(source.path))
     return table, spans
 
 
@@ -269,7 +270,8 @@ def load_source(
             names = builtin.task_names(source.builtin)
         except ValueError as e:
             raise UserError(f"{where}.builtin: {e}") from None
-        rows, spans = [], []
+        rows: list = []
+        spans: list = []
         for name in names:
             examples = builtin.examples(name, source.n, seed)
             spans.append(

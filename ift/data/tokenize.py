@@ -39,10 +39,10 @@ class TokenizedTask:
     # Token ids and target flags of the whole tokenized table end to end (zero-copy views of its
     # Arrow columns, shared by its tasks) and where each example of this task starts and ends:
     # fetching an example is a slice, not a row lookup through `datasets`.
-    flat_ids: np.ndarray = None
-    flat_mask: np.ndarray = None
-    starts: np.ndarray = None
-    ends: np.ndarray = None
+    flat_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    flat_mask: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+    starts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    ends: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -102,7 +102,7 @@ def _render_and_tokenize(
 ):
     """Rows of `table` (one or many tasks; spans: task -> (first row, rows)) to token ids and masks.
     Every choice depends on (seed, task, index within the task), as if each task were alone."""
-    out = {"input_ids": [], "target_mask": [], "length": [], "status": []}
+    out: dict[str, list] = {"input_ids": [], "target_mask": [], "length": [], "status": []}
     conversations = batch["messages"]
     within = [g - spans[task][0] for g, task in zip(indices, batch["task"])]
     plain = [j for j, turns in enumerate(conversations) if not turns]
@@ -237,7 +237,7 @@ def _plan(tasks: list[Task]) -> list[tuple[datasets.Dataset, dict, list[Task]]]:
     by_parent: dict[int, list[Task]] = {}
     for t in tasks:
         by_parent.setdefault(id(t.parent) if t.parent is not None else id(t), []).append(t)
-    plan = []
+    plan: list = []
     for group in by_parent.values():
         parent = group[0].parent
         if parent is not None and 2 * sum(len(t) for t in group) >= len(parent):

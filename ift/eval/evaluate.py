@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 from ift import atomic, rundir
 from ift.config import Config, EvalConfig
@@ -81,7 +82,7 @@ def evaluate(
     cfg: Config | None = info["cfg"]
     sources, data_cfg, base, tasks_setting = resolve_tasks(tasks, cfg)
     defaults = cfg.eval if cfg is not None else eval_section(tasks) or EvalConfig()
-    flags = {
+    flags: dict[str, Any] = {
         "shots": shots,
         "max_new_tokens": max_new_tokens,
         "limit": limit,
@@ -99,7 +100,10 @@ def evaluate(
 
     seed = (cfg.run.seed if cfg is not None else 0) + EVAL_SEED_OFFSET
     task_list = load_tasks(data_cfg, seed, sources=sources, section="eval.tasks" if tasks is None else "--tasks")
-    task_list = [t for t in task_list if len(t) or log.warning("task %s has no examples; skipped", t.name)]
+    for t in task_list:
+        if not len(t):
+            log.warning("task %s has no examples; skipped", t.name)
+    task_list = [t for t in task_list if len(t)]
     if not task_list:
         raise UserError(f"no evaluation tasks matched {tasks_setting}")
     world = start_world()

@@ -120,8 +120,7 @@ def context_limit(model, cfg: Config | None) -> int | None:
     """Tokens the model may see: its position limit, and the run's data.max_seq_len (as in training)."""
     keys = ("max_position_embeddings", "n_positions", "max_sequence_length")
     config = getattr(model, "config", model)  # a model, or (vLLM) its config
-    limits = [getattr(config, k, None) for k in keys]
-    limits = [x for x in limits if isinstance(x, int) and x > 0]
+    limits: list[int] = [x for k in keys if isinstance(x := getattr(config, k, None), int) and x > 0]
     if cfg is not None:
         limits.append(cfg.data.max_seq_len)
     return min(limits) if limits else None
@@ -187,7 +186,8 @@ def generate_sharded(
     world = world_size()
     mine = batches[rank() :: world]
     rounds = -(-len(batches) // world) if synced else len(mine)
-    texts, counts = {}, {"examples": 0, "generated_tokens": 0, "decode_slots": 0}
+    texts: dict = {}
+    counts = {"examples": 0, "generated_tokens": 0, "decode_slots": 0}
     for r in range(rounds):
         idx = mine[r] if r < len(mine) else batches[0]
         out, new_tokens, steps = _generate_batch(

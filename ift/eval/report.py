@@ -128,7 +128,7 @@ def load_harness(run_dir: str) -> dict | None:
 
 def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
     """{name: {step: value}} of the metrics.jsonl keys `<prefix><name>` (a resumed step's line wins)."""
-    path, out = RunDir(run_dir).metrics, {}
+    path, out = RunDir(run_dir).metrics, dict[str, dict[int, float]]()
     if not os.path.isfile(path):
         return out
     with open(path) as f:
@@ -151,7 +151,7 @@ def mixture_history(run: dict) -> dict | None:
         return None
     steps = sorted(set().union(*(r.keys() for r in rates.values())))
     change = {t: r[steps[-1]] - r[steps[0]] for t, r in rates.items() if steps[0] in r and steps[-1] in r}
-    order = sorted(change, key=change.get)
+    order = sorted(change, key=lambda t: change[t])
     return {
         "steps": steps,
         "rates": rates,

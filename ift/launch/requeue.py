@@ -82,7 +82,7 @@ def record_stop(run_dir: str, reason: str, result: dict | None) -> dict:
             "kind": "stop",
             "reason": reason,
             "step": (result or {}).get("step"),
-            "saved": bool(result) and not result.get("finished"),
+            "saved": bool(result) and not (result or {}).get("finished"),
         },
     )
 
@@ -222,7 +222,7 @@ def after_srun(
         for stale in glob.glob(os.path.join(os.path.dirname(rank_log), f"{job}_*_result.pkl")):
             os.remove(stale)
     append_requeue(run_dir, rec)  # before the requeue: Slurm ends this script as it requeues the job
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"ift: scontrol requeue {job} failed: {done.stderr.strip()}", file=sys.stderr)
         return exit_code, append_requeue(

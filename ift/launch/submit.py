@@ -9,6 +9,7 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Sequence
 
 from ift.config import Config, load_config
 from ift.errors import UserError
@@ -136,10 +137,12 @@ def flag_overrides(flags: dict) -> list[str]:
     return out
 
 
-def plan_jobs(config: str, overrides: list[str], sweeps: list[str] = ()) -> tuple[str, list[tuple[Config, list[str]]]]:
+def plan_jobs(
+    config: str, overrides: list[str], sweeps: Sequence[str] = ()
+) -> tuple[str, list[tuple[Config, list[str]]]]:
     """The base run name and (validated Config, its sweep overrides) per job: one per combination
     of the --sweep values (`key=v1,v2`)."""
-    base_name = None
+    base_name = ""
     jobs = []
     for point in sweep_points(parse_sweeps(list(sweeps))):
         cfg = load_config(config, [*overrides, *(f"{k}={v}" for k, v in point)])
