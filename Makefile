@@ -46,9 +46,11 @@ demo: $(VENV)/.installed
 	@echo "runs: runs/demo_ift runs/demo_ft (metrics.jsonl, checkpoints/, wandb/ offline runs)"
 	@echo "report: runs/comparison/COMPARISON.md runs/comparison/comparison.png"
 
-# Lint first (seconds; pyproject's [tool.ruff]), then the suite.
+# Lint, format and type checks first (seconds; pyproject's [tool.ruff] and [tool.mypy]), then the suite.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -14,6 +14,7 @@ the predictions of every variant are checked to be identical.
 Run from the repo root:  python bench/eval_bench.py              (~2 min on 2 cores)
                          python bench/eval_bench.py --limit 8    (a smoke run)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,27 +41,64 @@ def make_model(folder: str) -> None:
     texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for t in tasks for r in t.dataset.select(range(50))]
     tok = train_bpe_tokenizer(texts, vocab_size=1024)
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=8,
-                         num_key_value_heads=8, vocab_size=len(tok), max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        vocab_size=len(tok),
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
 
 
 def ift_eval(model: str, out: str, name: str, args, nproc: int = 1, bucket: bool = True) -> dict:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(args.threads // nproc),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": str(args.threads // nproc),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if not bucket:  # the baseline: the library call with bucket=False (no CLI flag turns buckets off)
-        code = ("import sys; from ift.eval.evaluate import evaluate; "
-                f"evaluate({model!r}, tasks='builtin:heldout', shots={args.shots}, "
-                f"max_new_tokens={args.max_new_tokens},"
-                f" limit={args.limit}, batch_size={args.batch_size}, out={out!r}, name={name!r}, bucket=False)")
+        code = (
+            "import sys; from ift.eval.evaluate import evaluate; "
+            f"evaluate({model!r}, tasks='builtin:heldout', shots={args.shots}, "
+            f"max_new_tokens={args.max_new_tokens},"
+            f" limit={args.limit}, batch_size={args.batch_size}, out={out!r}, name={name!r}, bucket=False)"
+        )
         cmd = [sys.executable, "-c", code]
     else:
-        cmd = [sys.executable, "-m", "ift", "eval", model, "--tasks", "builtin:heldout", "--shots", str(args.shots),
-               "--max-new-tokens", str(args.max_new_tokens), "--limit", str(args.limit), "--batch-size",
-               str(args.batch_size), "--out", out, "--name", name, "--nproc-per-node", str(nproc)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ift",
+            "eval",
+            model,
+            "--tasks",
+            "builtin:heldout",
+            "--shots",
+            str(args.shots),
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+            "--limit",
+            str(args.limit),
+            "--batch-size",
+            str(args.batch_size),
+            "--out",
+            out,
+            "--name",
+            name,
+            "--nproc-per-node",
+            str(nproc),
+        ]
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, f"{name}.json")) as f:
         return json.load(f)
@@ -77,20 +115,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model, out = os.path.join(tmp, "model"), os.path.join(tmp, "eval")
         make_model(model)
-        runs = {"1 process, task order": ift_eval(model, out, "plain", args, bucket=False),
-                "1 process, bucketed": ift_eval(model, out, "bucketed", args),
-                "2 processes, bucketed": ift_eval(model, out, "two", args, nproc=2)}
+        runs = {
+            "1 process, task order": ift_eval(model, out, "plain", args, bucket=False),
+            "1 process, bucketed": ift_eval(model, out, "bucketed", args),
+            "2 processes, bucketed": ift_eval(model, out, "two", args, nproc=2),
+        }
     preds = {k: [(e["task"], e["index"], e["prediction"]) for e in r["examples"]] for k, r in runs.items()}
     same = len({json.dumps(v) for v in preds.values()}) == 1
     base = runs["1 process, task order"]["speed"]
     n = runs["1 process, bucketed"]["mean"]["n"]
-    print(f"ift eval on builtin:heldout: {n} examples, {args.shots}-shot, batch {args.batch_size}, "
-          f"{args.max_new_tokens} new tokens, {args.threads} CPU threads in all")
+    print(
+        f"ift eval on builtin:heldout: {n} examples, {args.shots}-shot, batch {args.batch_size}, "
+        f"{args.max_new_tokens} new tokens, {args.threads} CPU threads in all"
+    )
     print(f"{'variant':<24} {'examples/s':>10} {'tokens/s':>9} {'padding':>8} {'vs baseline':>11}")
     for k, r in runs.items():
         s = r["speed"]
-        print(f"{k:<24} {s['examples_per_s']:>10.2f} {s['tokens_per_s']:>9.1f} {100 * s['padding_frac']:>7.1f}% "
-              f"{s['examples_per_s'] / base['examples_per_s']:>10.2f}x")
+        print(
+            f"{k:<24} {s['examples_per_s']:>10.2f} {s['tokens_per_s']:>9.1f} {100 * s['padding_frac']:>7.1f}% "
+            f"{s['examples_per_s'] / base['examples_per_s']:>10.2f}x"
+        )
     print(f"predictions identical across the three: {same}")
     return 0 if same else 1
 

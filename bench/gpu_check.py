@@ -22,6 +22,7 @@ dependencies and no network, carry the wheels (bench/README.md, "The GPU check")
     PYTHONPATH=/tmp/site:$PWD python3 bench/gpu_check.py --data sni      # sni: a copy of shared/data/sni
 `--smoke` runs the same steps with a tiny model for 3 steps on the CPU (CI runs it so it cannot rot).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,38 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SMOKE_PEAK_TFLOPS = 1.0  # a nominal CPU "peak" so that --smoke prints an MFU figure (meaningless on CPU)
 # The resume/export/eval model: the 1B shape is measured in (1); these checks need a real GPU run, not size.
-CHECK_MODEL = {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4,
-               "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 128256,
-               "max_position_embeddings": 4096, "tie_word_embeddings": True}
-SMOKE_MODEL = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512,
-               "max_position_embeddings": 256}
+CHECK_MODEL = {
+    "model_type": "llama",
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 128256,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+SMOKE_MODEL = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "max_position_embeddings": 256,
+}
 results: list[tuple[str, bool, str]] = []
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny model, 3 steps, CPU: checks that the script runs")
-    p.add_argument("--data", help="Super-NaturalInstructions folder with train/ (default: ../shared/data/sni "
-                   "when present, else the built-in suite)")
+    p.add_argument(
+        "--data",
+        help="Super-NaturalInstructions folder with train/ (default: ../shared/data/sni "
+        "when present, else the built-in suite)",
+    )
     p.add_argument("--peak-tflops", type=float, help="per-GPU peak bf16 TFLOP/s (default: from the device name)")
     p.add_argument("--steps", type=int, default=30, help="steps per method in the speed check (default 30)")
     p.add_argument("--micro-batch-size", type=int, default=4)
@@ -58,9 +77,16 @@ def parse_args():
 
 
 def env(smoke: bool) -> dict:
-    e = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
-             TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e = dict(
+        os.environ,
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     if smoke:
         e["DS_ACCELERATOR"] = "cpu"
     return e
@@ -69,8 +95,14 @@ def env(smoke: bool) -> dict:
 def run(cmd: list[str], smoke: bool, check: bool = True, extra_env: dict | None = None, quiet=False):
     print("$", " ".join(cmd), flush=True)
     began = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env={**env(smoke), **(extra_env or {})}, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**env(smoke), **(extra_env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     lines = done.stdout.splitlines()
     shown = [ln for ln in lines if "%|" not in ln]  # progress bars
     print("\n".join(shown[-25:] if quiet else shown), flush=True)
@@ -88,8 +120,12 @@ def record(name: str, ok: bool, detail: str) -> None:
 def environment(args) -> dict:
     import torch
 
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-            "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    }
     for mod in ("transformers", "deepspeed", "accelerate", "datasets", "flash_attn"):
         try:
             info[mod] = __import__(mod).__version__
@@ -116,16 +152,37 @@ def write_config(path, args, data, peak: float = 0.0, **train) -> str:
     import yaml
 
     model = SMOKE_MODEL if args.smoke else CHECK_MODEL
-    tasks = ([{"path": os.path.join(data, "train", "*.jsonl"), "schema": "sni", "n": 40}] if data
-             else [{"builtin": "train", "n": 40}])
+    tasks = (
+        [{"path": os.path.join(data, "train", "*.jsonl"), "schema": "sni", "n": 40}]
+        if data
+        else [{"builtin": "train", "n": 40}]
+    )
     cfg = {
-        "run": {"name": os.path.basename(path).removesuffix(".yaml"), "output_dir": os.path.join(args.out, "runs"),
-                "seed": 0},
+        "run": {
+            "name": os.path.basename(path).removesuffix(".yaml"),
+            "output_dir": os.path.join(args.out, "runs"),
+            "seed": 0,
+        },
         "model": {"config": model, "tokenizer": os.path.join(args.out, "tokenizer")},
-        "data": {"tasks": tasks, "template": "zero_shot", "max_seq_len": 128 if args.smoke else 2048,
-                 "cache_dir": os.path.join(args.out, "cache"), "on_bad_record": "skip"},
-        "train": {"max_steps": 12, "micro_batch_size": 2, "lr": 3e-4, "warmup_steps": 2, "zero_stage": 3,
-                  "log_every": 1, "save_every": 6, "keep_last": 3, "peak_tflops": peak, **train},
+        "data": {
+            "tasks": tasks,
+            "template": "zero_shot",
+            "max_seq_len": 128 if args.smoke else 2048,
+            "cache_dir": os.path.join(args.out, "cache"),
+            "on_bad_record": "skip",
+        },
+        "train": {
+            "max_steps": 12,
+            "micro_batch_size": 2,
+            "lr": 3e-4,
+            "warmup_steps": 2,
+            "zero_stage": 3,
+            "log_every": 1,
+            "save_every": 6,
+            "keep_last": 3,
+            "peak_tflops": peak,
+            **train,
+        },
         "eval": {"max_new_tokens": 8, "limit": 8},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
@@ -144,8 +201,9 @@ def make_tokenizer(args, data) -> str:
     cfg_path = write_config(os.path.join(args.out, "tok.yaml"), args, data)
     cfg = load_config(cfg_path, ["model.tokenizer=null"])
     began = time.perf_counter()
-    tok = train_bpe_tokenizer(corpus_texts(load_tasks(cfg.data, 0), limit_per_task=200),
-                              8192 if not args.smoke else 400)
+    tok = train_bpe_tokenizer(
+        corpus_texts(load_tasks(cfg.data, 0), limit_per_task=200), 8192 if not args.smoke else 400
+    )
     tok.save_pretrained(out)
     print(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - began:.0f}s -> {out}", flush=True)
     return out
@@ -154,23 +212,68 @@ def make_tokenizer(args, data) -> str:
 def speed(args, data, gpus: int, tflops: float) -> None:
     for nproc in sorted({1, gpus}) if gpus else [1]:
         for stage in (2, 3):
-            cmd = [sys.executable, os.path.join(HERE, "train_bench.py"), "--nproc", str(nproc),
-                   "--zero-stage", str(stage), "--rounds", "1", "--tokenizer", os.path.join(args.out, "tokenizer"),
-                   "--cache-dir", os.path.join(args.out, "cache"), "--out", os.path.join(args.out, f"speed_z{stage}")]
+            cmd = [
+                sys.executable,
+                os.path.join(HERE, "train_bench.py"),
+                "--nproc",
+                str(nproc),
+                "--zero-stage",
+                str(stage),
+                "--rounds",
+                "1",
+                "--tokenizer",
+                os.path.join(args.out, "tokenizer"),
+                "--cache-dir",
+                os.path.join(args.out, "cache"),
+                "--out",
+                os.path.join(args.out, f"speed_z{stage}"),
+            ]
             if args.smoke:
-                cmd += ["--model", "demo", "--device", "cpu", "--steps", "3", "--warmup-steps", "1",
-                        "--seq-len", "128", "--examples-per-task", "8", "--micro-batch-size", "2"]
+                cmd += [
+                    "--model",
+                    "demo",
+                    "--device",
+                    "cpu",
+                    "--steps",
+                    "3",
+                    "--warmup-steps",
+                    "1",
+                    "--seq-len",
+                    "128",
+                    "--examples-per-task",
+                    "8",
+                    "--micro-batch-size",
+                    "2",
+                ]
             else:
-                cmd += ["--model", "llama-1b", "--device", "cuda", "--steps", str(args.steps), "--warmup-steps", "10",
-                        "--seq-len", "4096", "--examples-per-task", "200", "--micro-batch-size",
-                        str(args.micro_batch_size), "--peak-tflops", str(tflops), "--threads", "4"]
+                cmd += [
+                    "--model",
+                    "llama-1b",
+                    "--device",
+                    "cuda",
+                    "--steps",
+                    str(args.steps),
+                    "--warmup-steps",
+                    "10",
+                    "--seq-len",
+                    "4096",
+                    "--examples-per-task",
+                    "200",
+                    "--micro-batch-size",
+                    str(args.micro_batch_size),
+                    "--peak-tflops",
+                    str(tflops),
+                    "--threads",
+                    "4",
+                ]
             if data:
                 cmd += ["--data", data]
             try:
                 done = run(cmd, args.smoke, quiet=True)
                 ratios = [ln for ln in done.stdout.splitlines() if ln.startswith(("ift / bare", "ift / Trainer"))]
-                record(f"speed ZeRO-{stage} x{nproc}", len(ratios) == 2,
-                       "; ".join(" ".join(r.split()) for r in ratios))
+                record(
+                    f"speed ZeRO-{stage} x{nproc}", len(ratios) == 2, "; ".join(" ".join(r.split()) for r in ratios)
+                )
             except RuntimeError as e:
                 record(f"speed ZeRO-{stage} x{nproc}", False, str(e))
 
@@ -179,13 +282,33 @@ def long_context(args, gpus: int) -> None:
     """bench/long_context.py at one length: one 32k-token document per row of the Llama-3.2-1B shape
     at SP=1 on one GPU (tiled MLP, gradient checkpointing, the chunked loss, ZeRO-3), and at SP=2
     over two GPUs when there are two."""
-    cmd = [sys.executable, os.path.join(HERE, "long_context.py"), "--out", os.path.join(args.out, "long"),
-           "--steps", "3", "--sp", "1,2" if args.smoke or gpus > 1 else "1"]
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "long_context.py"),
+        "--out",
+        os.path.join(args.out, "long"),
+        "--steps",
+        "3",
+        "--sp",
+        "1,2" if args.smoke or gpus > 1 else "1",
+    ]
     if args.smoke:
         cmd += ["--model", "demo", "--device", "cpu", "--start-len", "256", "--max-len", "256"]
     else:
-        cmd += ["--model", "llama-1b", "--device", "cuda", "--start-len", "32768", "--max-len", "32768",
-                "--tiled-mlp", "--gradient-checkpointing", "--zero-stage", "3"]
+        cmd += [
+            "--model",
+            "llama-1b",
+            "--device",
+            "cuda",
+            "--start-len",
+            "32768",
+            "--max-len",
+            "32768",
+            "--tiled-mlp",
+            "--gradient-checkpointing",
+            "--zero-stage",
+            "3",
+        ]
     try:
         done = run(cmd, args.smoke, quiet=True)
         rows = [ln.strip() for ln in done.stdout.splitlines() if ln.startswith("  SP=")]
@@ -213,9 +336,12 @@ def resume_export_eval(args, data, tflops: float) -> None:
         a, b = losses(os.path.join(runs, "reference")), losses(os.path.join(runs, "killed"))
         tol = 1e-5 if args.smoke else 2e-2  # bf16 on GPU: kernels are not bitwise deterministic
         worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in range(7, 13))
-        record("resume", sorted(b) == list(range(1, 13)) and worst <= tol,
-               f"steps 7-12 after a kill at step 9: max relative loss difference {worst:.2e} (tolerance {tol:g}); "
-               f"reference {[round(a[s], 4) for s in range(7, 13)]}, resumed {[round(b[s], 4) for s in range(7, 13)]}")
+        record(
+            "resume",
+            sorted(b) == list(range(1, 13)) and worst <= tol,
+            f"steps 7-12 after a kill at step 9: max relative loss difference {worst:.2e} (tolerance {tol:g}); "
+            f"reference {[round(a[s], 4) for s in range(7, 13)]}, resumed {[round(b[s], 4) for s in range(7, 13)]}",
+        )
     except (RuntimeError, AssertionError, KeyError) as e:
         record("resume", False, str(e))
         return
@@ -227,8 +353,22 @@ def resume_export_eval(args, data, tflops: float) -> None:
         record("export", False, str(e))
     tasks, scores = _two_sni_tasks(data) if data else "builtin:reverse_word,builtin:uppercase_word", {}
     try:
-        run(ift + ["eval", os.path.join(runs, "killed"), "--tasks", tasks, "--limit", "8", "--no-wandb",
-                          "--out", os.path.join(args.out, "eval")], args.smoke, quiet=True)
+        run(
+            ift
+            + [
+                "eval",
+                os.path.join(runs, "killed"),
+                "--tasks",
+                tasks,
+                "--limit",
+                "8",
+                "--no-wandb",
+                "--out",
+                os.path.join(args.out, "eval"),
+            ],
+            args.smoke,
+            quiet=True,
+        )
         found = [f for f in os.listdir(os.path.join(args.out, "eval")) if f.endswith(".json")]
         scores = json.load(open(os.path.join(args.out, "eval", found[0]))) if found else {}
         record("eval", bool(found), f"{found} {json.dumps(scores)[:400]}")
@@ -246,14 +386,36 @@ def eval_vllm(args, ift: list[str], run_dir: str, tasks: str, hf: dict) -> None:
         return
     out = os.path.join(args.out, "eval_vllm")
     try:
-        run(ift + ["eval", run_dir, "--tasks", tasks, "--limit", "8", "--no-wandb", "--backend", "vllm",
-                   "--out", out, "--name", "vllm"], args.smoke, quiet=True)
+        run(
+            ift
+            + [
+                "eval",
+                run_dir,
+                "--tasks",
+                tasks,
+                "--limit",
+                "8",
+                "--no-wandb",
+                "--backend",
+                "vllm",
+                "--out",
+                out,
+                "--name",
+                "vllm",
+            ],
+            args.smoke,
+            quiet=True,
+        )
         with open(os.path.join(out, "vllm.json")) as f:
             v = json.load(f)
         same = sum(a["prediction"] == b["prediction"] for a, b in zip(v["examples"], hf.get("examples", [])))
-        record("eval_vllm", True, f"{v['speed']['examples_per_s']:.1f} examples/s (hf: "
-               f"{hf.get('speed', {}).get('examples_per_s', float('nan')):.1f}); {same}/{len(v['examples'])} "
-               f"predictions equal to hf's (bf16 kernels differ); mean {json.dumps(v['mean'])}")
+        record(
+            "eval_vllm",
+            True,
+            f"{v['speed']['examples_per_s']:.1f} examples/s (hf: "
+            f"{hf.get('speed', {}).get('examples_per_s', float('nan')):.1f}); {same}/{len(v['examples'])} "
+            f"predictions equal to hf's (bf16 kernels differ); mean {json.dumps(v['mean'])}",
+        )
     except (RuntimeError, AssertionError, OSError) as e:
         record("eval_vllm", False, str(e))
 
@@ -266,9 +428,12 @@ def report_mfu(run_dir: str, tflops: float, smoke: bool) -> None:
     mfus = [r["mfu"] for r in rows if "mfu" in r]
     mfu = sum(mfus) / len(mfus) if mfus else None
     peak = f"{tflops:g} TFLOP/s" + (" (nominal, smoke)" if smoke else "")
-    record("mfu", mfu is not None and mfu > 0,
-           f"{achieved:.3f} TFLOP/s per device over steps 3-12 of the check model, MFU "
-           f"{'-' if mfu is None else f'{mfu:.2%}'} of {peak}")
+    record(
+        "mfu",
+        mfu is not None and mfu > 0,
+        f"{achieved:.3f} TFLOP/s per device over steps 3-12 of the check model, MFU "
+        f"{'-' if mfu is None else f'{mfu:.2%}'} of {peak}",
+    )
 
 
 def _two_sni_tasks(data: str) -> str:
@@ -293,9 +458,13 @@ def check_export(folder: str, smoke: bool) -> None:
         logits = model(**ids).logits
         generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
     ok = bool(torch.isfinite(logits).all()) and generated.shape[1] > ids["input_ids"].shape[1]
-    record("export", ok, f"from_pretrained on {logits.device}, {saved}, "
-                         f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, finite logits, "
-                         f"generated {generated.shape[1] - ids['input_ids'].shape[1]} tokens")
+    record(
+        "export",
+        ok,
+        f"from_pretrained on {logits.device}, {saved}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, finite logits, "
+        f"generated {generated.shape[1] - ids['input_ids'].shape[1]} tokens",
+    )
 
 
 def main() -> int:

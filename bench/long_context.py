@@ -23,6 +23,7 @@ GPU (Llama-3.2-1B shape from config, bf16, tiled MLP, gradient checkpointing, th
 Goal to report against: DeepSpeed ALST's 500K tokens for Llama-8B on one H100 with all its tricks
 (arXiv 2506.13996); this bench does not offload activation checkpoints to the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ from train_bench import MODELS  # noqa: E402  (the same model shapes as the thro
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=sorted(MODELS), default="demo")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--sp", default="1,2", help="SP sizes, comma-separated (default 1,2); N processes each")
@@ -55,8 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process on CPU (default 1)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per run (default 900)")
-    p.add_argument("--dist-timeout-min", type=float, default=2.0,
-                   help="train.dist_timeout_min: how long ranks wait for one that ran out of memory")
+    p.add_argument(
+        "--dist-timeout-min",
+        type=float,
+        default=2.0,
+        help="train.dist_timeout_min: how long ranks wait for one that ran out of memory",
+    )
     p.add_argument("--out", default="/tmp/ift_long_context", help="work folder (wiped first)")
     return p.parse_args(argv)
 
@@ -69,8 +75,16 @@ def write_data(path: str, words: int, n: int = 16) -> None:
     with open(path, "w") as f:
         for _ in range(n):
             text = " ".join(rng.choice(vocab) for _word in range(words))
-            f.write(json.dumps({"instruction": "Name the last word of the text.", "input": text,
-                                "output": text.rsplit(" ", 1)[-1]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "instruction": "Name the last word of the text.",
+                        "input": text,
+                        "output": text.rsplit(" ", 1)[-1],
+                    }
+                )
+                + "\n"
+            )
 
 
 def write_config(args, out: str, data: str, sp: int, length: int) -> str:
@@ -80,13 +94,30 @@ def write_config(args, out: str, data: str, sp: int, length: int) -> str:
     model = dict(shape, max_position_embeddings=max(length, shape["max_position_embeddings"]))
     cfg = {
         "run": {"name": f"sp{sp}_len{length}", "output_dir": os.path.join(out, "runs"), "seed": 0},
-        "model": {"config": model, "dtype": "auto", "gradient_checkpointing": args.gradient_checkpointing,
-                  "tokenizer": os.path.join(out, "tokenizer")},
-        "data": {"tasks": [{"path": data, "schema": "alpaca"}], "template": "zero_shot", "max_seq_len": length,
-                 "truncation": "truncate_prompt_left", "cache_dir": os.path.join(out, "cache")},
-        "train": {"max_steps": args.steps, "micro_batch_size": 1, "zero_stage": args.zero_stage, "log_every": 1,
-                  "warmup_steps": 0, "resume": "never", "sequence_parallel": sp, "tiled_mlp": args.tiled_mlp,
-                  "dist_timeout_min": args.dist_timeout_min},
+        "model": {
+            "config": model,
+            "dtype": "auto",
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "tokenizer": os.path.join(out, "tokenizer"),
+        },
+        "data": {
+            "tasks": [{"path": data, "schema": "alpaca"}],
+            "template": "zero_shot",
+            "max_seq_len": length,
+            "truncation": "truncate_prompt_left",
+            "cache_dir": os.path.join(out, "cache"),
+        },
+        "train": {
+            "max_steps": args.steps,
+            "micro_batch_size": 1,
+            "zero_stage": args.zero_stage,
+            "log_every": 1,
+            "warmup_steps": 0,
+            "resume": "never",
+            "sequence_parallel": sp,
+            "tiled_mlp": args.tiled_mlp,
+            "dist_timeout_min": args.dist_timeout_min,
+        },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     path = os.path.join(out, f"sp{sp}_len{length}.yaml")
@@ -111,12 +142,25 @@ def run_one(args, out: str, data: str, sp: int, length: int) -> dict:
 
     cfg = write_config(args, out, data, sp, length)
     result = os.path.join(out, f"sp{sp}_len{length}.json")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={sp}", f"--master-port={free_port()}",
-           os.path.abspath(__file__)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               IFT_LONG_CONTEXT=json.dumps({"config": cfg, "result": result, "steps": args.steps}),
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={sp}",
+        f"--master-port={free_port()}",
+        os.path.abspath(__file__),
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        IFT_LONG_CONTEXT=json.dumps({"config": cfg, "result": result, "steps": args.steps}),
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     if args.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
     began = time.perf_counter()
@@ -187,8 +231,15 @@ def worker() -> None:
     activations = torch.tensor([saved[0] / 2**30])
     if trainer.rank == 0:
         with open(spec["result"], "w") as f:
-            json.dump({"ok": True, "tok_s_dev": sum(t for t, _ in measured) / sum(d for _, d in measured) / world,
-                       "activation_gib": activations.item(), "peak_gib": peak}, f)
+            json.dump(
+                {
+                    "ok": True,
+                    "tok_s_dev": sum(t for t, _ in measured) / sum(d for _, d in measured) / world,
+                    "activation_gib": activations.item(),
+                    "peak_gib": peak,
+                },
+                f,
+            )
     trainer.finish()
 
 
@@ -200,9 +251,12 @@ def main() -> int:
     data = os.path.join(args.out, "long.jsonl")
     write_data(data, words=args.max_len + 64)
     make_tokenizer(args.out, data)
-    print(f"long_context: {args.model} on {args.device}, ZeRO-{args.zero_stage}, SP {sizes}, rows of "
-          f"{args.start_len}..{args.max_len} tokens (one document each), tiled MLP {args.tiled_mlp}, "
-          f"gradient checkpointing {args.gradient_checkpointing}, {args.steps} steps per run", flush=True)
+    print(
+        f"long_context: {args.model} on {args.device}, ZeRO-{args.zero_stage}, SP {sizes}, rows of "
+        f"{args.start_len}..{args.max_len} tokens (one document each), tiled MLP {args.tiled_mlp}, "
+        f"gradient checkpointing {args.gradient_checkpointing}, {args.steps} steps per run",
+        flush=True,
+    )
     results: dict[int, dict[int, dict]] = {}
     for sp in sizes:
         results[sp] = {}
@@ -211,9 +265,11 @@ def main() -> int:
             r = run_one(args, args.out, data, sp, length)
             results[sp][length] = r
             if r["ok"]:
-                print(f"  SP={sp} len={length}: {r['tok_s_dev']:.0f} tok/s/device, activations "
-                      f"{r['activation_gib']:.3f} GiB per rank, peak {r['peak_gib']:.2f} GiB ({r['wall']:.0f}s)",
-                      flush=True)
+                print(
+                    f"  SP={sp} len={length}: {r['tok_s_dev']:.0f} tok/s/device, activations "
+                    f"{r['activation_gib']:.3f} GiB per rank, peak {r['peak_gib']:.2f} GiB ({r['wall']:.0f}s)",
+                    flush=True,
+                )
             else:
                 print(f"  SP={sp} len={length}: {r['why']}", flush=True)
             if not r["ok"] or over_budget(args, r):
@@ -233,8 +289,9 @@ def report(args, results) -> None:
     for sp, rows in results.items():
         for length, r in rows.items():
             if r["ok"]:
-                print(f"{sp:>3} {length:>9} {r['tok_s_dev']:>10.0f} {r['activation_gib']:>21.3f} "
-                      f"{r['peak_gib']:>9.2f}")
+                print(
+                    f"{sp:>3} {length:>9} {r['tok_s_dev']:>10.0f} {r['activation_gib']:>21.3f} {r['peak_gib']:>9.2f}"
+                )
             else:
                 print(f"{sp:>3} {length:>9} {'-':>10} {r['why']:>21}")
     print()
@@ -246,8 +303,10 @@ def report(args, results) -> None:
         for length, r in results[sp].items():
             one = results[1].get(length)
             if r["ok"] and one and one["ok"]:
-                print(f"activations per rank, SP={sp} / SP=1 at {length}: "
-                      f"{r['activation_gib'] / one['activation_gib']:.2f} (goal ~{1 / sp:.2f})")
+                print(
+                    f"activations per rank, SP={sp} / SP=1 at {length}: "
+                    f"{r['activation_gib'] / one['activation_gib']:.2f} (goal ~{1 / sp:.2f})"
+                )
 
 
 if __name__ == "__main__":

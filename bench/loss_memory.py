@@ -17,6 +17,7 @@ Target: ift's peak >= 4x lower than full logits, identical loss values.
 
 Run from the repo root:   python bench/loss_memory.py            (about 2 minutes on 2 cores)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,16 @@ def build(seed: int = 0):
     from ift.data.packing import collate, prompt_mask
 
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, vocab_size=VOCAB,
-                         max_position_embeddings=SEQ, tie_word_embeddings=False)
+    config = LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=SEQ,
+        tie_word_embeddings=False,
+    )
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config).float().train()  # fp32: bf16 matmuls are slow on these CPUs
     rng = np.random.default_rng(seed)
@@ -74,23 +82,39 @@ def measure(variant: str, chunk: int) -> dict:
     began = time.perf_counter()
     if variant == "full":
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        losses = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
-                                 reduction="none").flatten().index_select(0, batch["target_index"])
+        losses = (
+            F.cross_entropy(
+                logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="none"
+            )
+            .flatten()
+            .index_select(0, batch["target_index"])
+        )
     else:
         losses = target_losses(model, batch, chunk)
     losses.sum().backward()
     seconds = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     grad = model.lm_head.weight.grad.float()
-    return {"variant": variant, "chunk": chunk, "peak_mib": peak - before, "seconds": seconds,
-            "targets": int(batch["target_index"].numel()), "positions": int(batch["labels"].numel()),
-            "loss_sum": float(losses.detach().double().sum()), "grad_norm": float(grad.norm()),
-            "losses": losses.detach().double().tolist()}
+    return {
+        "variant": variant,
+        "chunk": chunk,
+        "peak_mib": peak - before,
+        "seconds": seconds,
+        "targets": int(batch["target_index"].numel()),
+        "positions": int(batch["labels"].numel()),
+        "loss_sum": float(losses.detach().double().sum()),
+        "grad_norm": float(grad.norm()),
+        "losses": losses.detach().double().tolist(),
+    }
 
 
 def run_child(variant: str, chunk: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", variant, "--chunk", str(chunk)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--chunk", str(chunk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -104,8 +128,10 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.chunk)))
         return
     full = run_child("full", 0)
-    print(f"model: vocab {VOCAB}, hidden {HIDDEN}, fp32; batch {BATCH} x {SEQ}; "
-          f"{full['targets']} targets of {full['positions']} positions ({full['targets'] / full['positions']:.0%})")
+    print(
+        f"model: vocab {VOCAB}, hidden {HIDDEN}, fp32; batch {BATCH} x {SEQ}; "
+        f"{full['targets']} targets of {full['positions']} positions ({full['targets'] / full['positions']:.0%})"
+    )
     print(f"{'loss':<18}{'peak MiB':>10}{'seconds':>9}{'max |dloss|':>13}{'grad rel diff':>15}{'peak ratio':>12}")
     print(f"{'full logits':<18}{full['peak_mib']:>10.0f}{full['seconds']:>9.2f}{'-':>13}{'-':>15}{'1.0x':>12}")
     rows = []
@@ -115,14 +141,18 @@ def main() -> None:
         grad = abs(ours["grad_norm"] - full["grad_norm"]) / full["grad_norm"]
         ratio = full["peak_mib"] / ours["peak_mib"]
         rows.append((chunk, ratio, diff))
-        print(f"{'ift chunk ' + str(chunk):<18}{ours['peak_mib']:>10.0f}{ours['seconds']:>9.2f}{diff:>13.2e}"
-              f"{grad:>15.2e}{ratio:>11.1f}x")
+        print(
+            f"{'ift chunk ' + str(chunk):<18}{ours['peak_mib']:>10.0f}{ours['seconds']:>9.2f}{diff:>13.2e}"
+            f"{grad:>15.2e}{ratio:>11.1f}x"
+        )
     from ift.config import TrainConfig
 
     default = next((r for r in rows if r[0] == TrainConfig().loss_chunk), rows[0])
     verdict = "PASS" if default[1] >= 4 and default[2] < 1e-5 else "FAIL"
-    print(f"{verdict}: ift (loss_chunk={default[0]}) peak {default[1]:.1f}x lower than full logits "
-          f"(target >= 4x), max loss difference {default[2]:.1e}")
+    print(
+        f"{verdict}: ift (loss_chunk={default[0]}) peak {default[1]:.1f}x lower than full logits "
+        f"(target >= 4x), max loss difference {default[2]:.1e}"
+    )
 
 
 if __name__ == "__main__":

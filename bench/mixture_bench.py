@@ -14,6 +14,7 @@ evaluated step whose held-out mean reaches 90% of the best final held-out mean o
 Run from the repo root:  python bench/mixture_bench.py          (2 seeds x 4 strategies; ~15 min on 2 cores)
                          python bench/mixture_bench.py --steps 40 --every 20 --seeds 0   (a smoke run)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,14 @@ LARGE, SMALL = 1500, 30
 STRATEGIES = {
     "proportional": {"strategy": "proportional"},
     "temperature": {"strategy": "temperature", "temperature": 2.0},
-    "excess_loss": {"strategy": "proportional",
-                    "adapt": {"rule": "excess_loss", "every": 25, "eta": 1.0, "smoothing": 0.1}},
-    "learning_progress": {"strategy": "proportional",
-                          "adapt": {"rule": "learning_progress", "every": 25, "eta": 3.0, "smoothing": 0.1,
-                                    "epsilon": 0.05}},
+    "excess_loss": {
+        "strategy": "proportional",
+        "adapt": {"rule": "excess_loss", "every": 25, "eta": 1.0, "smoothing": 0.1},
+    },
+    "learning_progress": {
+        "strategy": "proportional",
+        "adapt": {"rule": "learning_progress", "every": 25, "eta": 3.0, "smoothing": 0.1, "epsilon": 0.05},
+    },
 }
 
 
@@ -54,8 +58,9 @@ def config(out: str, strategy: str, seed: int, steps: int, every: int) -> str:
         cfg = yaml.safe_load(f)
     cfg["run"] = {"name": f"{strategy}_s{seed}", "output_dir": out, "seed": seed}
     cfg["data"].update(tasks=skewed_tasks(), mixture=STRATEGIES[strategy], cache_dir=os.path.join(out, "cache"))
-    cfg["train"].update(max_steps=steps, save_every=every, keep_last=steps // every + 1,
-                        warmup_steps=min(50, steps // 6))
+    cfg["train"].update(
+        max_steps=steps, save_every=every, keep_last=steps // every + 1, warmup_steps=min(50, steps // 6)
+    )
     cfg["eval"].update(every=0)
     cfg["tracking"] = {"wandb": {"mode": "disabled"}}
     path = os.path.join(out, f"{strategy}_s{seed}.yaml")
@@ -67,15 +72,33 @@ def config(out: str, strategy: str, seed: int, steps: int, every: int) -> str:
 def train_all(paths: list[str], parallel: int) -> None:
     """`ift train` for every config, `parallel` at a time with one thread each (tiny models are
     overhead-bound: two one-thread runs beat one two-thread run on 2 cores)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DS_ACCELERATOR="cpu",
-               TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true", HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DS_ACCELERATOR="cpu",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_SILENT="true",
+        HF_HUB_OFFLINE="1",
+    )
     pending, running = list(paths), []
     while pending or running:
         while pending and len(running) < parallel:
             p = pending.pop(0)
             log = open(p[:-5] + ".log", "w")
-            running.append((p, subprocess.Popen([sys.executable, "-m", "ift", "train", p], cwd=REPO, env=env,
-                                                stdout=log, stderr=subprocess.STDOUT), log))
+            running.append(
+                (
+                    p,
+                    subprocess.Popen(
+                        [sys.executable, "-m", "ift", "train", p],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    log,
+                )
+            )
         time.sleep(1)
         for item in list(running):
             p, proc, log = item
@@ -92,9 +115,13 @@ def score(ckpt: str, tasks: str, limit: int, out: str, name: str) -> dict:
     r = evaluate(ckpt, tasks=tasks, shots=0, limit=limit, out=out, name=name, wandb=False)
     rl = {t: s["rougeL"] for t, s in r["tasks"].items()}
     em = {t: s["exact_match"] for t, s in r["tasks"].items()}
-    return {"rougeL": statistics.mean(rl.values()), "exact_match": statistics.mean(em.values()),
-            "worst_rougeL": min(rl.values()), "worst_exact_match": min(em.values()),
-            "worst_task": min(rl, key=rl.get)}
+    return {
+        "rougeL": statistics.mean(rl.values()),
+        "exact_match": statistics.mean(em.values()),
+        "worst_rougeL": min(rl.values()),
+        "worst_exact_match": min(em.values()),
+        "worst_task": min(rl, key=rl.get),
+    }
 
 
 def main() -> None:
@@ -121,8 +148,13 @@ def main() -> None:
         for step in range(args.every, args.steps + 1, args.every):
             ckpt = os.path.join(run, "checkpoints", f"step_{step:08d}")
             curve[step] = score(ckpt, "builtin:heldout", args.limit, os.path.join(run, "bench"), f"heldout_{step}")
-        own = score(os.path.join(run, "checkpoints", f"step_{args.steps:08d}"), "builtin:train", args.limit,
-                    os.path.join(run, "bench"), "own")
+        own = score(
+            os.path.join(run, "checkpoints", f"step_{args.steps:08d}"),
+            "builtin:train",
+            args.limit,
+            os.path.join(run, "bench"),
+            "own",
+        )
         results[(s, seed)] = {"curve": curve, "final": curve[args.steps], "own": own}
         print(f"{s} seed {seed}: held-out {curve[args.steps]['rougeL']:.1f}, own {own['rougeL']:.1f}", flush=True)
 
@@ -133,33 +165,47 @@ def main() -> None:
             reached = [st for st, c in r["curve"].items() if c["rougeL"] >= 0.9 * best]
             r["steps_to_90"] = reached[0] if reached else None
 
-    rows = ["| strategy | seed | held-out mean RL / EM | worst held-out RL / EM (task) | own mean RL / EM "
-            "| steps to 90% of best held-out |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| strategy | seed | held-out mean RL / EM | worst held-out RL / EM (task) | own mean RL / EM "
+        "| steps to 90% of best held-out |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, seed in runs:
         r = results[(s, seed)]
         f, o = r["final"], r["own"]
-        rows.append(f"| {s} | {seed} | {f['rougeL']:.1f} / {f['exact_match']:.1f} | {f['worst_rougeL']:.1f} / "
-                    f"{f['worst_exact_match']:.1f} ({f['worst_task']}) | {o['rougeL']:.1f} / {o['exact_match']:.1f} | "
-                    f"{r['steps_to_90'] or 'not reached'} |")
-    rows += ["", "| strategy | held-out mean RL | worst held-out RL | own mean RL | mean over seeds |",
-             "|---|---|---|---|---|"]
+        rows.append(
+            f"| {s} | {seed} | {f['rougeL']:.1f} / {f['exact_match']:.1f} | {f['worst_rougeL']:.1f} / "
+            f"{f['worst_exact_match']:.1f} ({f['worst_task']}) | {o['rougeL']:.1f} / {o['exact_match']:.1f} | "
+            f"{r['steps_to_90'] or 'not reached'} |"
+        )
+    rows += [
+        "",
+        "| strategy | held-out mean RL | worst held-out RL | own mean RL | mean over seeds |",
+        "|---|---|---|---|---|",
+    ]
     means = {}
     for s in args.strategies:
         rs = [results[(s, seed)] for seed in args.seeds]
         means[s] = {k: statistics.mean(r["final"][k] for r in rs) for k in ("rougeL", "worst_rougeL")}
         means[s]["own"] = statistics.mean(r["own"]["rougeL"] for r in rs)
-        rows.append(f"| {s} | {means[s]['rougeL']:.1f} | {means[s]['worst_rougeL']:.1f} | {means[s]['own']:.1f} "
-                    f"| {len(rs)} seed(s) |")
+        rows.append(
+            f"| {s} | {means[s]['rougeL']:.1f} | {means[s]['worst_rougeL']:.1f} | {means[s]['own']:.1f} "
+            f"| {len(rs)} seed(s) |"
+        )
     fixed = [s for s in ("proportional", "temperature") if s in means]
     adaptive = [s for s in ("excess_loss", "learning_progress") if s in means]
-    print(f"\n{args.steps} steps, seeds {args.seeds}, {LARGE} examples in each name_* cell and {SMALL} in the "
-          f"others; trained in {trained - began:.0f} s, evaluated in {time.time() - trained:.0f} s; runs in {out}\n")
+    print(
+        f"\n{args.steps} steps, seeds {args.seeds}, {LARGE} examples in each name_* cell and {SMALL} in the "
+        f"others; trained in {trained - began:.0f} s, evaluated in {time.time() - trained:.0f} s; runs in {out}\n"
+    )
     print("\n".join(rows))
     if fixed and adaptive:
         best_fixed = max(fixed, key=lambda s: means[s]["rougeL"])
-        print(f"\ngoal: an adaptive rule matches the best fixed strategy's held-out mean ({best_fixed}: "
-              f"{means[best_fixed]['rougeL']:.1f}) and beats its worst task ({means[best_fixed]['worst_rougeL']:.1f}) "
-              "by >= 10 ROUGE-L")
+        print(
+            f"\ngoal: an adaptive rule matches the best fixed strategy's held-out mean ({best_fixed}: "
+            f"{means[best_fixed]['rougeL']:.1f}) and beats its worst task ({means[best_fixed]['worst_rougeL']:.1f}) "
+            "by >= 10 ROUGE-L"
+        )
         for s in adaptive:
             d_mean = means[s]["rougeL"] - means[best_fixed]["rougeL"]
             d_worst = means[s]["worst_rougeL"] - means[best_fixed]["worst_rougeL"]

@@ -12,6 +12,7 @@ for N = 100, 1,000 and 3,000 by default, then checks the targets of issue #12:
 Run from the repo root:  python bench/scale_bench.py             (~15 min on 2 idle cores)
                          python bench/scale_bench.py --sizes 100 300   (a quick look)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,20 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES_PER_TASK = 200
-WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
-         "government company number group problem fact be have do say get make go know take see come think look "
-         "want give use find tell ask seem feel try leave call good new first last long great little own other old "
-         "right big high different small large next early young important few public bad same able to of in for "
-         "on with at by from up about into over after").split()
+WORDS = (
+    "time person year way day thing man world life hand part child eye woman place work week case point "
+    "government company number group problem fact be have do say get make go know take see come think look "
+    "want give use find tell ask seem feel try leave call good new first last long great little own other old "
+    "right big high different small large next early young important few public bad same able to of in for "
+    "on with at by from up about into over after"
+).split()
 # Runs one command and prints its wall time and the peak RSS of its largest process (ru_maxrss of
 # the children it waited for), so each measurement has its own peak.
-MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-           "rc = subprocess.call(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=open(sys.argv[1], 'w')); "
-           "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+MEASURE = (
+    "import resource, subprocess, sys, time; t = time.perf_counter(); "
+    "rc = subprocess.call(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=open(sys.argv[1], 'w')); "
+    "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
 
 
 def write_tasks(folder: str, n: int, seed: int = 0) -> None:
@@ -44,18 +49,29 @@ def write_tasks(folder: str, n: int, seed: int = 0) -> None:
         instruction = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 60))).capitalize() + "."
         with open(os.path.join(folder, f"task{t:05d}.jsonl"), "w") as f:
             for _ in range(EXAMPLES_PER_TASK):
-                record = {"instruction": instruction,
-                          "input": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 20))),
-                          "output": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 10)))}
+                record = {
+                    "instruction": instruction,
+                    "input": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 20))),
+                    "output": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 10))),
+                }
                 f.write(json.dumps(record) + "\n")
 
 
 def write_config(path: str, data: str, cache: str, runs: str) -> None:
     config = {
         "run": {"name": "scale", "output_dir": runs, "seed": 0},
-        "model": {"config": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                             "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512,
-                             "max_position_embeddings": 256}},
+        "model": {
+            "config": {
+                "model_type": "llama",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "vocab_size": 512,
+                "max_position_embeddings": 256,
+            }
+        },
         "data": {"tasks": [{"path": data}], "max_seq_len": 256, "cache_dir": cache},
         "train": {"max_steps": 5, "micro_batch_size": 4, "log_every": 5, "zero_stage": 0, "resume": "never"},
         "tracking": {"wandb": {"mode": "disabled"}},
@@ -66,8 +82,13 @@ def write_config(path: str, data: str, cache: str, runs: str) -> None:
 
 def measure(label: str, cmd: list[str], scratch: str) -> dict:
     err = os.path.join(scratch, f"{label}.err")
-    out = subprocess.run([sys.executable, "-c", MEASURE, err, *cmd], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "DS_ACCELERATOR": "cpu"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, err, *cmd],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+    ).stdout.split()
     rc, seconds, rss_kb = int(out[0]), float(out[1]), int(out[2])
     if rc != 0:
         with open(err) as f:
@@ -97,18 +118,25 @@ def main(argv=None) -> int:
     p.add_argument("--scratch", help="folder for the task files and caches (default: a temporary one)")
     args = p.parse_args(argv)
     scratch = args.scratch or tempfile.mkdtemp(prefix="ift_scale_bench_")
-    print(f"{'N':>6} {'examples':>9} | {'mix cold':>9} {'mix warm':>9} | {'train cold':>10} {'train warm':>10} | "
-          f"{'us/example (mix, train cold)':>28} | {'peak RSS MB (mix, train)':>24}")
+    print(
+        f"{'N':>6} {'examples':>9} | {'mix cold':>9} {'mix warm':>9} | {'train cold':>10} {'train warm':>10} | "
+        f"{'us/example (mix, train cold)':>28} | {'peak RSS MB (mix, train)':>24}"
+    )
     rows = []
     for n in args.sizes:
         r = run_size(n, scratch)
         rows.append(r)
         per = (1e6 * r["mix_cold"]["s"] / r["examples"], 1e6 * r["train_cold"]["s"] / r["examples"])
-        rss = (max(r["mix_cold"]["rss_mb"], r["mix_warm"]["rss_mb"]),
-               max(r["train_cold"]["rss_mb"], r["train_warm"]["rss_mb"]))
-        print(f"{n:>6} {r['examples']:>9} | {r['mix_cold']['s']:>8.1f}s {r['mix_warm']['s']:>8.1f}s | "
-              f"{r['train_cold']['s']:>9.1f}s {r['train_warm']['s']:>9.1f}s | {per[0]:>13.1f} {per[1]:>14.1f} | "
-              f"{rss[0]:>11.0f} {rss[1]:>12.0f}", flush=True)
+        rss = (
+            max(r["mix_cold"]["rss_mb"], r["mix_warm"]["rss_mb"]),
+            max(r["train_cold"]["rss_mb"], r["train_warm"]["rss_mb"]),
+        )
+        print(
+            f"{n:>6} {r['examples']:>9} | {r['mix_cold']['s']:>8.1f}s {r['mix_warm']['s']:>8.1f}s | "
+            f"{r['train_cold']['s']:>9.1f}s {r['train_warm']['s']:>9.1f}s | {per[0]:>13.1f} {per[1]:>14.1f} | "
+            f"{rss[0]:>11.0f} {rss[1]:>12.0f}",
+            flush=True,
+        )
     by_n = {r["n"]: r for r in rows}
     print()
     checks = []

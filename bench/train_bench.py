@@ -31,6 +31,7 @@ Targets: ift >= 0.97x bare, ift >= 1.0x Trainer.
 Run from the repo root:   python bench/train_bench.py          (2 local processes, ~4-5 min on 2 cores)
 Options:                  python bench/train_bench.py --help
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,20 +47,39 @@ REPO = os.path.dirname(HERE)
 
 # configs/demo.yaml's model (as it was when measured: 4 heads; the demo now has 8) and data, made short
 # enough for a CPU benchmark
-DEMO_MODEL = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
-              "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1024,
-              "max_position_embeddings": 512, "tie_word_embeddings": True}
+DEMO_MODEL = {
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "vocab_size": 1024,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
 # Llama-3.2-1B's shape (random init from config: nothing is downloaded), for GPU runs (bench/gpu_check.py)
-LLAMA_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
-            "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
-            "rms_norm_eps": 1e-5}
+LLAMA_1B = {
+    "model_type": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+}
 MODELS = {"demo": DEMO_MODEL, "llama-1b": LLAMA_1B}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--nproc", type=int, default=2, help="local processes (default 2)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per method (default 30)")
     p.add_argument("--warmup-steps", type=int, default=10, help="first steps left out as warm-up (default 10)")
@@ -73,8 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=sorted(MODELS), default="demo", help="model shape (default demo)")
     p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (gloo) or cuda (NCCL, bf16)")
-    p.add_argument("--data", default=None,
-                   help="Super-NaturalInstructions folder with train/ (default: built-in suite)")
+    p.add_argument(
+        "--data", default=None, help="Super-NaturalInstructions folder with train/ (default: built-in suite)"
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: a BPE trained on the data)")
     p.add_argument("--cache-dir", default=None, help="tokenization cache (default: <out>/cache)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="per-device peak bf16 TFLOP/s, for MFU")
@@ -85,18 +106,40 @@ def parse_args(argv=None):
 def write_config(args) -> str:
     import yaml
 
-    tasks = ([{"path": os.path.join(os.path.abspath(args.data), "train", "*.jsonl"), "schema": "sni",
-               "n": args.examples_per_task}] if args.data else [{"builtin": "train", "n": args.examples_per_task}])
+    tasks = (
+        [
+            {
+                "path": os.path.join(os.path.abspath(args.data), "train", "*.jsonl"),
+                "schema": "sni",
+                "n": args.examples_per_task,
+            }
+        ]
+        if args.data
+        else [{"builtin": "train", "n": args.examples_per_task}]
+    )
     cfg = {
         "run": {"name": "ift", "output_dir": os.path.join(args.out, "runs"), "seed": 0},
         "model": {"config": MODELS[args.model], "dtype": "auto", "tokenizer": args.tokenizer},
-        "data": {"tasks": tasks,
-                 "template": {"zero_shot": 0.7, "few_shot": 0.3}, "max_seq_len": args.seq_len,
-                 "mixture": {"strategy": "proportional", "cap": 3000}, "packing": True,
-                 "cache_dir": args.cache_dir or os.path.join(args.out, "cache"), "on_bad_record": "skip"},
-        "train": {"max_steps": args.steps, "micro_batch_size": args.micro_batch_size, "grad_accum": args.grad_accum,
-                  "lr": 2e-3, "warmup_steps": 5, "zero_stage": args.zero_stage, "log_every": 1,
-                  "resume": "never", "peak_tflops": args.peak_tflops},
+        "data": {
+            "tasks": tasks,
+            "template": {"zero_shot": 0.7, "few_shot": 0.3},
+            "max_seq_len": args.seq_len,
+            "mixture": {"strategy": "proportional", "cap": 3000},
+            "packing": True,
+            "cache_dir": args.cache_dir or os.path.join(args.out, "cache"),
+            "on_bad_record": "skip",
+        },
+        "train": {
+            "max_steps": args.steps,
+            "micro_batch_size": args.micro_batch_size,
+            "grad_accum": args.grad_accum,
+            "lr": 2e-3,
+            "warmup_steps": 5,
+            "zero_stage": args.zero_stage,
+            "log_every": 1,
+            "resume": "never",
+            "peak_tflops": args.peak_tflops,
+        },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     path = os.path.join(args.out, "bench.yaml")
@@ -116,19 +159,36 @@ def launch(args) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
     write_config(args)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", IFT_BENCH_OUT=args.out, HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", IFT_BENCH_ARGV=json.dumps(sys.argv[1:]),
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+        IFT_BENCH_OUT=args.out,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        IFT_BENCH_ARGV=json.dumps(sys.argv[1:]),
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     if args.device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
-           f"--master-port={free_port()}",
-           os.path.abspath(__file__)]  # the workers read the arguments from IFT_BENCH_ARGV (torchrun would parse them)
-    print(f"train_bench: {args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} Llama, "
-          f"data {'SNI ' + args.data if args.data else 'built-in'}, seq_len {args.seq_len}, "
-          f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
-          f"({args.warmup_steps} warm-up), {args.rounds} rounds", flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={args.nproc}",
+        f"--master-port={free_port()}",
+        os.path.abspath(__file__),
+    ]  # the workers read the arguments from IFT_BENCH_ARGV (torchrun would parse them)
+    print(
+        f"train_bench: {args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} Llama, "
+        f"data {'SNI ' + args.data if args.data else 'built-in'}, seq_len {args.seq_len}, "
+        f"micro-batch {args.micro_batch_size} x grad_accum {args.grad_accum}, {args.steps} steps per method "
+        f"({args.warmup_steps} warm-up), {args.rounds} rounds",
+        flush=True,
+    )
     started = time.perf_counter()
     code = subprocess.call(cmd, cwd=REPO, env=env)
     print(f"total wall time {time.perf_counter() - started:.0f}s", flush=True)
@@ -169,7 +229,7 @@ def ift_result(run_dir: str, steps: list, warmup: int, world: int) -> dict:
         rows = [json.loads(line) for line in f if line.strip()]
     samples, prev, flops, tokens = [], 0, 0.0, 0
     for r in rows:
-        window_tokens = sum(s["tokens"] for s in steps[prev:r["step"]])
+        window_tokens = sum(s["tokens"] for s in steps[prev : r["step"]])
         if prev >= warmup:
             seconds = window_tokens / r["tokens_per_s"]
             samples.append((window_tokens, seconds))
@@ -177,8 +237,12 @@ def ift_result(run_dir: str, steps: list, warmup: int, world: int) -> dict:
             flops += r["tflops_per_device"] * 1e12 * world * seconds
             tokens += window_tokens
         prev = r["step"]
-    return {"samples": samples, "loss": sum(r["loss"] for r in rows[-warmup:]) / len(rows[-warmup:]),
-            "peak_gib": max(r["peak_mem_gb"] for r in rows), "flops_per_token": flops / max(tokens, 1)}
+    return {
+        "samples": samples,
+        "loss": sum(r["loss"] for r in rows[-warmup:]) / len(rows[-warmup:]),
+        "peak_gib": max(r["peak_mem_gb"] for r in rows),
+        "flops_per_token": flops / max(tokens, 1),
+    }
 
 
 def same_batches(cfg, rank, local_rank, world):
@@ -188,18 +252,43 @@ def same_batches(cfg, rank, local_rank, world):
 
     _, tokenizer, tokenized, rates = prepare_data(cfg)
     t = cfg.train
-    loaders = [PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=cfg.data.max_seq_len,
-                            window=cfg.data.pack_window, packing=cfg.data.packing,
-                            micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                            train_on_prompt=cfg.data.train_on_prompt, pad_id=tokenizer.pad_token_id,
-                            world_size=world, rank=r) for r in range(world)]
+    loaders = [
+        PackedLoader(
+            tokenized,
+            rates,
+            seed=cfg.run.seed,
+            seq_len=cfg.data.max_seq_len,
+            window=cfg.data.pack_window,
+            packing=cfg.data.packing,
+            micro_batch_size=t.micro_batch_size,
+            grad_accum=t.grad_accum,
+            train_on_prompt=cfg.data.train_on_prompt,
+            pad_id=tokenizer.pad_token_id,
+            world_size=world,
+            rank=r,
+        )
+        for r in range(world)
+    ]
     steps = []
     for _ in range(t.max_steps):
         per_rank = [loader.next_step() for loader in loaders]
         assert len({s.tokens for s in per_rank}) == 1
-        steps.append({"tokens": per_rank[0].tokens,
-                      "micro": [[{"input_ids": m["input_ids"], "position_ids": m["position_ids"],
-                                  "labels": hf_labels(m["labels"])} for m in s.micro_batches] for s in per_rank]})
+        steps.append(
+            {
+                "tokens": per_rank[0].tokens,
+                "micro": [
+                    [
+                        {
+                            "input_ids": m["input_ids"],
+                            "position_ids": m["position_ids"],
+                            "labels": hf_labels(m["labels"]),
+                        }
+                        for m in s.micro_batches
+                    ]
+                    for s in per_rank
+                ],
+            }
+        )
     return tokenizer, steps
 
 
@@ -232,8 +321,12 @@ def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
         began = time.perf_counter()
         for micro in step["micro"][rank]:
             micro = to_device(micro, engine.device)
-            out = engine(input_ids=micro["input_ids"], position_ids=micro["position_ids"],
-                         labels=micro["labels"], use_cache=False)
+            out = engine(
+                input_ids=micro["input_ids"],
+                position_ids=micro["position_ids"],
+                labels=micro["labels"],
+                use_cache=False,
+            )
             engine.backward(out.loss)
             engine.step()
             losses.append(out.loss.detach())
@@ -241,10 +334,13 @@ def run_bare(cfg, tokenizer, steps, rank, world, warmup) -> dict:
         times.append(time.perf_counter() - began)
     losses = [x.item() for x in losses]
     # rank 0's step times, as ift's metrics are (every step ends in collectives, so ranks agree)
-    last = torch.tensor(sum(losses[-t.grad_accum * warmup:]) / (t.grad_accum * warmup), device=engine.device)
+    last = torch.tensor(sum(losses[-t.grad_accum * warmup :]) / (t.grad_accum * warmup), device=engine.device)
     torch.distributed.all_reduce(last)
-    result = {"samples": [(s["tokens"], dt) for s, dt in zip(steps[warmup:], times[warmup:])],
-              "loss": last.item() / world, "peak_gib": peak_memory_gib()}
+    result = {
+        "samples": [(s["tokens"], dt) for s, dt in zip(steps[warmup:], times[warmup:])],
+        "loss": last.item() / world,
+        "peak_gib": peak_memory_gib(),
+    }
     release(engine)
     return result
 
@@ -295,12 +391,28 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     model = build_model(cfg.model, tokenizer, ds, cfg.run.seed)
     model.config.use_cache = False
     args = TrainingArguments(
-        output_dir=out_dir, per_device_train_batch_size=t.micro_batch_size, gradient_accumulation_steps=t.grad_accum,
-        max_steps=t.max_steps, learning_rate=t.lr, adam_beta1=t.betas[0], adam_beta2=t.betas[1],
-        weight_decay=t.weight_decay, max_grad_norm=t.grad_clip, lr_scheduler_type="cosine",
-        warmup_steps=t.warmup_steps, optim="adamw_torch", deepspeed=ds, logging_steps=warmup, save_strategy="no",
-        report_to=[], disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=cfg.run.seed,
-        use_cpu=not accelerator_available(), ddp_backend="nccl" if accelerator_available() else "gloo",
+        output_dir=out_dir,
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_steps=t.max_steps,
+        learning_rate=t.lr,
+        adam_beta1=t.betas[0],
+        adam_beta2=t.betas[1],
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.grad_clip,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_steps,
+        optim="adamw_torch",
+        deepspeed=ds,
+        logging_steps=warmup,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=cfg.run.seed,
+        use_cpu=not accelerator_available(),
+        ddp_backend="nccl" if accelerator_available() else "gloo",
         bf16=cfg.model.dtype == "bf16",
     )
     clock = Clock()
@@ -311,8 +423,11 @@ def run_trainer(cfg, tokenizer, steps, rank, world, warmup, out_dir) -> dict:
     ends = clock.ends  # rank 0's clock: a step's time runs from the previous step's end to its own
     assert len(ends) == len(steps), (len(ends), len(steps))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    result = {"samples": [(steps[i]["tokens"], ends[i] - ends[i - 1]) for i in range(warmup, len(steps))],
-              "loss": losses[-1] if losses else float("nan"), "peak_gib": peak_memory_gib()}
+    result = {
+        "samples": [(steps[i]["tokens"], ends[i] - ends[i - 1]) for i in range(warmup, len(steps))],
+        "loss": losses[-1] if losses else float("nan"),
+        "peak_gib": peak_memory_gib(),
+    }
     release(trainer.model_wrapped, trainer)
     return result
 
@@ -399,11 +514,13 @@ def worker(args) -> None:
                     run_ift(cfg_path, f"run.name={name}")
                 logging.getLogger().setLevel(logging.WARNING)  # ift's CLI set INFO; keep the rest quiet
                 if steps is None:
-                    tokenizer, steps = same_batches(load_config(cfg_path, [f"run.name={name}"]),
-                                                    rank, local_rank, world)
+                    tokenizer, steps = same_batches(
+                        load_config(cfg_path, [f"run.name={name}"]), rank, local_rank, world
+                    )
                 if rank == 0:
-                    results["ift"].append(ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps,
-                                                     world))
+                    results["ift"].append(
+                        ift_result(os.path.join(cfg.run.output_dir, name), steps, args.warmup_steps, world)
+                    )
             elif method == "bare":
                 log0(rank, f"round {r + 1}: (b) bare deepspeed.initialize loop ...")
                 results["bare"].append(run_bare(cfg, tokenizer, steps, rank, world, args.warmup_steps))
@@ -411,8 +528,17 @@ def worker(args) -> None:
                 if steps is None:  # only when a round starts with Trainer before any ift run
                     tokenizer, steps = same_batches(cfg, rank, local_rank, world)
                 log0(rank, f"round {r + 1}: (c) transformers.Trainer ...")
-                results["trainer"].append(run_trainer(cfg, tokenizer, steps, rank, world, args.warmup_steps,
-                                                      os.path.join(args.out, f"trainer-r{r + 1}")))
+                results["trainer"].append(
+                    run_trainer(
+                        cfg,
+                        tokenizer,
+                        steps,
+                        rank,
+                        world,
+                        args.warmup_steps,
+                        os.path.join(args.out, f"trainer-r{r + 1}"),
+                    )
+                )
     if rank == 0:
         from ift.model import count_parameters
 
@@ -463,12 +589,16 @@ def report(args, results, n_params: int) -> None:
     rounds = len(next(iter(results.values())))
     pooled = {k: rates([x for r in v for x in r["samples"]]) for k, v in results.items()}
     print()
-    print(f"tokens/s (global non-padding tokens / s), steps {args.warmup_steps + 1}-{args.steps} of every run; "
-          f"{args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} "
-          f"({n_params / 1e6:.0f}M parameters), {rounds} rounds in alternating order")
+    print(
+        f"tokens/s (global non-padding tokens / s), steps {args.warmup_steps + 1}-{args.steps} of every run; "
+        f"{args.nproc} processes on {args.device}, ZeRO-{args.zero_stage}, {args.model} "
+        f"({n_params / 1e6:.0f}M parameters), {rounds} rounds in alternating order"
+    )
     head = "".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
-    print("rounds: median of the run's per-step tokens/s; median, mean: all rounds' steps pooled "
-          "(mean = total tokens / total time)")
+    print(
+        "rounds: median of the run's per-step tokens/s; median, mean: all rounds' steps pooled "
+        "(mean = total tokens / total time)"
+    )
     print(f"{'method':<31}{head}{'median':>9}{'mean':>9}{'tok/s/dev':>10}{'MFU':>7}{'peak GiB':>9}{'loss':>8}")
     labels = {"ift": "(a) ift train", "bare": "(b) bare deepspeed.initialize", "trainer": "(c) transformers.Trainer"}
     for key, label in labels.items():
@@ -479,15 +609,18 @@ def report(args, results, n_params: int) -> None:
         # MFU: model FLOPs per token as ift counts them (ift.flops; every method trains the same
         # batches, so the same FLOPs per token) x tokens/s over the device's peak
         flops_per_token = results["ift"][0]["flops_per_token"] if "ift" in results else 6 * n_params
-        mfu = (f"{flops_per_token * per_device / (args.peak_tflops * 1e12):>7.1%}" if args.peak_tflops
-               else f"{'-':>7}")
+        mfu = f"{flops_per_token * per_device / (args.peak_tflops * 1e12):>7.1%}" if args.peak_tflops else f"{'-':>7}"
         peak = max(r["peak_gib"] for r in results[key])
-        print(f"{label:<31}{cells}{pooled[key][0]:>9.0f}{pooled[key][1]:>9.0f}{per_device:>10.0f}{mfu}"
-              f"{peak:>9.2f}{results[key][-1]['loss']:>8.3f}")
+        print(
+            f"{label:<31}{cells}{pooled[key][0]:>9.0f}{pooled[key][1]:>9.0f}{per_device:>10.0f}{mfu}"
+            f"{peak:>9.2f}{results[key][-1]['loss']:>8.3f}"
+        )
     if "ift" in results:
-        print(f"(MFU: {results['ift'][0]['flops_per_token'] / 1e9:.3f} GFLOP per token as ift counts them, ift.flops: "
-              "6 x non-embedding parameters + attention within each document + the output projection on "
-              "targets only)")
+        print(
+            f"(MFU: {results['ift'][0]['flops_per_token'] / 1e9:.3f} GFLOP per token as ift counts them, ift.flops: "
+            "6 x non-embedding parameters + attention within each document + the output projection on "
+            "targets only)"
+        )
     print()
     print(f"{'ratio':<16}{'median':>8}{'mean':>8}{'target':>9}  result (on the median)")
     for name, other, target in (("ift / bare", "bare", 0.97), ("ift / Trainer", "trainer", 1.0)):
@@ -495,8 +628,10 @@ def report(args, results, n_params: int) -> None:
             continue
         med, mean = pooled["ift"][0] / pooled[other][0], pooled["ift"][1] / pooled[other][1]
         print(f"{name:<16}{med:>8.3f}{mean:>8.3f}{'>= ' + str(target):>9}  {'PASS' if med >= target else 'FAIL'}")
-    print("(loss, indicative: ift = token mean over its last steps; bare = mean of micro-batch means; "
-          "Trainer = its own last logged loss)")
+    print(
+        "(loss, indicative: ift = token mean over its last steps; bare = mean of micro-batch means; "
+        "Trainer = its own last logged loss)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Atomic writes: a reader (a resume, another rank, another node) sees the old file or the new one,
 never half of one."""
+
 from __future__ import annotations
 
 import contextlib

@@ -14,6 +14,7 @@ the newest checkpoint against its manifest (train.verify_checkpoint: full | size
 fails is reported, set aside (renamed `<name>.invalid-<n>`, never deleted) and the next newest
 valid one is used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,17 +24,17 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 import time
 import zlib
+from collections.abc import Callable
+from typing import IO, cast
 
 import numpy as np
 import torch
 
 from ift import distributed, faults
-from ift.atomic import fsync, replacing, write_text
-from ift.errors import RunError, UserError
+from ift.atomic import fsync, write_text
+from ift.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def save_file(obj, path: str, written: dict, zipfile: bool = True) -> None:
     """torch.save to `path`, fsynced, with its size and CRC-32 recorded in `written` (path -> entry)."""
     with open(path, "wb") as f:
         out = _ChecksummedFile(f)
-        torch.save(obj, out, _use_new_zipfile_serialization=zipfile)
+        torch.save(obj, cast(IO[bytes], out), _use_new_zipfile_serialization=zipfile)
         f.flush()
         os.fsync(f.fileno())
     written[os.path.abspath(path)] = {"size": out.size, "crc32": f"{out.crc:08x}"}
@@ -125,7 +126,7 @@ def checksummed_saves(engine, written: dict):
     from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 
     ce = getattr(engine, "checkpoint_engine", None)
-    if type(ce) is not TorchCheckpointEngine:
+    if ce is None or type(ce) is not TorchCheckpointEngine:
         yield
         return
     ce.save = lambda state_dict, path: save_file(state_dict, path, written, ce.zipfile_serialization)
@@ -164,8 +165,11 @@ def verify_checkpoint(path: str, mode: str = "full") -> list[str]:
     if not os.path.exists(manifest):  # written before manifests existed (or by another tool)
         if os.path.dirname(path) not in _warned_no_manifest:
             _warned_no_manifest.add(os.path.dirname(path))
-            log.warning("%s has no %s (written before checkpoint manifests): it cannot be verified, "
-                        "loading it as it is", path, MANIFEST_FILE)
+            log.warning(
+                "%s has no %s (written before checkpoint manifests): it cannot be verified, loading it as it is",
+                path,
+                MANIFEST_FILE,
+            )
         return []
     began = time.perf_counter()
     try:
@@ -185,9 +189,16 @@ def verify_checkpoint(path: str, mode: str = "full") -> list[str]:
             problems.append(f"{full}: {size} bytes, expected {want['size']}")
         elif mode == "full" and (crc := _crc32(full)) != want["crc32"]:
             problems.append(f"{full}: CRC-32 {crc}, expected {want['crc32']}")
-    log.log(logging.INFO if mode == "full" else logging.DEBUG, "verified %s (%s: %d files, %.2f GB) in %.2fs%s",
-            path, mode, len(expected), total / 1e9, time.perf_counter() - began,
-            f": {len(problems)} problem(s)" if problems else "")
+    log.log(
+        logging.INFO if mode == "full" else logging.DEBUG,
+        "verified %s (%s: %d files, %.2f GB) in %.2fs%s",
+        path,
+        mode,
+        len(expected),
+        total / 1e9,
+        time.perf_counter() - began,
+        f": {len(problems)} problem(s)" if problems else "",
+    )
     return problems
 
 
@@ -198,8 +209,13 @@ def set_aside(path: str, problems: list[str]) -> str:
         n += 1
     target = f"{path}.invalid-{n}"
     os.replace(path, target)
-    log.error("checkpoint %s is damaged (%s%s); set aside as %s", path, problems[0],
-              f", and {len(problems) - 1} more" if len(problems) > 1 else "", target)
+    log.error(
+        "checkpoint %s is damaged (%s%s); set aside as %s",
+        path,
+        problems[0],
+        f", and {len(problems) - 1} more" if len(problems) > 1 else "",
+        target,
+    )
     return target
 
 
@@ -221,9 +237,10 @@ def newest_valid(ckpt_dir: str, verify: str = "full") -> str | None:
 
 
 def rng_state() -> dict:
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # the legacy tuple form
     state = {
-        "python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "torch": torch.get_rng_state(),
     }
@@ -256,8 +273,9 @@ def save(engine, ckpt_dir: str, step: int, state: dict, keep_last: int, keep_eve
     # universal_checkpoint_info lets ds_to_universal convert this for another world size
     written: dict = {}
     with checksummed_saves(engine, written):
-        engine.save_checkpoint(ckpt_dir, tag=tmp_name, save_latest=False,
-                               client_state={"universal_checkpoint_info": {}})
+        engine.save_checkpoint(
+            ckpt_dir, tag=tmp_name, save_latest=False, client_state={"universal_checkpoint_info": {}}
+        )
     os.makedirs(os.path.join(tmp_path, "rng"), exist_ok=True)
     save_file(rng_state(), os.path.join(tmp_path, "rng", f"rank_{rank}.pt"), written)
     faults.maybe_die("save", step, rank)  # tests only
@@ -283,92 +301,42 @@ def prune(ckpt_dir: str, keep_last: int, keep_every: int) -> None:
     # never delete the newest valid checkpoint: keep everything from it on
     newest_ok = next((i for i in range(len(found) - 1, -1, -1) if not verify_checkpoint(found[i][1], "size")), 0)
     # max(0, ...): with fewer checkpoints than keep_last a negative end would slice from the back
-    for step, path in found[:max(0, min(len(found) - keep_last, newest_ok))] if keep_last else []:
+    for step, path in found[: max(0, min(len(found) - keep_last, newest_ok))] if keep_last else []:
         if keep_every and step % keep_every == 0:
             continue
         shutil.rmtree(path, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- load
+# --------------------------------------------------------------------------- the save policy
 
 
-def read_state(path: str) -> dict:
-    with open(os.path.join(path, STATE_FILE)) as f:
-        return json.load(f)
+class Checkpointer:
+    """When to save and what to keep: every train.save_every steps, when the run stops early, and at
+    the end (unless that step is saved already); after each save, prune keeps train.keep_last and
+    every train.keep_every-th step. The loop only says which step is done (torchtitan's
+    CheckpointManager does the same). `state()` is called only when a save is due: it returns what
+    the checkpoint holds besides the engine (a host read of the loss tallies is fine then)."""
 
+    def __init__(self, engine, ckpt_dir: str, t: TrainConfig, state: Callable[[], dict]):
+        self.engine, self.ckpt_dir, self.t, self.state = engine, ckpt_dir, t, state
+        self.seconds = 0.0  # how long the last save took (the trainer leaves it out of its throughput)
 
-def check_match(saved: dict, current: dict, allow: list[str], path: str) -> list[str]:
-    """Compare fingerprints of what defines the run; returns the allowed mismatches."""
-    allowed = []
-    for what in ("model", "tokenizer", "mixture"):
-        if saved["fingerprints"].get(what) != current.get(what):
-            if what not in allow:
-                raise UserError(
-                    f"checkpoint {path} was saved with a different {what} than this run's config "
-                    f"(to continue anyway, set train.resume_allow_mismatch=[{what}])")
-            allowed.append(what)
-    return allowed
+    def step_done(self, step: int, stopping: bool = False) -> str | None:
+        """Collective. The checkpoint saved at this step, or None when none is due."""
+        if stopping or (self.t.save_every and step % self.t.save_every == 0):
+            return self.save(step)
+        return None
 
+    def final(self, step: int) -> str:
+        """Collective. The run's last checkpoint: the one at this step if it is complete, else a new one."""
+        done = complete_checkpoints(self.ckpt_dir) if distributed.rank() == 0 else None  # one rank reads
+        saved = distributed.broadcast_object(done[-1][1] if done and done[-1][0] == step else None)
+        return saved or self.save(step)
 
-def prepare_universal(path: str) -> str:
-    """The universal form of a checkpoint, for loading at another world size: converted once by
-    rank 0 with DeepSpeed's ds_to_universal and kept beside it as `<checkpoint>_universal`."""
-    universal = path.rstrip("/") + "_universal"
-    if distributed.rank() == 0 and not is_complete(universal):
-        convert_to_universal(path, universal)
-    distributed.barrier()
-    return universal
-
-
-def load(engine, path: str, universal: str | None = None) -> dict:
-    """Load engine state from the ZeRO shards (same world size) or from the universal form made by
-    prepare_universal (the engine must then be initialized with checkpoint.load_universal)."""
-    source = universal or path
-    ckpt_dir, tag = os.path.split(source.rstrip("/"))
-    load_path, _ = engine.load_checkpoint(ckpt_dir, tag=tag, load_module_strict=True)
-    if load_path is None:
-        raise RunError(f"DeepSpeed could not load checkpoint {source}")
-    if universal is not None and engine.zero_optimization_stage() == 3:
-        _repair_stage3_universal_optimizer(engine, universal)
-    rng_file = os.path.join(path, "rng", f"rank_{distributed.rank()}.pt")
-    if universal is None and os.path.exists(rng_file):  # per-rank RNG only means something at the same world size
-        set_rng_state(torch.load(rng_file, weights_only=True))
-    return read_state(path)
-
-
-def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
-    """Undo two faults of DeepSpeed's ZeRO-3 universal load (stage3.py
-    load_hp_checkpoint_state_from_checkpoint_dir_stage3, DeepSpeed 0.19):
-    - it gives every ZeRO-3 sub-group (one per param group or more) the *same* `step` tensor, which
-      torch's Adam/AdamW increments in place once per sub-group step, so from the first step after
-      the resume every group but the first uses a step count that runs ahead (bias correction off,
-      losses drift from the uninterrupted run). Each sub-group gets its own copy here.
-    - it copies param_groups[0]'s hyperparameters into every group, so our no-decay group would
-      get weight decay. Each group gets back its own saved hyperparameters (same order: both
-      engines build their groups with build_optimizer)."""
-    base = getattr(engine.optimizer, "optimizer", None)
-    if base is None:
-        return
-    for state in base.state.values():
-        if torch.is_tensor(state.get("step")):
-            state["step"] = state["step"].clone()
-    saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=False)
-    saved_groups = saved["optimizer_state_dict"]["param_groups"]
-    if len(saved_groups) != len(base.param_groups):
-        raise RunError(f"universal checkpoint {universal} has {len(saved_groups)} optimizer param groups, "
-                        f"this run has {len(base.param_groups)}")
-    for group, saved_group in zip(base.param_groups, saved_groups):
-        group.update({k: v for k, v in saved_group.items() if k != "params"})
-
-
-def convert_to_universal(path: str, out: str) -> None:
-    """DeepSpeed's own ds_to_universal, written to a temporary folder then renamed."""
-    log.info("converting %s to a universal checkpoint (world size changed)", path)
-    with replacing(out) as tmp:
-        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", path,
-               "--output_folder", tmp, "--num_extract_workers", "1", "--num_merge_workers", "1"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RunError(f"ds_to_universal failed on {path}:\n{done.stderr[-3000:]}")
-        with open(os.path.join(tmp, DONE_FILE), "w") as f:
-            f.write("universal\n")
+    def save(self, step: int) -> str:
+        began = time.perf_counter()
+        path = save(self.engine, self.ckpt_dir, step, self.state(), self.t.keep_last, self.t.keep_every)
+        if distributed.rank() == 0:
+            log.info("saved %s", path)
+        self.seconds = time.perf_counter() - began
+        return path

@@ -1,14 +1,17 @@
-"""`ift` command line: every argument parser of the project, and each verb a thin function over
-the library. Also the two script entries Slurm batch scripts run: `slurm_task_main` (a task of
-slurm/train.sbatch, launch/slurm_entry.py) and `crash_requeue_main` (`python -m ift.crash_requeue`)."""
+"""`ift` command line: every verb's argument parser, and each verb a thin function over the
+library. Also the entry of a task of slurm/train.sbatch (`slurm_task_main`, launch/slurm_entry.py);
+the batch scripts' other command, `python -m ift.crash_requeue`, parses its own arguments."""
+
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
-from ift.config import load_config, single_task
+from ift import console
+from ift.config import load_config
 from ift.errors import EXIT_RUN_ERROR, EXIT_USER_ERROR, RunError, UserError
 from ift.logs import setup_logging
 
@@ -21,9 +24,14 @@ def check_overrides(overrides: list[str]) -> None:
         raise UserError(f"unrecognized argument(s): {' '.join(bad)} (overrides look like key.sub=value)")
 
 
+def only_task_override(task: str | None) -> list[str]:
+    """`--only-task T` is the override data.only_task=T (JSON-quoted: YAML keeps it a string)."""
+    return [f"data.only_task={json.dumps(task)}"] if task else []
+
+
 def _config_and_overrides(args, extras: list[str]):
     check_overrides(extras)
-    return load_config(args.config, extras)
+    return load_config(args.config, [*extras, *only_task_override(getattr(args, "only_task", None))])
 
 
 def cmd_mix(args, extras) -> None:
@@ -36,22 +44,7 @@ def cmd_mix(args, extras) -> None:
     t = cfg.train
     planned = t.max_steps * t.micro_batch_size * t.grad_accum * args.world_size
     rows = mixture_table(tasks, rates, cfg.data.mixture, planned, args.samples, cfg.run.seed)
-    width = max(12, *(len(r["task"]) for r in rows))
-    realized = f"  {'realized':>8}" if args.samples else ""
-    print(f"{'task':<{width}}  {'schema':<17} {'examples':>8} {'skipped':>7} {'cap':>6} {'rate':>7} "
-          f"{'epochs':>7}{realized}")
-    for r in rows:
-        cap = "-" if r["cap"] is None else str(r["cap"])
-        real = f"  {r['realized']:>8.4f}" if args.samples else ""
-        print(f"{r['task']:<{width}}  {r['schema']:<17} {r['examples']:>8} {r['skipped']:>7} {cap:>6} "
-              f"{r['rate']:>7.4f} {r['epochs']:>7.2f}{real}")
-    examples, skipped = sum(r["examples"] for r in rows), sum(r["skipped"] for r in rows)
-    print(f"{len(rows)} tasks, {examples + skipped} records: {examples} examples, {skipped} bad records skipped")
-    for t in tasks:
-        for reason, n in t.skipped.items():
-            print(f"  skipped in {t.name}: {n} x {reason}")
-    print(f"epochs: over train.max_steps x global batch = {planned} sequences at world size {args.world_size} "
-          "(one example per sequence; packing fits several)")
+    console.print_mixture(rows, tasks, planned, args.world_size, realized=bool(args.samples))
     if args.plot:
         if not args.samples:
             raise UserError("--plot needs --samples N to show realized rates")
@@ -64,32 +57,23 @@ def cmd_prepare(args, extras) -> None:
     from ift.rundir import RunDir
 
     cfg = _config_and_overrides(args, extras)
-    done = prepare(cfg)
-    print(f"prepared {done['examples']:,} examples ({done['tokens']:,} tokens) of {done['tasks']} task(s) "
-          f"in {done['seconds']:.1f} s")
-    print(f"cache: {done['cache_dir']} ({done['cache_bytes'] / 2**20:,.1f} MiB); "
-          f"tokenizer: {RunDir(cfg.run_dir).tokenizer}")
-    print(f"`ift train {args.config}` (same data settings and data.cache_dir) now starts from this cache")
+    console.print_prepared(prepare(cfg), RunDir(cfg.run_dir).tokenizer, args.config)
 
 
 def cmd_train(args, extras) -> None:
     cfg = _config_and_overrides(args, extras)
-    if args.only_task:
-        single_task(cfg, args.only_task, extras)
     if (args.nproc_per_node > 1 or args.max_restarts) and "RANK" not in os.environ:
         from ift import sequence_parallel
-        from ift.engine import deepspeed_config
         from ift.launch.local import launch_torchrun
 
-        deepspeed_config(cfg, args.nproc_per_node)  # a config-file conflict fails here once, not in every rank
-        sequence_parallel.check(cfg, args.nproc_per_node)
+        sequence_parallel.check(cfg, args.nproc_per_node)  # fails here once, not in every rank
         code = launch_torchrun(args.nproc_per_node, args.argv, args.max_restarts)
         if code:
             raise SystemExit(code)
         return
     from ift.train import train
 
-    train(cfg, only_task=args.only_task)
+    train(cfg)
 
 
 def cmd_export(args, extras) -> None:
@@ -104,18 +88,25 @@ def add_submit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of `ift submit CONFIG [overrides]`; each overrides the `slurm:` config section."""
     g = parser.add_argument_group("Slurm (override the slurm: config section)")
     g.add_argument("--nodes", type=int, help="nodes (slurm.nodes)")
-    g.add_argument("--gpus-per-node", type=int,
-                   help="GPUs per node = Slurm tasks (ranks) per node (slurm.gpus_per_node)")
-    g.add_argument("--cpu", action="store_true",
-                   help="CPU-only cluster: request no GPU gres; --gpus-per-node is then only the tasks "
-                        "per node (slurm.gres=false)")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs = Slurm tasks (ranks) per node (slurm.gpus_per_node)")
+    g.add_argument(
+        "--cpu",
+        action="store_true",
+        help="CPU-only cluster: request no GPU gres; --gpus-per-node is then only the tasks "
+        "per node (slurm.gres=false)",
+    )
     g.add_argument("--partition", help="slurm.partition")
     g.add_argument("--time", type=int, metavar="MIN", help="time limit in minutes (slurm.time_min)")
     g.add_argument("--account", help="slurm.account")
     g.add_argument("--qos", help="slurm.qos")
-    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                        help="one job per value (a job array; repeat for a grid), each with its own "
-                             "run.name suffix, e.g. --sweep train.lr=1e-5,2e-5")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="one job per value (a job array; repeat for a grid), each with its own "
+        "run.name suffix, e.g. --sweep train.lr=1e-5,2e-5",
+    )
     parser.add_argument("--only-task", help="single-task fine-tune baseline on this task, as `ift train`")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script and exit")
     return parser
@@ -126,23 +117,15 @@ def cmd_submit(args, extras: list[str]) -> None:
     from ift.launch import submit
 
     check_overrides(extras)
-    base_name, planned = submit.plan_jobs(args.config, list(extras), args)
+    flags = [*submit.flag_overrides(vars(args)), *only_task_override(args.only_task)]
+    base_name, planned = submit.plan_jobs(args.config, [*extras, *flags], args.sweep)
     cfgs = [c for c, _ in planned]
     folder = submit.submitit_folder(cfgs, base_name)
     for cfg in cfgs:
         submit.check_writable(cfg.run_dir, create=not args.dry_run)
     submit.check_writable(folder, create=not args.dry_run)
-    s = cfgs[0].slurm
-    ranks = s.nodes * s.gpus_per_node
-    shape = f"{s.nodes} node(s) x {s.gpus_per_node} task(s) = {ranks} rank(s)" + ("" if s.gres else ", no GPU gres")
     if args.dry_run:
-        print(submit.sbatch_script(cfgs, folder, base_name).rstrip("\n"))
-        if note := submit_note(cfgs[0]):
-            print(f"# {note}")
-        print(f"# dry run: nothing submitted; {len(cfgs)} job(s), {shape}; submitit folder {folder}")
-        for i, (cfg, point) in enumerate(planned):
-            what = f"array task {i}: {' '.join(point)}: " if len(planned) > 1 else ""
-            print(f"# {what}run dir {cfg.run_dir}")
+        console.print_dry_run(submit.sbatch_script(cfgs, folder, base_name), submit_note(cfgs[0]), planned, folder)
         return
     for cfg in cfgs:
         if note := submit.existing_checkpoint_note(cfg):
@@ -150,39 +133,48 @@ def cmd_submit(args, extras: list[str]) -> None:
     if note := submit_note(cfgs[0]):
         print(note)
     try:
-        jobs = submit.submit(cfgs, folder, args.only_task, base_name)
+        jobs = submit.submit(cfgs, folder, base_name)
     except Exception as e:  # sbatch refused (bad partition/account/...) or no Slurm here
         raise UserError(f"submission failed: {str(e).strip()}") from None
-    for job, cfg in zip(jobs, cfgs):
-        print(f"submitted job {job.job_id}: {cfg.run.name} ({shape})")
-        print(f"  run dir: {cfg.run_dir}")
-        print(f"  logs:    {job.paths.stdout} and {job.paths.stderr} (rank 0; rank r: _r_ in the name)")
-    print(f"watch: squeue -j {str(jobs[0].job_id).split('_')[0]}; time limit {s.time_min} min, USR2 "
-          f"{s.signal_delay_s}s before it -> checkpoint + requeue (up to {s.max_requeues} time-outs); "
-          f"a crash requeues up to {s.max_failures} time(s)")
+    console.print_submitted(jobs, cfgs)
 
 
 def add_eval_args(sp) -> None:
-    sp.add_argument("source", metavar="RUN_DIR_OR_MODEL",
-                    help="run directory (newest complete checkpoint), checkpoint folder, or local HF model folder")
-    sp.add_argument("--tasks", help="task files (path, directory or glob; one task per file), builtin:heldout | "
-                    "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
-                    "several (default: the run config's eval.tasks)")
-    sp.add_argument("--shots", help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
-                    "comma-separated for several evaluations in one process, e.g. 0,2")
+    sp.add_argument(
+        "source",
+        metavar="RUN_DIR_OR_MODEL",
+        help="run directory (newest complete checkpoint), checkpoint folder, or local HF model folder",
+    )
+    sp.add_argument(
+        "--tasks",
+        help="task files (path, directory or glob; one task per file), builtin:heldout | "
+        "builtin:train | builtin:<task>, or a YAML config whose eval.tasks to use; comma-separated for "
+        "several (default: the run config's eval.tasks)",
+    )
+    sp.add_argument(
+        "--shots",
+        help="positive examples in the prompt (e.g. 0 or 2; default: the run's eval.shots); "
+        "comma-separated for several evaluations in one process, e.g. 0,2",
+    )
     sp.add_argument("--max-new-tokens", type=int, help="tokens to generate per example (default: eval.max_new_tokens)")
     sp.add_argument("--limit", type=int, help="first N examples of each task (default: eval.limit, all)")
     sp.add_argument("--batch-size", type=int, help="prompts per generate call (default: eval.batch_size)")
-    sp.add_argument("--out", help="folder for <name>.json and <name>.md (default: <run dir>/eval; "
-                    "required for a model folder)")
+    sp.add_argument("--out", help="folder for <name>.json, .md (default: <run dir>/eval; required for a model folder)")
     sp.add_argument("--name", help="result name (default: from --tasks and --shots, e.g. eval_0shot)")
     sp.add_argument("--no-wandb", action="store_true", help="do not log the scores to the run's W&B run")
-    sp.add_argument("--nproc-per-node", type=int, default=1,
-                    help="local processes (torchrun), each generating its share of the examples on its own device")
+    sp.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="local processes (torchrun), each generating its share of the examples on its own device",
+    )
     sp.add_argument("--backend", choices=["hf", "vllm"], help="generation backend (default: eval.backend, hf)")
-    sp.add_argument("--harness", metavar="TASKS",
-                    help="run lm-evaluation-harness tasks instead (e.g. mmlu,arc_easy,gsm8k) on the model; "
-                         "results in <run dir>/eval/harness.json (the harness extra: pip install 'ift[harness]')")
+    sp.add_argument(
+        "--harness",
+        metavar="TASKS",
+        help="run lm-evaluation-harness tasks instead (e.g. mmlu,arc_easy,gsm8k) on the model; "
+        "results in <run dir>/eval/harness.json (the harness extra: pip install 'ift[harness]')",
+    )
     sp.add_argument("--harness-include", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
 
 
@@ -211,80 +203,54 @@ def cmd_eval(args, extras=None) -> dict:
         if code := launch_torchrun(args.nproc_per_node, args.argv):
             raise SystemExit(code)
         return {}
-    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        from ift.launch.job import export_dist_env
+    from ift.launch.job import join_srun_world
 
-        export_dist_env()  # `srun ift eval ...` with several tasks: one rank per task
+    join_srun_world()  # `srun ift eval ...` with several tasks: one rank per task
     if args.harness:
         from ift.eval.harness import run_harness
 
-        result = run_harness(args.source, args.harness, include=args.harness_include, limit=args.limit,
-                             shots=shots_list[0], batch_size=args.batch_size, out=args.out, wandb=not args.no_wandb)
-        _print_harness(result)
+        where = {"include": args.harness_include, "out": args.out, "wandb": not args.no_wandb}
+        result = run_harness(
+            args.source, args.harness, shots=shots_list[0], limit=args.limit, batch_size=args.batch_size, **where
+        )
+        console.print_harness(result)
         return result
     from ift.eval.evaluate import evaluate
 
+    settings = {k: getattr(args, k) for k in ("max_new_tokens", "limit", "batch_size", "backend")}  # None: eval.*
     for shots in shots_list:
-        result = evaluate(args.source, tasks=args.tasks, shots=shots, max_new_tokens=args.max_new_tokens,
-                          limit=args.limit, batch_size=args.batch_size, out=args.out, name=args.name,
-                          wandb=not args.no_wandb, backend=args.backend)
+        where = {"tasks": args.tasks, "out": args.out, "name": args.name, "wandb": not args.no_wandb}
+        result = evaluate(args.source, shots=shots, **settings, **where)
         if result["files"]:  # rank 0
-            _print_result(result)
+            console.print_eval(result)
     return result
-
-
-def _print_harness(result: dict) -> None:
-    if not result.get("files"):
-        return
-    for task, scores in result["tasks"].items():
-        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    print(f"wrote {result['files']['json']}" + (" (logged to W&B)" if result.get("wandb") else ""))
-
-
-def _print_result(result: dict) -> None:
-    width = max(12, *(len(t) for t in result["tasks"]))
-    print(f"{'task':<{width}}  {'n':>5}  {'EM':>6}  {'ROUGE-L':>7}  {'EM(cased)':>9}")
-    for t, s in result["tasks"].items():
-        print(f"{t:<{width}}  {s['n']:>5}  {s['exact_match']:>6.1f}  {s['rougeL']:>7.1f}  "
-              f"{s['exact_match_cased']:>9.1f}")
-    m = result["mean"]
-    print(f"{'mean':<{width}}  {m['n']:>5}  {m['exact_match']:>6.1f}  {m['rougeL']:>7.1f}  "
-          f"{m['exact_match_cased']:>9.1f}  ({m['tasks']} tasks)")
-    sp = result["speed"]
-    print(f"{sp['examples_per_s']:.2f} examples/s, {sp['tokens_per_s']:.1f} generated tokens/s "
-          f"({sp['processes']} process(es), {sp['backend']}); prompt padding {100 * sp['padding_frac']:.1f}%, "
-          f"decode steps past a row's end {100 * sp['decode_waste']:.1f}%")
-    print(f"wrote {result['files']['json']} and {result['files']['markdown']}"
-          + (" (logged to W&B)" if result.get("wandb") else ""))
 
 
 def add_compare_args(sp) -> None:
     sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with eval/<name>.json results")
     sp.add_argument("--out", help="output folder (default: comparison/ next to the first run dir)")
-    sp.add_argument("--eval", dest="eval_name", action="append",
-                    help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
-                         "--eval eval_0shot --eval eval_2shot (the first is the main one)")
+    sp.add_argument(
+        "--eval",
+        dest="eval_name",
+        action="append",
+        help="evaluation name to use in each run (default: the newest); repeat for several, e.g. "
+        "--eval eval_0shot --eval eval_2shot (the first is the main one)",
+    )
 
 
 def cmd_compare(args, extras=None) -> dict:
-    from ift.eval.findings import fmt
     from ift.eval.report import write_comparison
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.run_dirs[0])), "comparison")
     result = write_comparison(args.run_dirs, out, args.eval_name)
-    for ev in result["evaluations"]:
-        print(f"{ev['name']}:")
-        for n, g in ev["groups"].items():
-            print(f"  {n}: " + ", ".join(f"{k} {fmt(v['rougeL'])} ({v['tasks']})" for k, v in g.items() if v["tasks"]))
-        for s in ev["findings"]:
-            print(f"  - {s}")
-    print("wrote " + ", ".join(result["files"].values()))
+    console.print_comparison(result)
     return result
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) "
-                                                        "on DeepSpeed ZeRO.")
+    p = argparse.ArgumentParser(
+        prog="ift", description="Instruction fine-tuning (and single-task fine-tuning) on DeepSpeed ZeRO."
+    )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name, help, fn, config=True):
@@ -297,8 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = verb("train", "train a model (instruction or single-task fine-tuning)", cmd_train)
     tr.add_argument("--nproc-per-node", type=int, default=1, help="local processes (torchrun)")
     tr.add_argument("--only-task", help="single-task fine-tune baseline on this task, same budget")
-    tr.add_argument("--max-restarts", type=int, default=0,
-                    help="restart all local processes up to K times after a crash, from the last valid checkpoint")
+    tr.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restart all local processes up to K times after a crash, from the last valid checkpoint",
+    )
     add_submit_args(verb("submit", "submit a training job to Slurm", cmd_submit))
     verb("prepare", "load, render and tokenize the run's data into data.cache_dir ahead of training", cmd_prepare)
     m = verb("mix", "show the task mixture: examples, rates, epochs, realized sampling", cmd_mix)
@@ -310,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = verb("export", "export a checkpoint to a Hugging Face folder", cmd_export, config=False)
     ex.add_argument("source", help="run directory or checkpoint folder")
     ex.add_argument("out_dir", help="output Hugging Face folder")
-    ex.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                    help="weights' precision (default auto: the run's training dtype, e.g. bf16)")
+    ex.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="weights' precision (default auto: the run's training dtype, e.g. bf16)",
+    )
     return p
 
 
@@ -357,62 +331,18 @@ def slurm_task_main(argv: list[str] | None = None) -> int:
     from ift.launch import job
 
     dist = job.start_task()  # signal handlers first: a signal during start-up requests a stop
-    code = _run(lambda: job.run_task(dist, *slurm_task_config(argv)))
+    code = _run(lambda: job.run_task(dist, slurm_task_config(argv)))
     faults.maybe_stall("exit", dist["rank"])  # tests only: a rank slow to leave
     return code
 
 
 def slurm_task_config(argv: list[str] | None):
-    """(config, only_task) from slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
+    """The config of slurm/train.sbatch's arguments: `CONFIG [overrides] [--only-task T]`."""
     p = argparse.ArgumentParser(prog="slurm_entry.py")
     p.add_argument("config")
     p.add_argument("--only-task")
     args, overrides = p.parse_known_args(argv)
-    check_overrides(overrides)
-    cfg = load_config(args.config, overrides)
-    if args.only_task:
-        single_task(cfg, args.only_task, overrides)
-    return cfg, args.only_task
-
-
-def crash_requeue_main(argv: list[str] | None = None) -> int:
-    """`python -m ift.crash_requeue`: after srun returned in a batch script (ift.launch.requeue).
-
-    python -m ift.crash_requeue --exit-code RC --run-dir DIR [--run-dir DIR2 ...] --max-failures N \\
-        --rank-log '{folder}/{job}_{rank}_log.err'            # ift submit: one log file per rank
-    python -m ift.crash_requeue --exit-code RC --labelled CONFIG [overrides] [--only-task T]
-                                                              # train.sbatch: srun --label, one log
-    python -m ift.crash_requeue --stopped --labelled CONFIG [overrides]
-        # exit 0 when rank 0 recorded a stop with a checkpoint in this run of the job, else 1
-    """
-    from ift.launch.requeue import after_srun, stop_saved
-
-    p = argparse.ArgumentParser(prog="python -m ift.crash_requeue", description=crash_requeue_main.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exit-code", type=int, help="srun's exit status")
-    p.add_argument("--stopped", action="store_true", help="only say whether this run stopped with a checkpoint")
-    p.add_argument("--run-dir", action="append", default=[], help="run dir (one per array task, in order)")
-    p.add_argument("--max-failures", type=int, default=2)
-    p.add_argument("--rank-log", help="per-rank log file, with {job} and {rank}")
-    p.add_argument("--labelled", action="store_true", help="ranks' lines are `R: ` lines of the batch log; "
-                   "the run dir and slurm.max_failures come from the CONFIG arguments that follow")
-    args, rest = p.parse_known_args(argv)
-    run_dir, max_failures = None, args.max_failures
-    if args.run_dir:
-        run_dir = args.run_dir[int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)]
-    else:
-        try:
-            cfg, _ = slurm_task_config(rest)
-            run_dir, max_failures = cfg.run_dir, cfg.slurm.max_failures
-        except UserError as e:  # the ranks failed on the same config
-            print(f"ift: the config does not load ({e}): a user error, not requeueing")
-            return 1 if args.stopped else args.exit_code
-    if args.stopped:
-        return 0 if stop_saved(run_dir) else 1
-    if args.exit_code is None:
-        p.error("--exit-code is required")
-    code, _ = after_srun(args.exit_code, run_dir, max_failures, args.rank_log)
-    return code
+    return _config_and_overrides(args, overrides)
 
 
 if __name__ == "__main__":

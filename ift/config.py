@@ -4,9 +4,11 @@ Each section is a dataclass whose fields carry their documentation, and whose `c
 it (`at`: its dotted path). Every user mistake becomes a `ConfigError` naming the dotted field; the
 CLI prints it as one `error:` line and exits 2. The loading machinery is in `ift.config_loader`.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,10 +20,31 @@ from ift.atomic import write_text
 from ift.config_loader import ConfigError, apply_override, build, check_choices, read_yaml, require
 from ift.errors import UserError
 
-__all__ = ["ConfigError", "UserError", "RunConfig", "ModelConfig", "TaskSource", "GroupConfig", "AdaptConfig",
-           "MixtureConfig", "DataConfig", "TrainConfig", "DeepSpeedConfig", "WandbConfig", "TrackingConfig",
-           "SlurmConfig", "EvalConfig", "Config", "load_config", "single_task", "read_yaml", "validate",
-           "validate_source", "to_dict", "save_config"]
+__all__ = [
+    "ConfigError",
+    "UserError",
+    "RunConfig",
+    "ModelConfig",
+    "TaskSource",
+    "GroupConfig",
+    "AdaptConfig",
+    "MixtureConfig",
+    "DataConfig",
+    "TrainConfig",
+    "DeepSpeedConfig",
+    "WandbConfig",
+    "TrackingConfig",
+    "SlurmConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "single_task",
+    "read_yaml",
+    "validate",
+    "validate_source",
+    "to_dict",
+    "save_config",
+]
 
 Strategy = Literal["explicit", "proportional", "temperature"]
 """How a mixture (or a group) sets its tasks' rates: `explicit`: the `weights` given; `proportional`:
@@ -39,8 +62,9 @@ class RunConfig:
     seed: int = 0
 
     def check(self, at: str) -> None:
-        require(bool(self.name) and "/" not in self.name, f"{at}.name", self.name,
-                "must be a non-empty name without '/'")
+        require(
+            bool(self.name) and "/" not in self.name, f"{at}.name", self.name, "must be a non-empty name without '/'"
+        )
 
 
 @dataclass
@@ -60,12 +84,27 @@ class ModelConfig:
 
     def check(self, at: str) -> None:
         check_choices(self, at)
-        require(self.name_or_path is None or self.config is None, at, "name_or_path and config",
-                f"set one of {at}.name_or_path and {at}.config, not both")
+        require(
+            self.name_or_path is None or self.config is None,
+            at,
+            "name_or_path and config",
+            f"set one of {at}.name_or_path and {at}.config, not both",
+        )
 
 
-FieldName = Literal["task", "instruction", "input", "output", "references", "rationale", "category", "messages",
-                    "conversations", "prompt", "completion"]
+FieldName = Literal[
+    "task",
+    "instruction",
+    "input",
+    "output",
+    "references",
+    "rationale",
+    "category",
+    "messages",
+    "conversations",
+    "prompt",
+    "completion",
+]
 """The canonical record fields that a source's `fields` can rename."""
 
 
@@ -97,8 +136,13 @@ class TaskSource:
         require(len(given) == 1, at, {k: getattr(self, k) for k in given}, "needs exactly one of path, hub, builtin")
         check_choices(self, at)
         require(self.n > 0, f"{at}.n", self.n, "must be > 0")
-        require(self.task_field is None or (isinstance(self.task_field, str) and self.task_field and not self.builtin),
-                f"{at}.task_field", self.task_field, "must be a column name of a file or hub source")
+        require(
+            self.task_field is None
+            or (isinstance(self.task_field, str) and bool(self.task_field) and not self.builtin),
+            f"{at}.task_field",
+            self.task_field,
+            "must be a column name of a file or hub source",
+        )
 
 
 def _check_rates(section: MixtureConfig | GroupConfig, at: str) -> None:
@@ -187,8 +231,12 @@ class MixtureConfig:
         self.adapt.check(f"{at}.adapt")
         for i, g in enumerate(self.groups):
             gp = f"{at}.groups[{i}]"
-            require(g.name not in [h.name for h in self.groups[:i]], f"{gp}.name", g.name,
-                    "repeats an earlier group's name")
+            require(
+                g.name not in [h.name for h in self.groups[:i]],
+                f"{gp}.name",
+                g.name,
+                "repeats an earlier group's name",
+            )
             g.check(gp)
 
 
@@ -206,6 +254,10 @@ class DataConfig:
     on_bad_record: Literal["error", "skip"] = "error"
     """skip: bad records are skipped and counted per task."""
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    only_task: str | None = None
+    """The single-task baseline (`--only-task`): train on this task of data.tasks alone, same model,
+    optimizer, steps and global batch; the mixture becomes the default and run.name gets `-ft-<task>`
+    unless run.name is given on the command line."""
     max_seq_len: int = 512
     packing: bool = True
     """false: one example per row, padded to the longest in the micro-batch."""
@@ -290,15 +342,27 @@ class TrainConfig:
 
     def check(self, at: str) -> None:
         check_choices(self, at)
-        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every", "loss_chunk", "dist_timeout_min",
-                     "host_timeout_min", "sequence_parallel"):
+        for name in (
+            "max_steps",
+            "micro_batch_size",
+            "grad_accum",
+            "log_every",
+            "loss_chunk",
+            "dist_timeout_min",
+            "host_timeout_min",
+            "sequence_parallel",
+        ):
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         require(self.epochs is None or self.epochs > 0, f"{at}.epochs", self.epochs, "must be > 0")
         require(math.isfinite(self.lr) and self.lr > 0, f"{at}.lr", self.lr, "must be > 0")
         for name in ("weight_decay", "warmup_steps", "save_every", "keep_every", "peak_tflops"):
             require(getattr(self, name) >= 0, f"{at}.{name}", getattr(self, name), "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{at}.betas", self.betas,
-                "must be two numbers in [0, 1)")
+        require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"{at}.betas",
+            self.betas,
+            "must be two numbers in [0, 1)",
+        )
         require(0 <= self.min_lr_ratio <= 1, f"{at}.min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         require(self.grad_clip >= 0, f"{at}.grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
         require(self.keep_last >= 1, f"{at}.keep_last", self.keep_last, "must be >= 1")
@@ -315,8 +379,12 @@ class DeepSpeedConfig:
 
     def check(self, at: str) -> None:
         if self.config_file is not None:
-            require(os.path.isfile(self.config_file), f"{at}.config_file", self.config_file,
-                    "must be an existing JSON file")
+            require(
+                os.path.isfile(self.config_file),
+                f"{at}.config_file",
+                self.config_file,
+                "must be an existing JSON file",
+            )
 
 
 @dataclass
@@ -375,6 +443,35 @@ class SlurmConfig:
             require(getattr(self, name) > 0, f"{at}.{name}", getattr(self, name), "must be > 0")
         for name in ("max_requeues", "max_failures"):
             require(getattr(self, name) >= 0, f"{at}.{name}", getattr(self, name), "must be >= 0")
+        require(
+            0 <= self.signal_delay_s < self.time_min * 60,
+            f"{at}.signal_delay_s",
+            self.signal_delay_s,
+            f"must be in [0, {at}.time_min * 60 = {self.time_min * 60})",
+        )
+        for line in self.extra_sbatch:
+            require(
+                sbatch_option(line) is not None,
+                f"{at}.extra_sbatch",
+                line,
+                "give a long option, e.g. --exclusive or --mail-type=END",
+            )
+
+    def sbatch_options(self) -> dict:
+        """extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
+        submitit's additional_parameters {name: value or True}."""
+        return dict(option for line in self.extra_sbatch if (option := sbatch_option(line)))
+
+
+def sbatch_option(line: str) -> tuple[str, str | bool] | None:
+    """`--mail-type=END` -> ("mail_type", "END"); None for anything but a long option."""
+    text = line.strip()
+    if text.startswith("#SBATCH"):
+        text = text[len("#SBATCH") :].strip()
+    if not text.startswith("--") or len(text) < 3:
+        return None
+    key, _, value = text[2:].replace("=", " ", 1).partition(" ")
+    return key.strip().replace("-", "_"), value.strip() or True
 
 
 @dataclass
@@ -431,26 +528,98 @@ def load_config(path: str | None = None, overrides: tuple | list = ()) -> Config
     for o in overrides:
         apply_override(Config, raw, o)
     cfg = build(Config, raw)
+    if cfg.data.only_task:
+        single_task(cfg, overrides)
     validate(cfg)
     return cfg
 
 
-def single_task(cfg: Config, task: str, overrides) -> Config:
-    """The single-task baseline of a config (`--only-task`): same model, optimizer, steps and global
-    batch (so the same token budget with packing); only the mixture shrinks to one task."""
+def single_task(cfg: Config, overrides) -> None:
+    """The single-task baseline of a config (data.only_task): same model, optimizer, steps and global
+    batch (so the same token budget with packing); only the mixture shrinks to one task. A saved
+    run config loads to itself: its name already ends in the suffix."""
     cfg.data.mixture = MixtureConfig()
-    if not any(o.startswith("run.name=") for o in overrides):
-        cfg.run.name = f"{cfg.run.name}-ft-{task}"
-    return cfg
+    suffix = f"-ft-{cfg.data.only_task}"
+    if not any(o.startswith("run.name=") for o in overrides) and not cfg.run.name.endswith(suffix):
+        cfg.run.name += suffix
 
 
 def validate(cfg: Config) -> None:
     """Range and choice checks, section by section; types were checked while building."""
     for f in dataclasses.fields(cfg):
         getattr(cfg, f.name).check(f.name)
-    require(not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1), "eval.generate_every",
-            cfg.eval.generate_every, "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
-            "every sequence); set it to 0 and run `ift eval` on the checkpoints")
+    require(
+        not (cfg.eval.generate_every and cfg.train.sequence_parallel > 1),
+        "eval.generate_every",
+        cfg.eval.generate_every,
+        "cannot run with train.sequence_parallel > 1 (each rank holds a slice of "
+        "every sequence); set it to 0 and run `ift eval` on the checkpoints",
+    )
+    ds_file = check_deepspeed_file(cfg) if cfg.deepspeed.config_file else {}
+    check_sequence_parallel(cfg, ds_file)
+
+
+def check_sequence_parallel(cfg: Config, ds_file: dict) -> None:
+    """What train.sequence_parallel and train.tiled_mlp need of the config; what they need of the
+    world and the model's shape is checked where those are known (ift.sequence_parallel.check)."""
+    t, d, sp = cfg.train, cfg.data, cfg.train.sequence_parallel
+    if t.tiled_mlp and not d.packing:
+        raise ConfigError(
+            "train.tiled_mlp: needs data.packing=true (every row the same width, so every rank runs the same tiles)"
+        )
+    if sp == 1:
+        return
+    if t.zero_stage == 0:
+        raise ConfigError(f"train.zero_stage=0: sequence parallelism (train.sequence_parallel={sp}) needs ZeRO 1-3")
+    if d.packing and d.max_seq_len % sp:
+        raise ConfigError(f"data.max_seq_len={d.max_seq_len}: must be divisible by train.sequence_parallel={sp}")
+    zero = {**ds_file.get("zero_optimization", {}), **cfg.deepspeed.extra.get("zero_optimization", {})}
+    if t.zero_stage == 3 and zero.get("reduce_scatter") is False:
+        # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
+        raise ConfigError(
+            "deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
+            "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on"
+        )
+
+
+def check_deepspeed_file(cfg: Config) -> dict:
+    """deepspeed.config_file agrees with the typed config: batch, clipping, ZeRO stage and dtype are
+    ours ("auto" in the file defers to them), and the optimizer and schedule are train.*. Returns
+    the file's settings."""
+    t, path = cfg.train, str(cfg.deepspeed.config_file)
+    at = f"deepspeed.config_file {path}"
+    try:
+        with open(path) as f:  # DeepSpeedConfig.check: the file exists
+            ds = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{at}:{e.lineno}: invalid JSON: {e.msg}") from None
+    for key, field_name, value in (
+        ("train_micro_batch_size_per_gpu", "train.micro_batch_size", t.micro_batch_size),
+        ("gradient_accumulation_steps", "train.grad_accum", t.grad_accum),
+        ("gradient_clipping", "train.grad_clip", t.grad_clip),
+    ):
+        if key in ds and ds[key] != "auto" and ds[key] != value:
+            raise ConfigError(
+                f'{at}: {key}={ds[key]} conflicts with {field_name}={value}; make them agree or set it to "auto"'
+            )
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage != t.zero_stage:
+        raise ConfigError(f"{at}: zero_optimization.stage={stage} conflicts with train.zero_stage={t.zero_stage}")
+    dtype: str = cfg.model.dtype
+    if dtype == "auto":  # what the trainer will resolve it to on this machine
+        from ift.distributed import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
+    for key in ("bf16", "fp16"):
+        on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
+        if (on is True and dtype != key) or (on is False and dtype == key):
+            raise ConfigError(f"{at}: {key}.enabled={on} conflicts with model.dtype={dtype}")
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise ConfigError(
+                f"{at}: remove '{key}'; set it with train.* (lr, betas, weight_decay, warmup_steps, lr_schedule)"
+            )
+    return ds
 
 
 def validate_source(t: TaskSource, path: str) -> None:
@@ -465,8 +634,14 @@ def to_dict(cfg: Config) -> dict:
 
     def scrub(node):
         if isinstance(node, dict):
-            return {k: ("<redacted>" if set(str(k).lower().split("_")) & set(SECRET_WORDS) and isinstance(v, str)
-                        else scrub(v)) for k, v in node.items()}
+            return {
+                k: (
+                    "<redacted>"
+                    if set(str(k).lower().split("_")) & set(SECRET_WORDS) and isinstance(v, str)
+                    else scrub(v)
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [scrub(v) for v in node]
         return node

@@ -5,6 +5,7 @@ Nothing here knows the config's sections: the root dataclass is passed in. Field
 bool, int, float, str, Any, Optional/Union, list[X], dict (with `typing.Literal` keys, checked),
 nested dataclasses and `typing.Literal[...]` (a fixed set of choices).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,7 +76,8 @@ def apply_override(root: type, raw: dict, override: str) -> None:
         raise ConfigError(f"override '{override}' is not of the form key.sub=value")
     key, text = override.split("=", 1)
     parts = key.strip().split(".")
-    cls, node, prefix = root, raw, ""
+    cls: Any = root  # None inside a free-form dict
+    node, prefix = raw, ""
     for i, part in enumerate(parts):
         hints = typing.get_type_hints(cls) if cls is not None else None  # None: inside a free-form dict
         if hints is not None and part not in hints:
@@ -100,7 +102,7 @@ def apply_override(root: type, raw: dict, override: str) -> None:
 # --------------------------------------------------------------------------- building
 
 
-def build(cls: type, values: dict, path: str = ""):
+def build(cls: Any, values: dict, path: str = ""):
     """A `cls` dataclass from a mapping, each value coerced to its field's type."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -127,8 +129,14 @@ def _coerce(value: Any, tp, path: str) -> Any:
                 errors.append(e)
         # a value of the right kind but not one of the choices says so; otherwise, no kind fitted
         wrong_choice = [e for e in errors if isinstance(e, _ChoiceError)]
-        raise wrong_choice[0] if wrong_choice else errors[-1] if len(errors) == 1 else ConfigError(
-            f"{path}: expected {' or '.join(_type_name(a) for a in args if a is not type(None))}, got {value!r}"
+        raise (
+            wrong_choice[0]
+            if wrong_choice
+            else errors[-1]
+            if len(errors) == 1
+            else ConfigError(
+                f"{path}: expected {' or '.join(_type_name(a) for a in args if a is not type(None))}, got {value!r}"
+            )
         )
     if origin is Literal:
         value = _coerce(value, _base_type(tp), path)
@@ -202,9 +210,11 @@ def _type_name(tp) -> str:
 def _unknown_key(key: str, path: str, known) -> ConfigError:
     dotted = f"{path}.{key}" if path else key
     known = list(known)
-    close = (difflib.get_close_matches(key, known, n=1, cutoff=0.8)
-             or [k for k in known if key.startswith(k + "_") or key.endswith("_" + k)][:1]
-             or difflib.get_close_matches(key, known, n=1))
+    close = (
+        difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        or [k for k in known if key.startswith(k + "_") or key.endswith("_" + k)][:1]
+        or difflib.get_close_matches(key, known, n=1)
+    )
     hint = f" (did you mean '{f'{path}.' if path else ''}{close[0]}'?)" if close else ""
     return ConfigError(f"unknown config key '{dotted}'{hint}")
 

@@ -3,20 +3,31 @@
 Every other module asks here for its rank, waits at a barrier or lets rank 0 go first; nothing
 else calls torch.distributed directly (DeepSpeed's engine aside).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
 import warnings
+from typing import Literal, cast
 
 import torch
 import torch.distributed as dist
+
+Dtype = Literal["fp32", "bf16", "fp16"]  # what model.dtype resolves to
 
 
 def accelerator_available() -> bool:
     """True when training runs on CUDA (DS_ACCELERATOR=cpu forces the CPU even on a GPU machine)."""
     return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+
+
+def resolve_dtype(name: str) -> Dtype:
+    """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
+    if name != "auto":
+        return cast(Dtype, name)  # one of ModelConfig's choices
+    return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def select_accelerator() -> None:
@@ -59,8 +70,9 @@ def init_distributed(timeout_min: float = 10, host_timeout_min: float = 120) -> 
     global _HOST_GROUP
     if not dist.is_initialized():
         backend = "nccl" if accelerator_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                                   timeout=timedelta(minutes=timeout_min))
+        deepspeed.init_distributed(
+            dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(minutes=timeout_min)
+        )
     if accelerator_available():
         torch.cuda.set_device(cuda_device_index())
     if _HOST_GROUP is None:
@@ -171,7 +183,7 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 class StopVote:
-    """"Does any rank want to stop?", asked after every step without waiting for the answer: the
+    """ "Does any rank want to stop?", asked after every step without waiting for the answer: the
     vote started after step N is read after step N+1 (a gloo all-reduce of one host number, which
     runs while step N+1 computes). So a stop requested during step N saves after step N+1, on every
     rank at the same step. In a world of 1 the answer is immediate."""

@@ -1,6 +1,7 @@
 """The training engine: where batches go (the one function that places tensors), the DeepSpeed
 config from the typed config, and `deepspeed.initialize` with our optimizer and LR schedule. The
 distributed world itself is ift.distributed."""
+
 from __future__ import annotations
 
 import json
@@ -75,32 +76,11 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.grad_clip,
     }
-    if d.config_file:
+    if d.config_file:  # checked against the typed config at load (ift.config.check_deepspeed_file)
         with open(d.config_file) as f:
-            try:
-                ds = json.load(f)
-            except json.JSONDecodeError as e:
-                raise UserError(f"deepspeed.config_file {d.config_file}:{e.lineno}: invalid JSON: {e.msg}") from None
-        names = {"train_micro_batch_size_per_gpu": "train.micro_batch_size",
-                 "gradient_accumulation_steps": "train.grad_accum", "gradient_clipping": "train.grad_clip"}
-        for key, value in expected.items():
-            if key in ds and ds[key] != "auto" and ds[key] != value:
-                raise UserError(f"deepspeed.config_file {d.config_file}: {key}={ds[key]} conflicts with "
-                                f"{names[key]}={value}; make them agree or set it to \"auto\"")
-        stage = ds.get("zero_optimization", {}).get("stage", 0)
-        if stage != t.zero_stage:
-            raise UserError(f"deepspeed.config_file {d.config_file}: zero_optimization.stage={stage} "
-                            f"conflicts with train.zero_stage={t.zero_stage}")
-        for key, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
-            on = ds.get(key, {}).get("enabled")  # None when the file leaves it out
-            if (on is True and dtype_name != dtype) or (on is False and dtype_name == dtype):
-                raise UserError(f"deepspeed.config_file {d.config_file}: {key}.enabled={on} conflicts with "
-                                f"model.dtype={dtype_name}")
-            ds[key] = {**ds.get(key, {}), "enabled": dtype_name == dtype}
-        for key in ("optimizer", "scheduler"):
-            if key in ds:
-                raise UserError(f"deepspeed.config_file {d.config_file}: remove '{key}'; set it with train.* "
-                                "(lr, betas, weight_decay, warmup_steps, lr_schedule)")
+            ds = json.load(f)
+        for key in ("bf16", "fp16"):
+            ds[key] = {**ds.get(key, {}), "enabled": dtype_name == key}
     else:
         zero: dict = {"stage": t.zero_stage, **zero_comm(t.zero_stage, hidden_size)}
         if d.offload_optimizer and t.zero_stage > 0:
@@ -112,8 +92,9 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
         ds = {"zero_optimization": zero}
     ds.update(expected)
     if world_size % t.sequence_parallel:
-        raise UserError(f"train.sequence_parallel={t.sequence_parallel}: the world size {world_size} is not "
-                        "divisible by it")
+        raise UserError(
+            f"train.sequence_parallel={t.sequence_parallel}: the world size {world_size} is not divisible by it"
+        )
     # rows per optimizer step: the ranks of a sequence-parallel group share theirs
     ds["train_batch_size"] = t.micro_batch_size * t.grad_accum * (world_size // t.sequence_parallel)
     if t.sequence_parallel > 1:
@@ -126,13 +107,7 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
     # A torch optimizer on CPU, DeepSpeed's CPU Adam when ZeRO offloads (see build_optimizer)
     ds.setdefault("zero_allow_untested_optimizer", True)
     ds.setdefault("zero_force_ds_cpu_optimizer", False)
-    ds = deep_merge(ds, d.extra)
-    merged_zero = ds.get("zero_optimization", {})
-    if t.sequence_parallel > 1 and t.zero_stage == 3 and merged_zero.get("reduce_scatter") is False:
-        # without it ZeRO-3 divides some buckets by the world and others by the data-parallel size
-        raise UserError("deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1 at "
-                        "ZeRO-3 is not supported (DeepSpeed would scale gradients by bucket size); leave it on")
-    return ds
+    return deep_merge(ds, d.extra)
 
 
 def lr_lambda(cfg: Config):
@@ -152,7 +127,8 @@ def lr_lambda(cfg: Config):
 
 def build_optimizer(cfg: Config, model, ds_config: dict):
     t = cfg.train
-    decay, no_decay = [], []
+    decay: list = []
+    no_decay: list = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             # ZeRO-3 (zero.Init) leaves an empty 1-D placeholder; ds_shape is the real shape
@@ -162,9 +138,9 @@ def build_optimizer(cfg: Config, model, ds_config: dict):
     if offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        return DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.betas), adamw_mode=True)
+        return DeepSpeedCPUAdam(groups, lr=t.lr, betas=(t.betas[0], t.betas[1]), adamw_mode=True)
     # torch's fused AdamW on CUDA: one kernel per step, nothing to JIT-build
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), fused=accelerator_available() or None)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.betas[0], t.betas[1]), fused=accelerator_available() or None)
 
 
 def initialize(cfg: Config, model, ds_config: dict, mpu=None):
@@ -175,5 +151,6 @@ def initialize(cfg: Config, model, ds_config: dict, mpu=None):
     optimizer = build_optimizer(cfg, model, ds_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, mpu=mpu)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, mpu=mpu
+    )
     return engine, optimizer, scheduler

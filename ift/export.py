@@ -1,5 +1,6 @@
 """Export a ZeRO checkpoint to a plain Hugging Face folder (safetensors, config, tokenizer,
 generation config), consolidated with DeepSpeed's own zero_to_fp32 utilities."""
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ def load_consolidated(ckpt: str, dtype: torch.dtype | None = None):
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (getattr(config, "tie_word_embeddings", False) and k == "lm_head.weight")]
     if missing or unexpected:
-        raise UserError(f"{ckpt}: consolidated weights do not fit the model: missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]}")
+        raise UserError(
+            f"{ckpt}: consolidated weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     model = model.to(dtype or torch.float32)
@@ -72,7 +74,10 @@ def write_hf_folder(ckpt: str, out_dir: str, dtype: str = "auto") -> str:
     with replacing(out_dir.rstrip("/")) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id).save_pretrained(tmp)
+        GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ).save_pretrained(tmp)
     log.info("exported %s -> %s (%s)", ckpt, out_dir, dtype)
     return out_dir

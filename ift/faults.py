@@ -11,6 +11,7 @@ With @rank<r> only that rank fails (torchrun or srun then ends the others); with
 Only a launch's first attempt fails: the processes `ift train --max-restarts` starts again
 (IFT_RESTART_COUNT) and requeued Slurm jobs (SLURM_RESTART_COUNT) get past it.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ Per optimizer step (forward + backward = 3 x forward, 2 FLOPs per multiply-add):
                                                         for the causal mask, as the anchors count)
   + 6 * vocab * hidden * target_tokens                  the output projection, targets only
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ def peak_tflops(device_name: str) -> float | None:
     return None
 
 
+def device_peak_tflops(device) -> float | None:
+    """Peak dense TFLOP/s of a CUDA device (a torch.device) from its name; None on CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return peak_tflops(torch.cuda.get_device_name(device))
+
+
 @dataclass(frozen=True)
 class FlopCounter:
     non_embedding_params: int
@@ -36,13 +46,17 @@ class FlopCounter:
     def step_flops(self, tokens: int, attention_sq: int, target_tokens: int) -> float:
         """Model FLOPs of `tokens` real (non-padding) tokens whose documents' squared lengths sum to
         `attention_sq`, `target_tokens` of which reach the output projection."""
-        return (6.0 * self.non_embedding_params * tokens + 12.0 * self.layers * self.hidden * attention_sq
-                + 6.0 * self.vocab * self.hidden * target_tokens)
+        return (
+            6.0 * self.non_embedding_params * tokens
+            + 12.0 * self.layers * self.hidden * attention_sq
+            + 6.0 * self.vocab * self.hidden * target_tokens
+        )
 
 
 def flop_counter(lm) -> FlopCounter:
     """From a Hugging Face causal LM (ZeRO-3 partitioned or not): its parameter count without the
     input embedding and the output projection (once if tied), and its shape."""
+
     def numel(p):
         return getattr(p, "ds_numel", p.numel())  # ZeRO-3 partitions parameters; ds_numel is the full size
 

@@ -1,5 +1,6 @@
 """One fingerprint for everything ift keys on content: caches, the mixture, the model a checkpoint
 belongs to. Changing it changes every cache key and makes every saved run look different."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Logging set-up for every entry point (the `ift` CLI, a Slurm task, submitit's job)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,5 +23,10 @@ def setup_logging(force: bool = True) -> None:
     """INFO to stderr with a time stamp. force=False keeps handlers that are already there."""
     if not force and logging.getLogger().handlers:
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[_CurrentStderr()], force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[_CurrentStderr()],
+        force=True,
+    )

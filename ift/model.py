@@ -1,5 +1,6 @@
 """Model and tokenizer: any `transformers` causal LM (local folder or hub id) or an inline
 architecture with random init; the packed-sequence forward pass and the token-level loss."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ift.config import ModelConfig
-from ift.distributed import accelerator_available
+from ift.distributed import accelerator_available, resolve_dtype
 from ift.errors import UserError
 from ift.rundir import RunDir
 
@@ -32,8 +33,12 @@ def train_bpe_tokenizer(texts, vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
 
@@ -65,8 +70,11 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
     """The run's tokenizer: the one saved in the run directory (a resume), else model.tokenizer or
     model.name_or_path, else a BPE trained on the tasks for an inline model."""
     saved = RunDir(run_dir).tokenizer if run_dir else None
-    source = (saved if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json"))
-              else (cfg.tokenizer or cfg.name_or_path))
+    source = (
+        saved
+        if saved and os.path.isfile(os.path.join(saved, "tokenizer_config.json"))
+        else (cfg.tokenizer or cfg.name_or_path)
+    )
     if source:
         try:
             return open_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
@@ -78,13 +86,6 @@ def load_tokenizer(cfg: ModelConfig, run_dir: str | None = None, tasks=None):
 
 
 # --------------------------------------------------------------------------- model
-
-
-def resolve_dtype(name: str) -> str:
-    """model.dtype=auto: bf16 where the accelerator supports it, fp32 on CPU."""
-    if name != "auto":
-        return name
-    return "bf16" if accelerator_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 _attn_logged: set[str] = set()
@@ -103,10 +104,15 @@ def resolve_attn_implementation(name: str, dtype: str) -> str:
     choice = "flash_attention_2" if flash else "sdpa"
     if choice not in _attn_logged:
         _attn_logged.add(choice)
-        why = (f"flash-attention available, {dtype}" if flash else
-               "no CUDA" if not accelerator_available() else
-               f"dtype {dtype} (flash-attention takes bf16/fp16)" if dtype not in ("bf16", "fp16") else
-               "flash_attn not installed or not matching this torch/CUDA")
+        why = (
+            f"flash-attention available, {dtype}"
+            if flash
+            else "no CUDA"
+            if not accelerator_available()
+            else f"dtype {dtype} (flash-attention takes bf16/fp16)"
+            if dtype not in ("bf16", "fp16")
+            else "flash_attn not installed or not matching this torch/CUDA"
+        )
         log.info("model.attn_implementation=auto: %s (%s)", choice, why)
     return choice
 
@@ -129,7 +135,7 @@ def model_config(cfg: ModelConfig, tokenizer):
             raise UserError(f"model.config.vocab_size={config.vocab_size} < tokenizer size {len(tokenizer)}")
     else:
         try:
-            config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+            config = AutoConfig.from_pretrained(str(cfg.name_or_path), trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
             raise UserError(f"model.name_or_path: cannot load '{cfg.name_or_path}': {e}") from None
     config._attn_implementation = resolve_attn_implementation(cfg.attn_implementation, resolve_dtype(cfg.dtype))
@@ -145,7 +151,7 @@ def build_model(cfg: ModelConfig, tokenizer, ds_config: dict | None = None, seed
 
     config = model_config(cfg, tokenizer)
     dtype = DTYPES[resolve_dtype(cfg.dtype)]
-    zero3 = bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
+    zero3 = (ds_config or {}).get("zero_optimization", {}).get("stage") == 3
     dschf = None
     if zero3:
         from transformers.integrations import HfDeepSpeedConfig
@@ -153,8 +159,9 @@ def build_model(cfg: ModelConfig, tokenizer, ds_config: dict | None = None, seed
         dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841 - must stay alive while building
     torch.manual_seed(seed)
     if cfg.name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, config=config, dtype=dtype,
-                                                     trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, config=config, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+        )
     else:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     if zero3 and not hasattr(next(model.parameters()), "ds_id"):
@@ -191,9 +198,15 @@ def hidden_states(lm, batch: dict) -> torch.Tensor:
         kwargs["attention_mask"] = batch["attention_mask"]
     elif lm.config._attn_implementation == "flash_attention_2" and "cu_seq_lens" in batch:
         shape = batch["input_ids"].shape
-        kwargs = {"input_ids": batch["input_ids"].view(1, -1), "position_ids": batch["position_ids"].view(1, -1),
-                  "use_cache": False, "cu_seq_lens_q": batch["cu_seq_lens"], "cu_seq_lens_k": batch["cu_seq_lens"],
-                  "max_length_q": batch["max_length"], "max_length_k": batch["max_length"]}
+        kwargs = {
+            "input_ids": batch["input_ids"].view(1, -1),
+            "position_ids": batch["position_ids"].view(1, -1),
+            "use_cache": False,
+            "cu_seq_lens_q": batch["cu_seq_lens"],
+            "cu_seq_lens_k": batch["cu_seq_lens"],
+            "max_length_q": batch["max_length"],
+            "max_length_k": batch["max_length"],
+        }
         return base(**kwargs).last_hidden_state.view(*shape, -1)
     return base(**kwargs).last_hidden_state
 
@@ -225,7 +238,7 @@ def target_losses(lm, batch: dict, chunk: int = 1024) -> torch.Tensor:
     targets = batch["labels"].flatten().index_select(0, batch["target_index"])
     out = []
     for at in range(0, max(len(targets), 1), chunk):  # one (maybe empty) chunk keeps the weight in the graph
-        h, y = hidden[at:at + chunk], targets[at:at + chunk]
+        h, y = hidden[at : at + chunk], targets[at : at + chunk]
         if torch.is_grad_enabled():
             out.append(checkpoint(_chunk_loss, lm, h, head.weight, y, use_reentrant=False))
         else:

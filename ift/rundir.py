@@ -1,18 +1,19 @@
 """The run directory: every file a run keeps, by name, and "a run directory or a checkpoint".
 
-    <output_dir>/<run.name>/
-        config.yaml       the resolved config (secrets redacted)        ift.train
-        mixture.json      tasks, examples, rates, skipped records       ift.train; read by ift compare
-        metrics.jsonl     one line per logging step                     ift.tracking
-        tokenizer/        the tokenizer the run trained with            ift.train
-        checkpoints/      step_<8 digits>/ (see ift.checkpoint), latest
-        wandb_run_id      the W&B run id: a resume and `ift eval` continue the same W&B run
-        wandb/            offline W&B runs
-        requeues.jsonl    one line per Slurm stop or crash that requeued (or did not requeue) the job
-        eval/             <name>.json and <name>.md of `ift eval`
-        export/           the Hugging Face folder of train.export_final
-        slurm/            submitit's scripts and logs of `ift submit`
+<output_dir>/<run.name>/
+    config.yaml       the resolved config (secrets redacted)        ift.train
+    mixture.json      tasks, examples, rates, skipped records       ift.train; read by ift compare
+    metrics.jsonl     one line per logging step                     ift.tracking
+    tokenizer/        the tokenizer the run trained with            ift.train
+    checkpoints/      step_<8 digits>/ (see ift.checkpoint), latest
+    wandb_run_id      the W&B run id: a resume and `ift eval` continue the same W&B run
+    wandb/            offline W&B runs
+    requeues.jsonl    one line per Slurm stop or crash that requeued (or did not requeue) the job
+    eval/             <name>.json and <name>.md of `ift eval`
+    export/           the Hugging Face folder of train.export_final
+    slurm/            submitit's scripts and logs of `ift submit`
 """
+
 from __future__ import annotations
 
 import os
@@ -90,13 +91,16 @@ def resolve(path: str, verify: str = "full", what: str | None = None) -> tuple[R
             raise UserError(f"{where}{path}: no valid complete checkpoint in {run.checkpoints}")
         return run, found
     if not checkpoint.is_complete(path):
-        raise UserError(f"{where}{path}: not a run directory (no checkpoints/) or a complete checkpoint "
-                        f"(no {checkpoint.DONE_FILE} marker)")
+        raise UserError(
+            f"{where}{path}: not a run directory (no checkpoints/) or a complete checkpoint "
+            f"(no {checkpoint.DONE_FILE} marker)"
+        )
     from ift import distributed
 
     # one rank reads the files (an 8B checkpoint is ~100 GB), every rank gets its verdict
-    problems = distributed.broadcast_object(checkpoint.verify_checkpoint(path, verify) if distributed.rank() == 0
-                                            else None)
+    problems = distributed.broadcast_object(
+        checkpoint.verify_checkpoint(path, verify) if distributed.rank() == 0 else None
+    )
     if problems:
         raise UserError(f"{where}{path}: damaged checkpoint: {problems[0]}")
     return of_checkpoint(path), path

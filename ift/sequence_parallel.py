@@ -15,6 +15,7 @@ the host. Gradients: DeepSpeed sums them over all ranks and divides by a size th
 ZeRO stage (gradient_divisor), which ift.train's loss scale undoes. Evaluation (model.eval())
 bypasses SP: every rank then runs whole rows with the plain attention.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,21 +44,14 @@ def gradient_divisor(zero_stage: int, world: int, sp: int) -> int:
 
 
 def check(cfg: Config, world: int, model_config=None) -> None:
-    """Start-up checks of train.sequence_parallel and train.tiled_mlp, one line naming the field.
+    """Start-up checks of train.sequence_parallel against the world and the model, one line naming the field.
     Without `model_config` (a launcher, before any worker starts) the model's shape is read from
     the config; a model config that does not load is left to the workers to report."""
-    sp, d = cfg.train.sequence_parallel, cfg.data
-    if cfg.train.tiled_mlp and not d.packing:
-        raise UserError("train.tiled_mlp: needs data.packing=true (every row the same width, so every rank "
-                        "runs the same tiles)")
+    sp = cfg.train.sequence_parallel  # what it needs of the config alone: ift.config.check_sequence_parallel
     if sp == 1:
         return
     if world % sp:
         raise UserError(f"train.sequence_parallel={sp}: the world size {world} is not divisible by it")
-    if cfg.train.zero_stage == 0:
-        raise UserError(f"train.zero_stage=0: sequence parallelism (train.sequence_parallel={sp}) needs ZeRO 1-3")
-    if d.packing and d.max_seq_len % sp:
-        raise UserError(f"data.max_seq_len={d.max_seq_len}: must be divisible by train.sequence_parallel={sp}")
     if model_config is None:
         model_config = _shape_of(cfg)
         if model_config is None:
@@ -67,12 +61,14 @@ def check(cfg: Config, world: int, model_config=None) -> None:
     if heads % sp:
         raise UserError(f"train.sequence_parallel={sp}: the model's {heads} attention heads are not divisible by it")
     if kv % sp and sp % kv:
-        raise UserError(f"train.sequence_parallel={sp}: the model's {kv} key/value heads neither divide it nor "
-                        "are divisible by it")
+        raise UserError(
+            f"train.sequence_parallel={sp}: the model's {kv} key/value heads neither divide it nor are divisible by it"
+        )
     attn = model_config._attn_implementation
     if attn not in SUPPORTED_ATTENTION:
-        raise UserError(f"model.attn_implementation={attn}: sequence parallelism needs one of "
-                        f"{', '.join(SUPPORTED_ATTENTION)}")
+        raise UserError(
+            f"model.attn_implementation={attn}: sequence parallelism needs one of {', '.join(SUPPORTED_ATTENTION)}"
+        )
 
 
 def _shape_of(cfg: Config):
@@ -86,11 +82,14 @@ def _shape_of(cfg: Config):
             spec = dict(cfg.model.config)
             config = AutoConfig.for_model(spec.pop("model_type", "llama"), **spec)
         else:
-            config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+            config = AutoConfig.from_pretrained(
+                str(cfg.model.name_or_path), trust_remote_code=cfg.model.trust_remote_code
+            )
     except (OSError, ValueError, TypeError):
         return None
-    config._attn_implementation = resolve_attn_implementation(cfg.model.attn_implementation,
-                                                              resolve_dtype(cfg.model.dtype))
+    config._attn_implementation = resolve_attn_implementation(
+        cfg.model.attn_implementation, resolve_dtype(cfg.model.dtype)
+    )
     return config
 
 
@@ -112,12 +111,15 @@ def setup(lm, cfg: Config):
     name = lm.config._attn_implementation
     plain = ALL_ATTENTION_FUNCTIONS[name]
     ulysses = UlyssesSPAttentionHF(
-        attn=packed_attention(name, plain), batch_size=cfg.train.micro_batch_size,
+        attn=packed_attention(name, plain),
+        batch_size=cfg.train.micro_batch_size,
         attn_head_count=text.num_attention_heads,
         attn_head_size=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
         kv_head_count=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
-        num_hidden_layers=text.num_hidden_layers, process_group=mpu.get_sequence_parallel_group(),
-        seq_length_is_variable=True)
+        num_hidden_layers=text.num_hidden_layers,
+        process_group=mpu.get_sequence_parallel_group(),
+        seq_length_is_variable=True,
+    )
     ulysses.core_attn_implementation = name
 
     whole_row_mask = WholeRowMask(mpu.get_sequence_parallel_group())
@@ -204,8 +206,19 @@ def packed_attention(name: str, plain):
         def flat(x):
             return x.transpose(0, 1).reshape(1, x.shape[1], batch * seq, dim)
 
-        out, weights = plain(module, flat(query), flat(key), flat(value), None, *args, cu_seq_lens_q=cu,
-                             cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest, **kwargs)
+        out, weights = plain(
+            module,
+            flat(query),
+            flat(key),
+            flat(value),
+            None,
+            *args,
+            cu_seq_lens_q=cu,
+            cu_seq_lens_k=cu,
+            max_length_q=longest,
+            max_length_k=longest,
+            **kwargs,
+        )
         return out.reshape(batch, seq, heads, dim), weights
 
     return sdpa if name == "sdpa" else flash

@@ -1,14 +1,16 @@
 """The stop request: set by a signal (Slurm's USR2 before the time limit, TERM on preemption or
 scancel) on whichever rank receives it; the training loop agrees on it over all ranks at the next
 step boundary (ift.distributed.any_rank), then every rank saves and `train()` returns."""
+
 from __future__ import annotations
 
 import logging
 import signal
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-_request = {"requested": False, "why": ""}
+_request: dict[str, Any] = {"requested": False, "why": ""}
 
 SIGNALS = ((signal.SIGUSR2, "time limit (SIGUSR2)"), (signal.SIGTERM, "preemption or cancel (SIGTERM)"))
 
@@ -27,9 +29,11 @@ def reason() -> str:
 
 def handler(why: str):
     """A signal handler that requests the stop (and says so in the log)."""
+
     def on_signal(signum, frame):
         log.warning("caught %s: %s; all ranks checkpoint at the next step boundary", signal.Signals(signum).name, why)
         request(why)
+
     return on_signal
 
 

@@ -1,11 +1,13 @@
 """Metrics: `metrics.jsonl` in the run directory and Weights & Biases (offline by default, so no
 key is needed). Only rank 0 tracks. The W&B run id lives in the run directory so a resumed run,
 and the evaluation of a run, continue the same W&B run."""
+
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import uuid
 
 from ift.atomic import write_text
@@ -30,8 +32,15 @@ class Tracker:
             run_id = run.read_wandb_id() or uuid.uuid4().hex[:8]
             run.write_wandb_id(run_id)
             self.wandb = wandb.init(
-                project=w.project, entity=w.entity, name=w.name or cfg.run.name, tags=list(w.tags),
-                mode=w.mode, dir=run_dir, id=run_id, resume="allow", config=to_dict(cfg),
+                project=w.project,
+                entity=w.entity,
+                name=w.name or cfg.run.name,
+                tags=list(w.tags),
+                mode=w.mode,
+                dir=run_dir,
+                id=run_id,
+                resume="allow",
+                config=to_dict(cfg),
             )
             log.info("W&B run %s (%s) in %s", run_id, w.mode, run.wandb)
 
@@ -65,3 +74,10 @@ def truncate_metrics(run: RunDir, after_step: int) -> None:
     except FileNotFoundError:
         return
     write_text(run.metrics, "".join(keep))
+
+
+def continue_run(run: RunDir, step: int, wandb_id: str | None) -> None:
+    """On resume (rank 0): metrics.jsonl as it was at the checkpoint, and the same W&B run."""
+    truncate_metrics(run, step)
+    if wandb_id and not os.path.exists(run.wandb_id):
+        run.write_wandb_id(wandb_id)

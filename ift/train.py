@@ -1,36 +1,43 @@
 """The training loop. Read this file first: everything it calls lives in its own module
 (data: ift.data, model: ift.model, the engine: ift.engine, the process group: ift.distributed,
-checkpoints: ift.checkpoint, the run directory: ift.rundir, tracking: ift.tracking, stopping:
-ift.stop)."""
+checkpoints: ift.checkpoint, where a run continues: ift.resume, the run directory: ift.rundir,
+tracking: ift.tracking, stopping: ift.stop)."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
-import resource
 import time
 
 import torch
 
-from ift import checkpoint, faults, rundir, sequence_parallel, stop
+from ift import faults, rundir, sequence_parallel, stop
 from ift.atomic import write_text
+from ift.checkpoint import Checkpointer
 from ift.config import Config, save_config, to_dict
-from ift.data.loader import PackedLoader, Prefetcher, Step
-from ift.data.prepare import mixture_definition, prepare_data
-from ift.distributed import StopVote, broadcast_object, init_distributed, main_process_first, setup_environment
+from ift.data.adapt import build_adapter
+from ift.data.heldout import heldout_batches
+from ift.data.loader import PackedLoader, Prefetcher, Step, training_loader
+from ift.data.prepare import mixture_definition, mixture_report, prepare_data
+from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
-from ift.errors import RunError
+from ift.flops import device_peak_tflops
 from ift.hashing import fingerprint
-from ift.step_metrics import LossTally, Window
-from ift.tracking import Tracker
+from ift.resume import Resume, load, plan_resume
+from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, nonfinite_steps, peak_memory_gb
+from ift.tracking import Tracker, continue_run
 
 log = logging.getLogger(__name__)
 
-class Trainer:
-    """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
-    `log_metrics` every train.log_every steps, `save` every train.save_every steps and on a stop."""
 
-    def __init__(self, cfg: Config, only_task: str | None = None):
+class Trainer:
+    resumed_at: float | None  # when loading a checkpoint began, until the first step after it
+
+    """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
+    `log_metrics` every train.log_every steps; the checkpointer saves when its policy says so."""
+
+    def __init__(self, cfg: Config):
         setup_environment()
         from accelerate.utils import set_seed
 
@@ -39,34 +46,32 @@ class Trainer:
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
         # data-parallel rank and size, and the slice of each row this rank feeds the model (ift.sequence_parallel)
-        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world,
-                                                                             cfg.train.sequence_parallel)
-        self.grad_divisor = sequence_parallel.gradient_divisor(cfg.train.zero_stage, self.world,
-                                                               cfg.train.sequence_parallel)
+        sp = cfg.train.sequence_parallel
+        self.dp_rank, self.dp_world, self.sp_rank = sequence_parallel.layout(self.rank, self.world, sp)
+        self.grad_divisor = sequence_parallel.gradient_divisor(cfg.train.zero_stage, self.world, sp)
         self.main = self.rank == 0
         self.cfg, self.run_dir, self.run = cfg, cfg.run_dir, rundir.RunDir(cfg.run_dir)
         if self.main:
             os.makedirs(self.run_dir, exist_ok=True)
             save_config(cfg, self.run.config)
         set_seed(cfg.run.seed)
-        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg, only_task)
+        self.tasks, self.tokenizer, self.tokenized, self.rates = prepare_data(cfg)
         self.names = [x.name for x in self.tokenized]
         if self.main:
-            self._write_mixture_report()
+            write_text(self.run.mixture, json.dumps(mixture_report(self.tasks, self.tokenized, self.rates), indent=1))
         adapt = cfg.data.mixture.adapt
-        self.heldout = self._heldout_batches() if cfg.eval.every or adapt.signal == "heldout" else None
-        self.adapter = self._make_adapter() if adapt.rule else None
-        self._build_engine()
+        self.heldout = heldout_batches(cfg, self.tokenizer) if cfg.eval.every or adapt.signal == "heldout" else None
+        held = self.heldout[0] if self.heldout else None
+        self.adapter = build_adapter(cfg.data.mixture, self.tokenized, self.rates, held) if adapt.rule else None
         self.step, self.resumed_at = 0, None
-        loader = self._make_loader(cfg.run.seed)
-        if self.resume_path:
-            loader = self._resume(loader)
-        self.data = Prefetcher(loader, pin_batch)
+        resume = self._build_engine()
+        self.data = Prefetcher(self._resume(resume) if resume else self._make_loader(cfg.run.seed), pin_batch)
+        self.checkpointer = Checkpointer(self.engine, self.run.checkpoints, cfg.train, self.checkpoint_state)
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         self.peak_tflops = cfg.train.peak_tflops or device_peak_tflops(self.engine.device)
         if self.main and self.step == 0:
-            self.tracker.table("mixture", [{"task": n, "examples": len(x), "rate": self.rates[n]}
-                                           for n, x in zip(self.names, self.tokenized)])
+            rows = [{"task": n, "examples": len(x), "rate": self.rates[n]} for n, x in zip(self.names, self.tokenized)]
+            self.tracker.table("mixture", rows)
         stop.install_signal_handlers(keep_existing=True)  # a launcher's own handlers stay
         self.tally = LossTally(len(self.names), self.engine.device, self.step)
         # the adaptive mixture's own sums since its last update (folded into the adapter at saves)
@@ -84,6 +89,7 @@ class Trainer:
         bar = None
         if self.main:
             from tqdm import tqdm
+
             bar = tqdm(total=t.max_steps, initial=self.step, desc=self.cfg.run.name, dynamic_ncols=True)
         while self.step < t.max_steps and not self._epochs_done():
             batch = self.data.next_step()
@@ -107,13 +113,16 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
             elif scores:
                 self.tracker.log(scores, self.step)
-            if (t.save_every and self.step % t.save_every == 0) or stopping:
-                self.save()
+            if self.checkpointer.step_done(self.step, stopping):
+                self.window.paused += self.checkpointer.seconds
             faults.maybe_die("step", self.step, self.rank)  # tests only
             if stopping:
                 if self.main:
-                    log.info("stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
-                             self.step, stop.reason())
+                    log.info(
+                        "stopping at step %d: %s; checkpoint saved, the requeued job resumes from it",
+                        self.step,
+                        stop.reason(),
+                    )
                 break
         if bar is not None:
             bar.close()
@@ -140,31 +149,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _write_mixture_report(self) -> None:
-        report = {"tasks": {x.name: {"examples": len(x), "rate": self.rates[x.name],
-                                      "skipped": dict(src.skipped), **dict(x.counts)}
-                            for x, src in zip(self.tokenized, self.tasks)}}
-        write_text(self.run.mixture, json.dumps(report, indent=1))
-
-    def _build_engine(self) -> None:
+    def _build_engine(self) -> Resume | None:
+        """The model, the resume plan (which needs the model's fingerprint) and the engine (which
+        needs the plan: a checkpoint from another world size loads in its universal form)."""
         from ift.flops import flop_counter
         from ift.model import CausalLMLoss, build_model, count_parameters, model_config
 
-        cfg, main = self.cfg, self.main
+        cfg = self.cfg
         width = model_config(cfg.model, self.tokenizer)
         sequence_parallel.check(cfg, self.world, width)
         ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
-        self.resume_path = rundir.resume_checkpoint(cfg.train.resume, self.run, cfg.train.verify_checkpoint)
-        self.universal = None
-        if self.resume_path:
-            saved_world = checkpoint.read_state(self.resume_path)["world_size"]
-            if saved_world != self.world and cfg.train.zero_stage > 0:  # ZeRO shards are per rank: re-shard
-                if main:
-                    log.info("checkpoint was saved by %d ranks, this run has %d: loading it as a universal checkpoint",
-                             saved_world, self.world)
-                self.universal = checkpoint.prepare_universal(self.resume_path)
-                ds_config["checkpoint"] = {"load_universal": True}
         lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
+        self.fingerprints = {
+            "model": fingerprint(lm.config.to_dict(), 16),
+            "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
+            "mixture": fingerprint(mixture_definition(cfg, self.rates), 16),
+        }
+        resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
+        if resume and resume.universal:
+            ds_config["checkpoint"] = {"load_universal": True}
         self.n_params = count_parameters(lm)
         self.flops = flop_counter(lm)
         mpu = sequence_parallel.setup(lm, cfg)
@@ -174,54 +177,39 @@ class Trainer:
 
             with main_process_first(local=True):  # as the held-out batches: local rank 0 fills the caches first
                 self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
-        self.fingerprints = {"model": fingerprint(lm.config.to_dict(), 16),
-                             "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
-                             "mixture": fingerprint(mixture_definition(cfg, self.rates), 16)}
+        return resume
 
     def _make_loader(self, seed: int) -> PackedLoader:
-        cfg, t = self.cfg, self.cfg.train
-        return PackedLoader(self.tokenized, self.rates, seed=seed, seq_len=cfg.data.max_seq_len,
-                            window=cfg.data.pack_window, packing=cfg.data.packing,
-                            micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum,
-                            train_on_prompt=cfg.data.train_on_prompt, pad_id=self.tokenizer.pad_token_id,
-                            world_size=self.dp_world, rank=self.dp_rank,
-                            sequence_parallel=t.sequence_parallel, sequence_rank=self.sp_rank)
+        pad = self.tokenizer.pad_token_id
+        return training_loader(
+            self.cfg, self.tokenized, self.rates, pad, seed, self.dp_world, self.dp_rank, self.sp_rank
+        )
 
-    def _resume(self, loader: PackedLoader) -> PackedLoader:
-        path, t = self.resume_path, self.cfg.train
+    def _resume(self, resume: Resume) -> PackedLoader:
+        """The engine's state from the checkpoint, and the data stream where it stopped."""
+        path = resume.path
         self.resumed_at = time.perf_counter()
-        saved = checkpoint.read_state(path)
-        allowed = checkpoint.check_match(saved, self.fingerprints, t.resume_allow_mismatch, path)
-        state = checkpoint.load(self.engine, path, self.universal)
+        state = load(self.engine, path, resume.universal)
         self.step = state["step"]
         faults.maybe_die("resume", self.step, self.rank)  # tests only
-        if "mixture" in allowed:  # new rates: the stream restarts here, seeded by the step
+        if "mixture" in resume.allowed_mismatch:  # new rates: the stream restarts here, seeded by the step
             loader = self._make_loader(self.cfg.run.seed + self.step)
-            log.warning("mixture changed since %s: data stream restarted at step %d with the new rates",
-                        path, self.step)
+            log.warning(
+                "mixture changed since %s: data stream restarted at step %d with the new rates", path, self.step
+            )
         else:
+            loader = self._make_loader(self.cfg.run.seed)
             loader.load_state_dict(state["loader"])
             if self.adapter:
                 self.adapter.load_state_dict(state["mixture_adapt"])
         if self.main:
-            from ift.tracking import truncate_metrics
-
-            truncate_metrics(self.run, self.step)
-            if state.get("wandb_id") and not os.path.exists(self.run.wandb_id):  # continue the same W&B run
-                self.run.write_wandb_id(state["wandb_id"])
+            continue_run(self.run, self.step, state.get("wandb_id"))
             log.info("resumed from %s at step %d", path, self.step)
         return loader
 
-    def _make_adapter(self):
-        from ift.data.adapt import Adapter
-
-        m = self.cfg.data.mixture
-        return Adapter(m.adapt, self.names, [self.rates[n] for n in self.names], [len(x) for x in self.tokenized],
-                       m.cap, self.heldout[0] if self.heldout else None)
-
     def _fold_mixture_signal(self) -> None:
         """The adaptive mixture's device sums, all-reduced, into the adapter (a collective)."""
-        if self.mix_tally:
+        if self.mix_tally and self.adapter:
             self.adapter.add(*self.mix_tally.read())
             self.mix_tally.reset()
 
@@ -229,24 +217,19 @@ class Trainer:
         """New task rates, in force from the next step on; returns the scores with `mix/<task>`."""
         import numpy as np
 
-        if self.adapter.cfg.signal == "heldout":
+        adapter = self.adapter
+        assert adapter is not None  # called with an adaptive mixture only
+        if adapter.cfg.signal == "heldout":
             scores = scores if "eval/loss" in scores else {**scores, **self._heldout_scores()}
             losses = np.array([scores.get(f"eval/loss/{n}", np.nan) for n in self.names])
         else:
             self._fold_mixture_signal()
-            losses = self.adapter.window_losses()
-        self.data.set_rates(self.adapter.update(self.step, losses).tolist())
+            losses = adapter.window_losses()
+        self.data.set_rates(adapter.update(self.step, losses).tolist())
         if self.main:
-            moved = sorted(zip(self.adapter.rates, self.names), reverse=True)[:3]
-            log.info("mixture at step %d: highest rates %s", self.step,
-                     ", ".join(f"{n} {r:.3f}" for r, n in moved))
-        return {**scores, **self.adapter.metrics()}
-
-    def _heldout_batches(self):
-        from ift.eval.heldout_loss import heldout_batches
-
-        with main_process_first(local=True):  # local rank 0 fills the tokenization cache first
-            return heldout_batches(self.cfg, self.tokenizer)
+            moved = sorted(zip(adapter.rates, self.names), reverse=True)[:3]
+            log.info("mixture at step %d: highest rates %s", self.step, ", ".join(f"{n} {r:.3f}" for r, n in moved))
+        return {**scores, **adapter.metrics()}
 
     # ------------------------------------------------------------------ logging
 
@@ -258,9 +241,8 @@ class Trainer:
         return t.epochs is not None and self.data.examples_drawn >= t.epochs * sum(len(x) for x in self.tokenized)
 
     def _heldout_scores(self) -> dict:
-        from ift.eval.heldout_loss import heldout_loss
-
         began = time.perf_counter()
+        assert self.heldout is not None  # eval.every or the mixture's heldout signal
         scores = heldout_loss(self.engine, *self.heldout)
         self.window.paused += time.perf_counter() - began
         return scores
@@ -270,26 +252,17 @@ class Trainer:
 
         began = time.perf_counter()
         synced = self.cfg.train.zero_stage == 3 and self.world > 1  # sharded parameters: each forward is collective
-        scores = generation_scores(self.lm, self.tokenizer, *self.generation, self.cfg.eval, synced,
-                                   self.engine.device)
+        prompts, cfg, device = self.generation, self.cfg.eval, self.engine.device
+        scores = generation_scores(self.lm, self.tokenizer, *prompts, cfg, synced, device)
         self.window.paused += time.perf_counter() - began
         return scores
 
     def check_finite(self) -> None:
-        """Reads the non-finite tally (a device synchronization: logging and saving steps only).
-        ZeRO's overflow check drops an update whose gradient is not finite (and counts it); without
-        it (stage 0) the weights are already spoiled, so the run stops either way."""
-        t = self.cfg.train
-        bad, first, value = self.tally.read_nonfinite()
-        self.tally.reset_nonfinite()
-        if not bad:
-            return
+        """Reads the non-finite tally (a device synchronization: logging and saving steps only)."""
         skipped = self.engine.skipped_steps - self.window.skipped_before
-        if not (t.skip_nonfinite and skipped >= bad):
-            why = "" if t.skip_nonfinite else " (train.skip_nonfinite=true skips such steps at ZeRO stage >= 1)"
-            raise RunError(f"non-finite loss ({value}) at step {first}; stopping{why}")
-        self.nonfinite_skipped += bad
-        log.warning("non-finite loss at step %d: update skipped (%d so far)", first, self.nonfinite_skipped)
+        self.nonfinite_skipped += nonfinite_steps(
+            self.tally, skipped, self.cfg.train.skip_nonfinite, self.nonfinite_skipped
+        )
 
     def log_metrics(self, scores: dict) -> dict:
         self.check_finite()
@@ -298,10 +271,15 @@ class Trainer:
         seconds = max(time.perf_counter() - w.began - w.paused, 1e-9)
         tok_s = w.tokens / seconds
         metrics = {
-            "loss": sum(loss) / max(sum(tokens), 1), "lr": self.scheduler.get_last_lr()[0],
-            "grad_norm": _grad_norm(self.engine), "tokens_per_s": tok_s, "samples_per_s": w.rows / seconds,
-            "padding_frac": 1 - w.tokens / max(w.slots, 1), "examples_drawn": self.data.examples_drawn,
-            "peak_mem_gb": _peak_memory_gb(), "skipped_nonfinite": self.nonfinite_skipped,
+            "loss": sum(loss) / max(sum(tokens), 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm(self.engine),
+            "tokens_per_s": tok_s,
+            "samples_per_s": w.rows / seconds,
+            "padding_frac": 1 - w.tokens / max(w.slots, 1),
+            "examples_drawn": self.data.examples_drawn,
+            "peak_mem_gb": peak_memory_gb(),
+            "skipped_nonfinite": self.nonfinite_skipped,
         }
         flops_s = self.flops.step_flops(w.tokens, w.attention_sq, w.target_tokens) / seconds
         metrics["tflops_per_device"] = flops_s / self.world / 1e12
@@ -319,38 +297,34 @@ class Trainer:
         if self.main:
             if self.engine.device.type == "cuda":
                 torch.cuda.synchronize()
-            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - self.resumed_at)
+            began = self.resumed_at or 0.0
+            log.info("first step after resume done %.2fs after loading began", time.perf_counter() - began)
         self.resumed_at = None
 
     # ------------------------------------------------------------------ saving
 
-    def state(self) -> dict:
-        """What a checkpoint holds besides the engine: where the data stream and W&B continue."""
-        return {"step": self.step, "loader": self.data.state_dict(), "examples_drawn": self.data.examples_drawn,
-                "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
-                "world_size": self.world, "fingerprints": self.fingerprints, "config": to_dict(self.cfg),
-                **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {})}
-
-    def save(self) -> str:
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint holds besides the engine: where the data stream and W&B continue.
+        Called by the checkpointer when it saves."""
         self.check_finite()  # never save a model a non-finite step has spoiled
         self._fold_mixture_signal()  # so that a resume continues the adaptive mixture's window exactly
-        began = time.perf_counter()
-        t = self.cfg.train
-        path = checkpoint.save(self.engine, self.run.checkpoints, self.step, self.state(), t.keep_last, t.keep_every)
-        if self.main:
-            log.info("saved %s", path)
-        self.window.paused += time.perf_counter() - began
-        return path
+        return {
+            "step": self.step,
+            "loader": self.data.state_dict(),
+            "examples_drawn": self.data.examples_drawn,
+            "wandb_id": self.tracker.wandb.id if self.tracker.wandb else self.run.read_wandb_id(),
+            "world_size": self.world,
+            "fingerprints": self.fingerprints,
+            "config": to_dict(self.cfg),
+            **({"mixture_adapt": self.adapter.state_dict()} if self.adapter else {}),
+        }
 
     def finish(self) -> dict:
         t = self.cfg.train
         finished = self.step >= t.max_steps or self._epochs_done()
         final = None
         if finished:
-            # one rank reads the shared directory and decides; the save that may follow is collective
-            done = checkpoint.complete_checkpoints(self.run.checkpoints) if self.main else None
-            saved = broadcast_object(done[-1][1] if done and done[-1][0] == self.step else None)
-            final = saved or self.save()
+            final = self.checkpointer.final(self.step)
             if t.export_final:
                 from ift.export import write_hf_folder
 
@@ -360,29 +334,14 @@ class Trainer:
         self.tracker.finish()
         if self.main:
             log.info("run directory: %s (metrics.jsonl, checkpoints/, tokenizer/, wandb/)", self.run_dir)
-        return {"step": self.step, "finished": finished, "run_dir": self.run_dir, "checkpoint": final,
-                "last_metrics": getattr(self, "last_metrics", {})}
+        return {
+            "step": self.step,
+            "finished": finished,
+            "run_dir": self.run_dir,
+            "checkpoint": final,
+            "last_metrics": getattr(self, "last_metrics", {}),
+        }
 
 
-def train(cfg: Config, only_task: str | None = None) -> dict:
-    return Trainer(cfg, only_task).train()
-
-
-def device_peak_tflops(device: torch.device) -> float | None:
-    """Peak dense TFLOP/s of a CUDA device from its name (ift.flops); None on CPU or an unknown GPU."""
-    if device.type != "cuda":
-        return None
-    from ift.flops import peak_tflops
-
-    return peak_tflops(torch.cuda.get_device_name(device))
-
-
-def _grad_norm(engine) -> float:
-    norm = engine.get_global_grad_norm()
-    return float(norm) if norm is not None else float("nan")
-
-
-def _peak_memory_gb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+def train(cfg: Config) -> dict:
+    return Trainer(cfg).train()

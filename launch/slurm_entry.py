@@ -10,6 +10,7 @@ Exit codes: 0 finished; 3 stopped early by SIGUSR2/SIGTERM with a checkpoint sav
 (slurm/train.sbatch requeues it up to slurm.max_failures times, ift.launch.requeue). `ift submit`
 runs the same code (ift.launch.job) through submitit instead of this file.
 """
+
 import sys
 
 from ift.cli import slurm_task_main

@@ -1,4 +1,5 @@
 """Shared pytest fixtures."""
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,11 @@ def _cluster_up() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     nodes = [line.split() for line in out.stdout.splitlines() if line.strip()]
-    return out.returncode == 0 and len(nodes) >= SLURM_NODES and all(
-        s.rstrip("*") in ("idle", "mix", "alloc") for _, s in nodes)
+    return (
+        out.returncode == 0
+        and len(nodes) >= SLURM_NODES
+        and all(s.rstrip("*") in ("idle", "mix", "alloc") for _, s in nodes)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +105,9 @@ def slurm_cluster(tmp_path_factory):
         log_path = logs / "start-slurm.log"
         with open(log_path, "w") as log:
             try:
-                code = subprocess.run(["bash", str(start)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      timeout=900).returncode
+                code = subprocess.run(
+                    ["bash", str(start)], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=900
+                ).returncode
             except subprocess.TimeoutExpired:
                 code = "timeout"
         if code != 0 or not _cluster_up():

@@ -1,5 +1,6 @@
 """Shared utilities for tests (and bench/) that run real `ift train` jobs: a tiny-run YAML
 config written into a temporary folder, the `ift train` subprocess, and metrics.jsonl reading."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A Llama small enough that a step takes milliseconds on one CPU core. vocab_size >= 259: the
 # byte-level BPE trained for an inline model has 256 byte tokens + 3 specials before any merge.
-TINY_MODEL = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 320,
-              "max_position_embeddings": 128}
+TINY_MODEL = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "vocab_size": 320,
+    "max_position_embeddings": 128,
+}
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -36,10 +44,22 @@ def tiny_config(tmp_path, name: str = "tiny", *, cache_dir=None, **sections) -> 
     cfg = {
         "run": {"name": name, "output_dir": str(tmp_path / "runs"), "seed": 0},
         "model": {"config": dict(TINY_MODEL)},
-        "data": {"tasks": [{"builtin": "reverse_word", "n": 64}], "template": "zero_shot",
-                 "max_seq_len": 64, "cache_dir": str(cache_dir or tmp_path / "cache" / name)},
-        "train": {"max_steps": 4, "micro_batch_size": 4, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 0,
-                  "lr_schedule": "constant", "log_every": 1, "zero_stage": 2},
+        "data": {
+            "tasks": [{"builtin": "reverse_word", "n": 64}],
+            "template": "zero_shot",
+            "max_seq_len": 64,
+            "cache_dir": str(cache_dir or tmp_path / "cache" / name),
+        },
+        "train": {
+            "max_steps": 4,
+            "micro_batch_size": 4,
+            "grad_accum": 1,
+            "lr": 1e-3,
+            "warmup_steps": 0,
+            "lr_schedule": "constant",
+            "log_every": 1,
+            "zero_stage": 2,
+        },
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     return _merge(cfg, sections)
@@ -61,10 +81,17 @@ def run_dir(config_path, only_task: str | None = None) -> Path:
 
 def train_env(threads: int = 1) -> dict:
     env = dict(os.environ)
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TOKENIZERS_PARALLELISM="false", WANDB_SILENT="true",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_SILENT="true",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
     for k in TORCH_ENV:
         env.pop(k, None)  # never inherit a launcher's world
     return env
@@ -82,14 +109,20 @@ def train_command(config_path, *overrides: str, nproc: int = 1, only_task: str |
 class TrainJob:
     """A started `ift train` subprocess; .wait() returns a CompletedProcess (stdout, stderr, returncode)."""
 
-    def __init__(self, config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
-                 threads: int = 1):
+    def __init__(self, config_path, *overrides: str, nproc: int = 1, only_task: str | None = None, threads: int = 1):
         self.config_path, self.only_task = Path(config_path), only_task
         self.cmd = train_command(config_path, *overrides, nproc=nproc, only_task=only_task)
         # Output goes to files, not pipes: several jobs run at once and a full pipe would stall one.
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(self.cmd, cwd=str(REPO), env=train_env(threads), stdout=self._out,
-                                     stderr=self._err, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=str(REPO),
+            env=train_env(threads),
+            stdout=self._out,
+            stderr=self._err,
+            text=True,
+            start_new_session=True,
+        )
         self.result: subprocess.CompletedProcess | None = None
 
     @property
@@ -117,13 +150,22 @@ class TrainJob:
                 raise AssertionError(f"{' '.join(self.cmd)} timed out after {timeout}s\n{err[-4000:]}")
             self.result = subprocess.CompletedProcess(self.cmd, self.proc.returncode, out, err)
         if check and self.result.returncode != 0:
-            raise AssertionError(f"{' '.join(self.cmd)} exited {self.result.returncode}\n--- stdout\n"
-                                 f"{self.result.stdout[-3000:]}\n--- stderr\n{self.result.stderr[-8000:]}")
+            raise AssertionError(
+                f"{' '.join(self.cmd)} exited {self.result.returncode}\n--- stdout\n"
+                f"{self.result.stdout[-3000:]}\n--- stderr\n{self.result.stderr[-8000:]}"
+            )
         return self.result
 
 
-def run_train(config_path, *overrides: str, nproc: int = 1, only_task: str | None = None,
-              check: bool = True, timeout: float = 900, threads: int = 1) -> subprocess.CompletedProcess:
+def run_train(
+    config_path,
+    *overrides: str,
+    nproc: int = 1,
+    only_task: str | None = None,
+    check: bool = True,
+    timeout: float = 900,
+    threads: int = 1,
+) -> subprocess.CompletedProcess:
     """`python -m ift train CONFIG [overrides] [--nproc-per-node N] [--only-task T]` in a subprocess.
     With check=True a non-zero exit fails with the tail of the output."""
     return TrainJob(config_path, *overrides, nproc=nproc, only_task=only_task, threads=threads).wait(timeout, check)
@@ -166,12 +208,18 @@ def pretrained_folder(path: Path) -> tuple[int, int]:
     from ift.data import builtin
     from ift.model import train_bpe_tokenizer
 
-    texts = [f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}"
-             for e in builtin.examples("reverse_word", 64)]
+    texts = [
+        f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)
+    ]
     tok = train_bpe_tokenizer(texts, 300)
     spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
-    config = LlamaConfig(**{**spec, "vocab_size": len(tok)}, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        **{**spec, "vocab_size": len(tok)},
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(1)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -179,3 +227,19 @@ def pretrained_folder(path: Path) -> tuple[int, int]:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return config.vocab_size, len(tok.get_vocab())
+
+
+def submit_cmd() -> list[str]:
+    return [sys.executable, "-m", "ift", "submit"]
+
+
+def submit_main(argv: list[str]) -> subprocess.CompletedProcess:
+    """`ift submit ...` in a subprocess, as a user runs it."""
+    return subprocess.run([*submit_cmd(), *argv], capture_output=True, text=True, env=train_env(), timeout=120)
+
+
+def dry_run(*argv) -> str:
+    """The output of `ift submit ... --dry-run` (no cluster needed)."""
+    done = submit_main([*argv, "--dry-run"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout

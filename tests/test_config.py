@@ -1,4 +1,5 @@
 """Tests for the typed config tree (ift.config) and the CLI's error handling (ift.cli)."""
+
 import dataclasses
 import os
 import re
@@ -43,7 +44,9 @@ def test_defaults_without_a_file():
 
 
 def test_load_yaml_builds_typed_tree(tmp_path):
-    path = write(tmp_path / "run.yaml", """
+    path = write(
+        tmp_path / "run.yaml",
+        """
         run: {name: tiny, seed: 3}
         model:
           config: {hidden_size: 64, num_hidden_layers: 2}
@@ -62,14 +65,17 @@ def test_load_yaml_builds_typed_tree(tmp_path):
           lr: 3e-4
           betas: [0.8, 0.99]
           max_steps: 50
-    """)
+    """,
+    )
     cfg = load_config(path)
     assert cfg.run.name == "tiny" and cfg.run.seed == 3
     assert cfg.model.config == {"hidden_size": 64, "num_hidden_layers": 2}
     assert cfg.data.template == "few_shot" and cfg.data.few_shot_k == 3
     # nested dataclass lists become dataclasses, not dicts
-    assert cfg.data.tasks == [TaskSource(path="data/*.jsonl", fields={"output": "answer"}),
-                              TaskSource(builtin="heldout", n=50)]
+    assert cfg.data.tasks == [
+        TaskSource(path="data/*.jsonl", fields={"output": "answer"}),
+        TaskSource(builtin="heldout", n=50),
+    ]
     assert isinstance(cfg.data.tasks[0], TaskSource)
     assert cfg.data.mixture.groups == [GroupConfig(name="a", weight=2.0, tasks=["x*"])]
     assert isinstance(cfg.data.mixture.groups[0].weight, float)
@@ -103,18 +109,24 @@ def test_missing_file_and_invalid_yaml(tmp_path):
 
 def test_include_inherits_and_child_overrides_one_nested_key(tmp_path):
     (tmp_path / "base").mkdir()
-    write(tmp_path / "base" / "parent.yaml", """
+    write(
+        tmp_path / "base" / "parent.yaml",
+        """
         run: {name: parent, seed: 7}
         train: {lr: 0.01, max_steps: 30, warmup_steps: 5}
         data:
           mixture: {strategy: temperature, temperature: 3}
-    """)
-    child = write(tmp_path / "child.yaml", """
+    """,
+    )
+    child = write(
+        tmp_path / "child.yaml",
+        """
         include: base/parent.yaml
         train: {lr: 0.002}
         data:
           mixture: {temperature: 1.5}
-    """)
+    """,
+    )
     cfg = load_config(child)
     assert cfg.train.lr == 0.002  # overridden by the child
     assert cfg.train.max_steps == 30 and cfg.train.warmup_steps == 5  # siblings inherited
@@ -155,16 +167,19 @@ def test_missing_include_names_the_file(tmp_path):
 
 
 def test_overrides_coerce_types():
-    cfg = load_config(None, [
-        "train.max_steps=25",
-        "train.lr=1e-4",
-        "train.min_lr_ratio=0.5",
-        "data.packing=false",
-        "model.gradient_checkpointing=true",
-        "tracking.wandb.tags=a,b",
-        "train.resume_allow_mismatch=[mixture, model]",
-        "run.seed=5",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "train.max_steps=25",
+            "train.lr=1e-4",
+            "train.min_lr_ratio=0.5",
+            "data.packing=false",
+            "model.gradient_checkpointing=true",
+            "tracking.wandb.tags=a,b",
+            "train.resume_allow_mismatch=[mixture, model]",
+            "run.seed=5",
+        ],
+    )
     assert cfg.train.max_steps == 25 and isinstance(cfg.train.max_steps, int)
     assert cfg.train.lr == pytest.approx(1e-4) and isinstance(cfg.train.lr, float)
     assert cfg.train.min_lr_ratio == 0.5
@@ -193,7 +208,8 @@ def test_override_list_of_sections():
     cfg = load_config(None, ["data.tasks=[{builtin: heldout, n: 5}, {path: x.jsonl, schema: alpaca}]"])
     assert cfg.data.tasks == [TaskSource(builtin="heldout", n=5), TaskSource(path="x.jsonl", schema="alpaca")]
     assert error_of(None, ["data.tasks=[{builtin: train, nn: 3}]"]) == (
-        "unknown config key 'data.tasks[0].nn' (did you mean 'data.tasks[0].n'?)")
+        "unknown config key 'data.tasks[0].nn' (did you mean 'data.tasks[0].n'?)"
+    )
 
 
 def test_override_dict_value():
@@ -234,15 +250,27 @@ def test_unknown_key_in_override_has_full_path_and_suggestion():
     assert error_of(None, ["train.lr_rate=1"]) == "unknown config key 'train.lr_rate' (did you mean 'train.lr'?)"
 
 
-@pytest.mark.parametrize("yaml_text, override, expected", [
-    ("train: {max_step: 5}\n", "train.max_step=5",
-     "unknown config key 'train.max_step' (did you mean 'train.max_steps'?)"),
-    ("data: {mixture: {strategi: explicit}}\n", "data.mixture.strategi=explicit",
-     "unknown config key 'data.mixture.strategi' (did you mean 'data.mixture.strategy'?)"),
-    ("tracking: {wandb: {projekt: x}}\n", "tracking.wandb.projekt=x",
-     "unknown config key 'tracking.wandb.projekt' (did you mean 'tracking.wandb.project'?)"),
-    ("trian: {lr: 1}\n", "trian.lr=1", "unknown config key 'trian' (did you mean 'train'?)"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, override, expected",
+    [
+        (
+            "train: {max_step: 5}\n",
+            "train.max_step=5",
+            "unknown config key 'train.max_step' (did you mean 'train.max_steps'?)",
+        ),
+        (
+            "data: {mixture: {strategi: explicit}}\n",
+            "data.mixture.strategi=explicit",
+            "unknown config key 'data.mixture.strategi' (did you mean 'data.mixture.strategy'?)",
+        ),
+        (
+            "tracking: {wandb: {projekt: x}}\n",
+            "tracking.wandb.projekt=x",
+            "unknown config key 'tracking.wandb.projekt' (did you mean 'tracking.wandb.project'?)",
+        ),
+        ("trian: {lr: 1}\n", "trian.lr=1", "unknown config key 'trian' (did you mean 'train'?)"),
+    ],
+)
 def test_unknown_keys_yaml_and_override_agree(tmp_path, yaml_text, override, expected):
     path = write(tmp_path / "r.yaml", yaml_text)
     assert error_of(path) == expected
@@ -262,16 +290,19 @@ def test_unknown_key_without_a_close_match_has_no_hint(tmp_path):
 # --------------------------------------------------------------------------- types and ranges
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
-    ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
-    ("train.max_steps=true", "train.max_steps: expected an integer, got True"),
-    ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
-    ("data.packing=maybe", "data.packing: expected true or false, got 'maybe'"),
-    ("train.betas={a: 1}", "train.betas: expected a list, got {'a': 1}"),
-    ("deepspeed.extra=5", "deepspeed.extra: expected a mapping, got 5"),
-    ("run.name=[a, b]", "run.name: expected a string, got ['a', 'b']"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
+        ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
+        ("train.max_steps=true", "train.max_steps: expected an integer, got True"),
+        ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+        ("data.packing=maybe", "data.packing: expected true or false, got 'maybe'"),
+        ("train.betas={a: 1}", "train.betas: expected a list, got {'a': 1}"),
+        ("deepspeed.extra=5", "deepspeed.extra: expected a mapping, got 5"),
+        ("run.name=[a, b]", "run.name: expected a string, got ['a', 'b']"),
+    ],
+)
 def test_wrong_types_name_field_and_value(override, expected):
     assert error_of(None, [override]) == expected
 
@@ -286,33 +317,43 @@ def test_wrong_type_inside_a_list_of_sections(tmp_path):
     assert error_of(path) == "data.tasks[0].n: expected an integer, got 'lots'"
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.lr=-0.001", "train.lr: must be > 0, got -0.001"),
-    ("train.lr=0", "train.lr: must be > 0, got 0.0"),
-    ("data.max_seq_len=0", "data.max_seq_len: must be > 0, got 0"),
-    ("train.zero_stage=5", "train.zero_stage: must be one of 0, 1, 2, 3, got 5"),
-    ("data.template=two_shot", "data.template: must be one of zero_shot, few_shot, cot, got 'two_shot'"),
-    ("data.template={zero_shot: 0.5, many_shot: 0.5}",
-     "data.template.many_shot: must be one of zero_shot, few_shot, cot, got 'many_shot'"),
-    ("data.template={zero_shot: -1}", "data.template.zero_shot: must be a proportion >= 0, got -1"),
-    ("data.mixture.weights.reverse_word=-1", "data.mixture.weights.reverse_word: must be a number > 0, got -1"),
-    ("data.mixture.strategy=uniform",
-     "data.mixture.strategy: must be one of explicit, proportional, temperature, got 'uniform'"),
-    ("train.min_lr_ratio=2", "train.min_lr_ratio: must be in [0, 1], got 2.0"),
-    ("model.dtype=fp8", "model.dtype: must be one of auto, fp32, bf16, fp16, got 'fp8'"),
-    ("run.name=a/b", "run.name: must be a non-empty name without '/', got 'a/b'"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.lr=-0.001", "train.lr: must be > 0, got -0.001"),
+        ("train.lr=0", "train.lr: must be > 0, got 0.0"),
+        ("data.max_seq_len=0", "data.max_seq_len: must be > 0, got 0"),
+        ("train.zero_stage=5", "train.zero_stage: must be one of 0, 1, 2, 3, got 5"),
+        ("data.template=two_shot", "data.template: must be one of zero_shot, few_shot, cot, got 'two_shot'"),
+        (
+            "data.template={zero_shot: 0.5, many_shot: 0.5}",
+            "data.template.many_shot: must be one of zero_shot, few_shot, cot, got 'many_shot'",
+        ),
+        ("data.template={zero_shot: -1}", "data.template.zero_shot: must be a proportion >= 0, got -1"),
+        ("data.mixture.weights.reverse_word=-1", "data.mixture.weights.reverse_word: must be a number > 0, got -1"),
+        (
+            "data.mixture.strategy=uniform",
+            "data.mixture.strategy: must be one of explicit, proportional, temperature, got 'uniform'",
+        ),
+        ("train.min_lr_ratio=2", "train.min_lr_ratio: must be in [0, 1], got 2.0"),
+        ("model.dtype=fp8", "model.dtype: must be one of auto, fp32, bf16, fp16, got 'fp8'"),
+        ("run.name=a/b", "run.name: must be a non-empty name without '/', got 'a/b'"),
+    ],
+)
 def test_out_of_range_values_name_field_and_value(override, expected):
     assert error_of(None, [override]) == expected
 
 
 def test_negative_group_weight_in_yaml(tmp_path):
-    path = write(tmp_path / "r.yaml", """
+    path = write(
+        tmp_path / "r.yaml",
+        """
         data:
           mixture:
             groups:
               - {name: g, weight: -2, tasks: ["*"]}
-    """)
+    """,
+    )
     assert error_of(path) == "data.mixture.groups[0].weight: must be > 0, got -2.0"
 
 
@@ -322,7 +363,8 @@ def test_task_source_needs_exactly_one_origin(tmp_path):
     assert msg.startswith("data.tasks[0]: needs exactly one of path, hub, builtin")
     path = write(tmp_path / "r2.yaml", "data: {tasks: [{path: a.jsonl, schema: dolly}]}\n")
     assert error_of(path) == (
-        "data.tasks[0].schema: must be one of alpaca, sni, messages, sharegpt, prompt_completion, got 'dolly'")
+        "data.tasks[0].schema: must be one of alpaca, sni, messages, sharegpt, prompt_completion, got 'dolly'"
+    )
 
 
 def test_errors_are_user_errors():
@@ -333,7 +375,9 @@ def test_errors_are_user_errors():
 
 
 def test_save_config_round_trips(tmp_path):
-    path = write(tmp_path / "r.yaml", """
+    path = write(
+        tmp_path / "r.yaml",
+        """
         run: {name: "007", seed: 9}
         model:
           config: {hidden_size: 48, num_hidden_layers: 1}
@@ -351,7 +395,8 @@ def test_save_config_round_trips(tmp_path):
         train: {lr: 2e-4, betas: [0.85, 0.9], epochs: 1.5}
         deepspeed: {extra: {steps_per_print: 3}}
         slurm: {extra_sbatch: ["--exclusive"]}
-    """)
+    """,
+    )
     cfg = load_config(path, ["train.max_steps=12"])
     out = tmp_path / "out" / "config.yaml"
     save_config(cfg, str(out))
@@ -363,14 +408,17 @@ def test_save_config_round_trips(tmp_path):
 
 
 def test_save_config_redacts_secrets_but_not_tokenizer(tmp_path):
-    cfg = load_config(None, [
-        "deepspeed.extra.api_key=sk-very-secret",
-        "deepspeed.extra.nested={hf_token: hf_abc, password: hunter2}",
-        "deepspeed.extra.steps_per_print=5",
-        "deepspeed.extra.HF_TOKEN=hf_upper",
-        "model.tokenizer=my/tokenizer-path",
-        "eval.max_new_tokens=17",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "deepspeed.extra.api_key=sk-very-secret",
+            "deepspeed.extra.nested={hf_token: hf_abc, password: hunter2}",
+            "deepspeed.extra.steps_per_print=5",
+            "deepspeed.extra.HF_TOKEN=hf_upper",
+            "model.tokenizer=my/tokenizer-path",
+            "eval.max_new_tokens=17",
+        ],
+    )
     out = tmp_path / "config.yaml"
     save_config(cfg, str(out))
     text = out.read_text()
@@ -499,7 +547,7 @@ def readme_reference(text):
     lines = text.split("\n## Configuration\n", 1)[1].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| section | keys"))
     keys = {}
-    for row in lines[start + 2:]:
+    for row in lines[start + 2 :]:
         if not row.startswith("|"):
             break
         sections, cell = (c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1])
@@ -517,13 +565,58 @@ def reference_problems(readme_text):
     documented = readme_reference(readme_text)
     leaves, sections = config_tree()
     problems = [f"{k}: not in the README's configuration table" for k in leaves if k not in documented]
-    problems += [f"{k}: in the README but not in ift/config.py" for k in documented
-                 if k not in leaves and k not in sections and k + "[]" not in sections]
-    problems += [f"{k}: the README lists choices {documented[k]}, ift/config.py {literal_choices(tp)}"
-                 for k, tp in leaves.items() if k in documented and documented[k] != literal_choices(tp)]
+    problems += [
+        f"{k}: in the README but not in ift/config.py"
+        for k in documented
+        if k not in leaves and k not in sections and k + "[]" not in sections
+    ]
+    problems += [
+        f"{k}: the README lists choices {documented[k]}, ift/config.py {literal_choices(tp)}"
+        for k, tp in leaves.items()
+        if k in documented and documented[k] != literal_choices(tp)
+    ]
     return problems
 
 
 def test_readme_configuration_reference_matches_the_tree():
     with open(README, encoding="utf-8") as f:
         assert reference_problems(f.read()) == []
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("slurm.signal_delay_s=4000", "slurm.signal_delay_s: must be in [0, slurm.time_min * 60 = 3600), got 4000"),
+        ("slurm.signal_delay_s=-1", "slurm.signal_delay_s: must be in [0"),
+        (
+            "slurm.extra_sbatch=[--exclusive, -x]",
+            "slurm.extra_sbatch: give a long option, e.g. --exclusive or --mail-type=END, got '-x'",
+        ),
+        ("train.tiled_mlp=true", "train.tiled_mlp: needs data.packing=true"),  # with data.packing=false below
+    ],
+)
+def test_cross_field_checks_run_at_load(override, message):
+    """Every check that the config alone decides runs in load_config, for every verb."""
+    extra = ["data.packing=false"] if "tiled" in override else []
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override, *extra])
+    assert message in str(err.value)
+
+
+def test_extra_sbatch_options_parse():
+    s = load_config(None, ["slurm.extra_sbatch=[--exclusive, --mail-type=END, '#SBATCH --comment x y']"]).slurm
+    assert s.sbatch_options() == {"exclusive": True, "mail_type": "END", "comment": "x y"}
+
+
+def test_only_task_is_a_config_field_applied_once(tmp_path):
+    from ift.config import MixtureConfig, save_config
+
+    base = "run: {name: base}\ndata: {mixture: {strategy: temperature, temperature: 2}}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    cfg = load_config(str(tmp_path / "base.yaml"), ["data.only_task=reverse_word"])
+    assert cfg.data.only_task == "reverse_word" and cfg.run.name == "base-ft-reverse_word"
+    assert cfg.data.mixture == MixtureConfig()  # the baseline trains one task: no mixture settings
+    save_config(cfg, str(tmp_path / "config.yaml"))  # the run's saved config says what ran, and loads to itself
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+    named = load_config(None, ["run.name=mine", "data.only_task=reverse_word"])
+    assert named.run.name == "mine"  # a name given on the command line is kept as it is

@@ -8,6 +8,7 @@ one-process `Trainer` (DeepSpeed engine, gloo) runs with two spies:
 - `collective_device` reports a device that is not the host (meta) and the collective helpers fail
   on any tensor not on it (the per-step tally used to be all-reduced as a host float64 tensor).
 The held-out loss (`eval.every`) goes through the same checks."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
     import ift.train
     from ift.config import load_config
 
-    path = write_config(tmp_path, "placement", train={"max_steps": 3, "log_every": 1, "grad_accum": 2},
-                        eval={"every": 2, "limit": 4, "tasks": [{"builtin": "uppercase_word", "n": 8}]})
+    path = write_config(
+        tmp_path,
+        "placement",
+        train={"max_steps": 3, "log_every": 1, "grad_accum": 2},
+        eval={"every": 2, "limit": 4, "tasks": [{"builtin": "uppercase_word", "n": 8}]},
+    )
     cfg = load_config(str(path), [])
 
     placed: set[int] = set()
@@ -82,8 +87,9 @@ def test_batches_and_collective_tensors_go_through_placement(tmp_path, monkeypat
         tensors = [v for v in (*args, *kwargs.values()) if torch.is_tensor(v)]
         assert tensors, "the model was called without tensors"
         unplaced = [k for k, v in kwargs.items() if torch.is_tensor(v) and id(v) not in placed]
-        assert not unplaced and not [a for a in args if torch.is_tensor(a)], \
+        assert not unplaced and not [a for a in args if torch.is_tensor(a)], (
             f"inputs not moved by to_device: {unplaced}"
+        )
         forwards.append(sorted(kwargs))
 
     trainer.engine.module.register_forward_pre_hook(inputs_were_placed, with_kwargs=True)
@@ -126,8 +132,7 @@ def test_no_host_read_in_a_step_that_does_not_log(tmp_path, monkeypatch, in_proc
     import ift.train
     from ift.config import load_config
 
-    path = write_config(tmp_path, "sync", train={"max_steps": 8, "log_every": 4, "grad_accum": 2,
-                                                  "peak_tflops": 1.0})
+    path = write_config(tmp_path, "sync", train={"max_steps": 8, "log_every": 4, "grad_accum": 2, "peak_tflops": 1.0})
     cfg = load_config(str(path), [])
     package = os.path.dirname(ift.train.__file__)
     phase = {"now": "set-up"}
@@ -139,6 +144,7 @@ def test_no_host_read_in_a_step_that_does_not_log(tmp_path, monkeypatch, in_proc
             if caller.startswith(package):
                 calls.append((phase["now"], name, f"{os.path.relpath(caller, package)}:{sys._getframe(1).f_lineno}"))
             return real(self, *args, **kwargs)
+
         return method
 
     for name in HOST_READS:
@@ -151,9 +157,10 @@ def test_no_host_read_in_a_step_that_does_not_log(tmp_path, monkeypatch, in_proc
                 return real(self, *args, **kwargs)
             finally:
                 phase["now"] = before
+
         return method
 
-    for name in ("log_metrics", "save", "finish"):
+    for name in ("log_metrics", "checkpoint_state", "finish"):
         monkeypatch.setattr(ift.train.Trainer, name, in_phase(name, getattr(ift.train.Trainer, name)))
     trainer = ift.train.Trainer(cfg)
     phase["now"] = "step"

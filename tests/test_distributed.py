@@ -1,6 +1,7 @@
 """ift.distributed across real processes (gloo): the stop vote that does not wait, the clean end
 of the process groups, and which GPU a rank takes. Plus the settings a GPU run depends on that CPU
 can check: the generated DeepSpeed communication settings, the attention choice, eval placement."""
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,25 @@ def _run_world(script: str, n: int = 2, timeout: float = 120) -> list[subprocess
     port = str(free_port())
     procs = []
     for r in range(n):
-        env = {**train_env(), "RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
-               "LOCAL_WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env = {
+            **train_env(),
+            "RANK": str(r),
+            "WORLD_SIZE": str(n),
+            "LOCAL_RANK": str(r),
+            "LOCAL_WORLD_SIZE": str(n),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                cwd=str(REPO),
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     return [subprocess.CompletedProcess(p.args, p.wait(timeout), *p.communicate()) for p in procs]
 
 
@@ -87,8 +103,8 @@ def test_zero_3_buckets_and_extra_overrides(tmp_path):
     from ift.engine import deepspeed_config
 
     zero = deepspeed_config(_cfg(tmp_path, zero_stage=3), 2, hidden_size=4096)["zero_optimization"]
-    assert zero["reduce_bucket_size"] == 4096 ** 2
-    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * 4096 ** 2)
+    assert zero["reduce_bucket_size"] == 4096**2
+    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * 4096**2)
     assert zero["stage3_param_persistence_threshold"] == 40960
     cfg = _cfg(tmp_path, zero_stage=2)
     cfg.deepspeed.extra = {"zero_optimization": {"overlap_comm": False, "reduce_bucket_size": 5e8}}
@@ -101,13 +117,16 @@ def test_zero_3_buckets_and_extra_overrides(tmp_path):
 # --------------------------------------------------------------------------- attention, eval placement
 
 
-@pytest.mark.parametrize("cuda, flash, dtype, want", [
-    (False, True, "bf16", "sdpa"),  # no GPU
-    (True, False, "bf16", "sdpa"),  # no matching flash_attn wheel
-    (True, True, "fp32", "sdpa"),   # flash-attention takes bf16/fp16 only
-    (True, True, "bf16", "flash_attention_2"),
-    (True, True, "fp16", "flash_attention_2"),
-])
+@pytest.mark.parametrize(
+    "cuda, flash, dtype, want",
+    [
+        (False, True, "bf16", "sdpa"),  # no GPU
+        (True, False, "bf16", "sdpa"),  # no matching flash_attn wheel
+        (True, True, "fp32", "sdpa"),  # flash-attention takes bf16/fp16 only
+        (True, True, "bf16", "flash_attention_2"),
+        (True, True, "fp16", "flash_attention_2"),
+    ],
+)
 def test_auto_attention(monkeypatch, cuda, flash, dtype, want):
     import transformers.utils
 
@@ -122,7 +141,7 @@ def test_auto_attention(monkeypatch, cuda, flash, dtype, want):
 def test_eval_spreads_a_model_only_when_it_does_not_fit_one_gpu():
     from ift.eval.generate import gpu_placement
 
-    gib = 2 ** 30
+    gib = 2**30
     assert gpu_placement(16 * gib, 79 * gib, gpus=8) == "one"  # 8B bf16 on an H100: one GPU
     assert gpu_placement(140 * gib, 79 * gib, gpus=8) == "spread"  # 70B bf16
     assert gpu_placement(70 * gib, 79 * gib, gpus=8) == "spread"  # no room left to generate

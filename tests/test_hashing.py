@@ -1,4 +1,5 @@
 """The one content fingerprint and the one tokenizer opener (#25 item 3 and 6)."""
+
 import hashlib
 import json
 
@@ -14,8 +15,10 @@ def test_fingerprint_is_the_keys_caches_and_checkpoints_already_hold():
     settings = {"v": "3", "files": [["a.jsonl", 10, 7]], "schema": None, "k": 2}
     assert fingerprint(settings) == hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
     model = {"torch_dtype": torch.float32, "hidden_size": 32}
-    assert fingerprint(model, 16) == hashlib.sha256(
-        json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert (
+        fingerprint(model, 16)
+        == hashlib.sha256(json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    )
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1}) != fingerprint({"a": 1, "b": 3})
 
 

@@ -2,6 +2,7 @@
 verification (full: sizes and CRC-32; size; none), damaged checkpoints set aside (renamed, never
 deleted) and the newest valid one chosen; retention never deletes the newest valid checkpoint.
 The same on real training runs: tests/integration/test_faults.py."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ def make_checkpoint(ckpt_dir, step: int, manifest: bool = True) -> str:
 def test_manifest_lists_every_file_but_itself_and_the_marker(tmp_path):
     path = make_checkpoint(tmp_path, 5)
     files = json.load(open(os.path.join(path, MANIFEST_FILE)))["files"]
-    assert sorted(files) == ["ift_state.json", "mp_rank_00_model_states.pt", "rng/rank_0.pt",
-                             "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    assert sorted(files) == [
+        "ift_state.json",
+        "mp_rank_00_model_states.pt",
+        "rng/rank_0.pt",
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ]
     assert files["mp_rank_00_model_states.pt"]["size"] == 3001
     assert all(len(v["crc32"]) == 8 for v in files.values())
     assert verify_checkpoint(path) == []

@@ -1,5 +1,7 @@
-"""The package's shape: no import circles (lazy imports inside functions count too), and the run
+"""The package's shape: no import circles (lazy imports inside functions count too), the data
+layer below eval, engine and train, modules short enough to read in one sitting, and the run
 directory's names in one place."""
+
 from __future__ import annotations
 
 import ast
@@ -43,7 +45,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state and (found := visit(dep)):
                 return found
         path.pop()
@@ -63,14 +65,65 @@ def test_no_import_circles():
     assert find_cycle({**graph, "ift.checkpoint": graph["ift.checkpoint"] | {"ift.rundir"}}) is not None
 
 
+MAX_LINES = 350
+LONGER = {"ift/config.py"}  # every field of the config tree with its docstring and check, by design
+
+
+def test_no_module_over_350_lines_but_the_config():
+    lengths = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in (REPO / "ift").rglob("*.py")}
+    assert "ift/train.py" in lengths and LONGER <= set(lengths)
+    over = {p: n for p, n in lengths.items() if n > MAX_LINES and p not in LONGER}
+    assert not over, f"over {MAX_LINES} lines: {over}"
+
+
+UPPER = ("ift.eval", "ift.engine", "ift.train")
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {
+        m: sorted(d for d in reaches(graph, m) if d.startswith(UPPER))
+        for m in graph
+        if m.startswith("ift.data") and any(d.startswith(UPPER) for d in reaches(graph, m))
+    }
+
+
+def test_no_data_module_imports_eval_engine_or_train():
+    """Not directly, nor through another module: the data layer is below them."""
+    graph = import_graph()
+    assert "ift.data.prepare" in graph and "ift.data.heldout" in graph["ift.data.prepare"]
+    assert upward_imports(graph) == {}
+    bent = {**graph, "ift.model": graph["ift.model"] | {"ift.engine"}}  # the check sees a detour too
+    assert "ift.data.prepare" in upward_imports(bent)
+
+
 def test_run_directory_names(tmp_path):
     run = rundir.RunDir(str(tmp_path / "r"))
-    names = {k: os.path.relpath(getattr(run, k), run.path) for k in
-             ("config", "mixture", "metrics", "tokenizer", "checkpoints", "wandb_id", "requeues", "eval", "export")}
+    names = {
+        k: os.path.relpath(getattr(run, k), run.path)
+        for k in ("config", "mixture", "metrics", "tokenizer", "checkpoints", "wandb_id", "requeues", "eval", "export")
+    }
     # read by tools outside the code (README "Run directory"): these names never change
-    assert names == {"config": "config.yaml", "mixture": "mixture.json", "metrics": "metrics.jsonl",
-                     "tokenizer": "tokenizer", "checkpoints": "checkpoints", "wandb_id": "wandb_run_id",
-                     "requeues": "requeues.jsonl", "eval": "eval", "export": "export"}
+    assert names == {
+        "config": "config.yaml",
+        "mixture": "mixture.json",
+        "metrics": "metrics.jsonl",
+        "tokenizer": "tokenizer",
+        "checkpoints": "checkpoints",
+        "wandb_id": "wandb_run_id",
+        "requeues": "requeues.jsonl",
+        "eval": "eval",
+        "export": "export",
+    }
     ckpt = tmp_path / "r" / "checkpoints" / "step_00000004"
     assert rundir.of_checkpoint(str(ckpt)) == run
     assert run.read_wandb_id() is None and run.newest_checkpoint() is None

@@ -2,6 +2,7 @@
 would see alone. A packed row carries no attention mask: transformers derives the block-diagonal
 causal mask from position_ids. Checked on a tiny random Llama (fp32, CPU) for every attention
 implementation available on the machine; and the chunked loss equals the full-logits loss."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,9 +19,18 @@ TOL = 1e-5
 
 def tiny_llama(attn: str) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256,
-                         pad_token_id=PAD, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=256,
+        pad_token_id=PAD,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     config._attn_implementation = attn
     model = LlamaForCausalLM(config).float().eval()
     assert model.config._attn_implementation == attn
@@ -109,10 +119,10 @@ def test_packed_token_losses_equal_sum_of_losses_alone(model, packed):
         for (ids, mask, _), (s, e) in zip(row, spans(row)):
             alone = alone_loss(model, ids, mask)
             # token by token: position t of the packed row predicts token t+1 of the same example
-            assert torch.allclose(losses[r, s:e - 1], alone, atol=1e-5, rtol=1e-5)
+            assert torch.allclose(losses[r, s : e - 1], alone, atol=1e-5, rtol=1e-5)
             assert losses[r, e - 1] == 0  # the last token of an example predicts nothing
             total_alone += alone.sum().item()
-        assert (losses[r, spans(row)[-1][1]:] == 0).all()
+        assert (losses[r, spans(row)[-1][1] :] == 0).all()
     assert losses.sum().item() == pytest.approx(total_alone, rel=1e-6)
     # the number of loss tokens is exactly the number of target tokens
     n_targets = sum(int(mask.sum()) for row in rows for _, mask, _ in row)
@@ -126,8 +136,12 @@ def test_without_block_mask_examples_leak(model, packed):
     rows, batch = packed
     with torch.no_grad():
         masked = forward_logits(model, batch)
-        causal_only = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                            attention_mask=torch.ones_like(batch["input_ids"]), use_cache=False).logits
+        causal_only = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=torch.ones_like(batch["input_ids"]),
+            use_cache=False,
+        ).logits
     first_s, first_e = spans(rows[0])[0]
     assert (causal_only[0, first_s:first_e] - masked[0, first_s:first_e]).abs().max() < TOL  # nothing before it
     for s, e in spans(rows[0])[1:]:
@@ -144,8 +158,8 @@ def test_padded_unpacked_batch_matches_alone(model):
     for r, (ids, mask, _) in enumerate(exs):
         n = len(ids)
         assert (logits[r, :n] - alone_logits(model, ids)).abs().max() < TOL
-        assert torch.allclose(losses[r, :n - 1], alone_loss(model, ids, mask), atol=1e-5, rtol=1e-5)
-        assert (losses[r, n - 1:] == 0).all()
+        assert torch.allclose(losses[r, : n - 1], alone_loss(model, ids, mask), atol=1e-5, rtol=1e-5)
+        assert (losses[r, n - 1 :] == 0).all()
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
@@ -164,8 +178,9 @@ def test_chunked_target_loss_equals_full_logits_loss_and_gradients(model, packed
         ours_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         model.zero_grad()
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        full = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
-                               reduction="none").view_as(batch["labels"])
+        full = F.cross_entropy(
+            logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="none"
+        ).view_as(batch["labels"])
         full.sum().backward()
     finally:
         model.eval()

@@ -5,6 +5,7 @@ mask from transformers, as transformers' own packed mask does; tiled MLPs (DeepS
 give the plain MLP's loss and gradients; the flash-attention core flattens and restores rows in
 the order of their boundaries (a varlen stand-in for the GPU kernel). The 2-process runs are in
 tests/integration/test_sequence_parallel.py."""
+
 import pytest
 import torch
 from test_packed_attention import PAD, ROW0, ROW1, WIDTH, make_examples, tiny_llama  # noqa: F401
@@ -56,11 +57,17 @@ def test_packed_core_attention_keeps_examples_apart_without_a_mask(batch, monkey
         want = hidden_states(model, batch)  # transformers' block-diagonal mask from position_ids
         core = packed_attention("sdpa", sdpa_attention_forward)
         # what Ulysses hands the core: whole rows, transformers' mask dropped, ift's mask of the rows
-        monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", lambda module, q, k, v, mask, *a, **kw: core(
-            module, q, k, v, None, *a, sp_mask=block_causal_mask(kw["position_ids"])[:, None], **kw))
+        monkeypatch.setitem(
+            ALL_ATTENTION_FUNCTIONS,
+            "sdpa",
+            lambda module, q, k, v, mask, *a, **kw: core(
+                module, q, k, v, None, *a, sp_mask=block_causal_mask(kw["position_ids"])[:, None], **kw
+            ),
+        )
         got = hidden_states(model, batch)
         plain_causal = lambda module, q, k, v, mask, *a, **kw: sdpa_attention_forward(  # noqa: E731
-            module, q, k, v, None, *a, is_causal=True, **kw)
+            module, q, k, v, None, *a, is_causal=True, **kw
+        )
         monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", plain_causal)
         leaky = hidden_states(model, batch)
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
@@ -80,8 +87,11 @@ def test_one_example_per_row_needs_no_mask(monkeypatch):
     core = packed_attention("sdpa", sdpa_attention_forward)
     with torch.no_grad():
         want = hidden_states(model, full)
-        monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", lambda module, q, k, v, mask, *a, **kw: core(
-            module, q, k, v, None, *a, sp_mask=None, **kw))  # what WholeRowMask gives such rows
+        monkeypatch.setitem(
+            ALL_ATTENTION_FUNCTIONS,
+            "sdpa",
+            lambda module, q, k, v, mask, *a, **kw: core(module, q, k, v, None, *a, sp_mask=None, **kw),
+        )  # what WholeRowMask gives such rows
         got = hidden_states(model, full)
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
 
@@ -125,7 +135,14 @@ def test_flash_core_flattens_rows_in_the_order_of_their_boundaries(batch):
     rows, width = batch["input_ids"].shape
     q, k, v = (torch.randn(rows, 4, width, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
     got, _ = packed_attention("flash_attention_2", varlen)(
-        None, q, k, v, None, sp_cu_seq_lens=sliced["sp_cu_seq_lens"], sp_max_length=sliced["sp_max_length"],
-        sp_one_sequence=False)
+        None,
+        q,
+        k,
+        v,
+        None,
+        sp_cu_seq_lens=sliced["sp_cu_seq_lens"],
+        sp_max_length=sliced["sp_max_length"],
+        sp_one_sequence=False,
+    )
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(batch["position_ids"])[:, None])
     assert torch.allclose(got, want.transpose(1, 2), atol=1e-6, rtol=0)  # [rows, width, heads, dim]

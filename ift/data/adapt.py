@@ -19,6 +19,7 @@ rate; with `cap`, no task is drawn for more epochs than the base mixture's most 
 (rate_i <= n_i / sum_j min(n_j, cap)). A task without a target token in the window keeps its
 place (it gets the mean update).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ import math
 
 import numpy as np
 
-from ift.config import AdaptConfig
+from ift.config import AdaptConfig, MixtureConfig
 from ift.errors import UserError
 
 WHERE = "data.mixture.adapt"
@@ -93,8 +94,15 @@ class Adapter:
     """The rule's state (log weights, the losses it compares against), the statistics since the
     last update, and the rates history [(step, rates)]."""
 
-    def __init__(self, cfg: AdaptConfig, names: list[str], base: list[float], sizes: list[int],
-                 cap: int | None, heldout_names: list[str] | None = None):
+    def __init__(
+        self,
+        cfg: AdaptConfig,
+        names: list[str],
+        base: list[float],
+        sizes: list[int],
+        cap: int | None,
+        heldout_names: list[str] | None = None,
+    ):
         self.cfg, self.names = cfg, list(names)
         k = len(names)
         if k < 2:
@@ -104,8 +112,9 @@ class Adapter:
         if cfg.signal == "heldout":
             missing = [n for n in names if n not in (heldout_names or [])]
             if missing:
-                raise UserError(f"{WHERE}.signal: heldout needs eval.tasks to hold every training task; "
-                                f"missing {missing}")
+                raise UserError(
+                    f"{WHERE}.signal: heldout needs eval.tasks to hold every training task; missing {missing}"
+                )
         self.base = np.asarray(base, dtype=np.float64)
         self.ceiling = rate_ceiling(sizes, cap)
         by_run = cfg.rule == "excess_loss" and cfg.reference != "initial"
@@ -163,9 +172,15 @@ class Adapter:
         def plain(a):
             return None if a is None else [float(x) if math.isfinite(x) else None for x in a]
 
-        return {"names": self.names, "log_weights": plain(self.log_weights), "compare_to": plain(self.compare_to),
-                "loss_sums": plain(self.loss_sums), "token_sums": plain(self.token_sums),
-                "rates": plain(self.rates), "history": [[s, list(r)] for s, r in self.history]}
+        return {
+            "names": self.names,
+            "log_weights": plain(self.log_weights),
+            "compare_to": plain(self.compare_to),
+            "loss_sums": plain(self.loss_sums),
+            "token_sums": plain(self.token_sums),
+            "rates": plain(self.rates),
+            "history": [[s, list(r)] for s, r in self.history],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["names"] != self.names:
@@ -178,3 +193,13 @@ class Adapter:
         self.loss_sums, self.token_sums = array(state["loss_sums"]), array(state["token_sums"])
         self.rates = array(state["rates"])
         self.history = [(s, list(r)) for s, r in state["history"]]
+
+
+def build_adapter(
+    mixture: MixtureConfig, tasks: list, rates: dict[str, float], heldout_names: list[str] | None
+) -> Adapter:
+    """The adapter of a run's mixture (data.mixture.adapt) over its tokenized tasks and base rates."""
+    names = [t.name for t in tasks]
+    return Adapter(
+        mixture.adapt, names, [rates[n] for n in names], [len(t) for t in tasks], mixture.cap, heldout_names
+    )

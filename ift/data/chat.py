@@ -10,6 +10,7 @@ else. The mask comes from the chat template itself:
   must be a prefix of the whole (a template that rewrites earlier turns is an error);
 - without a chat template, a plain role format (`PLAIN_ROLES`): "User: ...\\n\\nAssistant: <reply><eos>".
 """
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,16 @@ import re
 from ift.errors import UserError
 
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+}
 PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -36,15 +45,16 @@ def conversation(turns, sharegpt: bool) -> tuple[list[dict], str]:
         role = turn.get(role_key)
         role = SHAREGPT_ROLES.get(role) if sharegpt and isinstance(role, str) else role
         if role not in ROLES:
-            return [], f"{field}[{j}].{role_key} is {turn.get(role_key)!r}, expected one of " + \
-                (", ".join(sorted(SHAREGPT_ROLES)) if sharegpt else ", ".join(ROLES))
+            return [], f"{field}[{j}].{role_key} is {turn.get(role_key)!r}, expected one of " + (
+                ", ".join(sorted(SHAREGPT_ROLES)) if sharegpt else ", ".join(ROLES)
+            )
         if not isinstance(turn.get(content_key), str):
             return [], f"{field}[{j}].{content_key} is not text"
         out.append({"role": role, "content": turn[content_key]})
     last = max((j for j, t in enumerate(out) if t["role"] == "assistant"), default=None)
     if last is None:
         return [], f"{field}: no assistant turn"
-    return out[:last + 1], ""
+    return out[: last + 1], ""
 
 
 def has_generation_markers(tokenizer) -> bool:
@@ -62,6 +72,7 @@ def _keep_last_span(mask: list[int]) -> list[int]:
 
 def _template_spans(tokenizer, messages: list[dict], where: str) -> tuple[str, list[tuple[int, int]]]:
     """The whole conversation's text and the character spans the assistant turns add."""
+
     def render(msgs, generation_prompt):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
 
@@ -70,24 +81,28 @@ def _template_spans(tokenizer, messages: list[dict], where: str) -> tuple[str, l
     for k, turn in enumerate(messages):
         if turn["role"] != "assistant":
             continue
-        before, upto = render(messages[:k], True), render(messages[:k + 1], False)
+        before, upto = render(messages[:k], True), render(messages[: k + 1], False)
         for prefix in (before, upto):
             if not full.startswith(prefix):
-                raise UserError(f"{where}: the chat template renders turn {k} differently once later turns follow "
-                                "(it rewrites earlier turns), so the assistant tokens cannot be found; use a template "
-                                "with {% generation %} markers or data.chat_template=none")
+                raise UserError(
+                    f"{where}: the chat template renders turn {k} differently once later turns follow "
+                    "(it rewrites earlier turns), so the assistant tokens cannot be found; use a template "
+                    "with {% generation %} markers or data.chat_template=none"
+                )
         if len(upto) <= len(before):
             raise UserError(f"{where}: the chat template writes nothing for assistant turn {k}")
         spans.append((len(before), len(upto)))
     return full, spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], *, chat: bool, train_on: str,
-                          where: str) -> tuple[list[int], list[int]]:
+def tokenize_conversation(
+    tokenizer, messages: list[dict], *, chat: bool, train_on: str, where: str
+) -> tuple[list[int], list[int]]:
     """(token ids, target mask) of a whole conversation ending with an assistant turn."""
     if chat and has_generation_markers(tokenizer):
-        enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+        enc = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         ids, mask = list(enc["input_ids"]), [int(m) for m in enc["assistant_masks"]]
         if not any(mask):
             raise UserError(f"{where}: the chat template's {{% generation %}} markers cover no token")
@@ -107,8 +122,9 @@ def tokenize_conversation(tokenizer, messages: list[dict], *, chat: bool, train_
                 continue
             text += ("\n\n" if text or ids else "") + "Assistant:"
             prompt = tokenizer(text, add_special_tokens=not ids)["input_ids"]
-            reply = tokenizer(" " + turn["content"].strip(),
-                              add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            reply = tokenizer(" " + turn["content"].strip(), add_special_tokens=False)["input_ids"] + [
+                tokenizer.eos_token_id
+            ]
             ids += prompt + reply
             mask += [0] * len(prompt) + [1] * len(reply)
             text = ""
@@ -127,9 +143,11 @@ def prompt_ids(tokenizer, messages: list[dict], *, chat: bool) -> list[int]:
     ids: list[int] = []
     if any(t["role"] == "assistant" for t in history):
         last = max(j for j, t in enumerate(history) if t["role"] == "assistant")
-        ids, _ = tokenize_conversation(tokenizer, history[:last + 1], chat=False, train_on="all_assistant", where="")
-        history = history[last + 1:]
-    text = "".join(("\n\n" if (j or ids) else "") + f"{PLAIN_ROLES[t['role']]}: {t['content'].strip()}"
-                   for j, t in enumerate(history))
+        ids, _ = tokenize_conversation(tokenizer, history[: last + 1], chat=False, train_on="all_assistant", where="")
+        history = history[last + 1 :]
+    text = "".join(
+        ("\n\n" if (j or ids) else "") + f"{PLAIN_ROLES[t['role']]}: {t['content'].strip()}"
+        for j, t in enumerate(history)
+    )
     text += ("\n\n" if text or ids else "") + "Assistant:"
     return ids + tokenizer(text, add_special_tokens=not ids)["input_ids"]

@@ -1,5 +1,6 @@
 """Data files: finding a source's files and reading one file's records into columns, with
 `file:line` errors for anything unreadable (bad UTF-8, invalid JSON, duplicate keys)."""
+
 from __future__ import annotations
 
 import glob
@@ -48,8 +49,10 @@ def check_text_file(path: str) -> None:
                     col = at - (block.rfind(b"\n", 0, at) + 1) + 1 if b"\n" in block[:at] else None
                     line += block.count(b"\n", 0, at)
                     where = f"column {col}" if col is not None else f"byte {consumed + at}"
-                    raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{block[at]:02x} at {where}); "
-                                    "re-encode the file as UTF-8") from None
+                    raise UserError(
+                        f"{path}:{line}: not valid UTF-8 (byte 0x{block[at]:02x} at {where}); "
+                        "re-encode the file as UTF-8"
+                    ) from None
                 line += block.count(b"\n")
                 consumed += len(block)
             decoder.decode(b"", final=True)
@@ -109,8 +112,15 @@ def _read_sni_task_file(path: str) -> pa.Table:
     for inst in task["Instances"]:
         outputs = inst.get("output")
         outputs = [outputs] if isinstance(outputs, str) else list(outputs or [])
-        rows.append({"definition": definition, "input": inst.get("input"), "output": outputs[0] if outputs else None,
-                     "references": outputs, "category": category})
+        rows.append(
+            {
+                "definition": definition,
+                "input": inst.get("input"),
+                "output": outputs[0] if outputs else None,
+                "references": outputs,
+                "category": category,
+            }
+        )
     return pa.Table.from_pylist(rows) if rows else pa.table({"definition": [], "input": [], "output": []})
 
 
@@ -186,7 +196,7 @@ def _read_with_datasets(path: str, kind: str) -> pa.Table:
 
 
 def resolve_paths(source: TaskSource, root: str | None, where: str) -> list[str]:
-    path = os.path.expanduser(source.path)
+    path = os.path.expanduser(str(source.path))  # a path source: TaskSource.check
     if root and not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(root), path)
     if os.path.isdir(path):
@@ -203,5 +213,3 @@ def resolve_paths(source: TaskSource, root: str | None, where: str) -> list[str]
             raise UserError(f"{where}.path: no such file or directory: {path}")
         raise UserError(f"{where}.path: no .jsonl/.json/.parquet/.csv files match {pattern}")
     return files
-
-

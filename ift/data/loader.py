@@ -6,12 +6,14 @@ step, and the number of target tokens the loss is normalized by, do not depend o
 State is (stream state at the current window's start, window index, next row): a resume re-packs
 at most one window and replays nothing before it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from ift.config import Config
 from ift.data.mixture import MixtureStream
 from ift.data.packing import best_fit_decreasing, collate, sequence_slice
 from ift.data.tokenize import TokenizedTask
@@ -30,10 +32,24 @@ class Step:
 
 
 class PackedLoader:
-    def __init__(self, tasks: list[TokenizedTask], rates: dict[str, float], *, seed: int, seq_len: int,
-                 window: int, packing: bool, micro_batch_size: int, grad_accum: int, train_on_prompt: bool,
-                 pad_id: int, world_size: int = 1, rank: int = 0, sequence_parallel: int = 1,
-                 sequence_rank: int = 0):
+    def __init__(
+        self,
+        tasks: list[TokenizedTask],
+        rates: dict[str, float],
+        *,
+        seed: int,
+        seq_len: int,
+        window: int,
+        packing: bool,
+        micro_batch_size: int,
+        grad_accum: int,
+        train_on_prompt: bool,
+        pad_id: int,
+        world_size: int = 1,
+        rank: int = 0,
+        sequence_parallel: int = 1,
+        sequence_rank: int = 0,
+    ):
         """world_size, rank: data-parallel. With sequence_parallel=N every rank of an SP group gets
         the same rows and keeps its slice `sequence_rank` of N (ift.sequence_parallel)."""
         self.tasks = tasks
@@ -63,7 +79,7 @@ class PackedLoader:
 
     def _fill_window(self, carried: list[tuple[int, int]]) -> None:
         self.window_start, self.carried_in = self.stream.state_dict(), list(carried)
-        draws = [tuple(d) for d in carried] + self.stream.take(self.window)
+        draws: list[tuple[int, int]] = [(d[0], d[1]) for d in carried] + self.stream.take(self.window)
         self.carry_out = []
         if self.packing:
             lengths = [self.tasks[t].lengths[e] for t, e in draws]
@@ -83,7 +99,7 @@ class PackedLoader:
         self.next_row = 0
 
     def _take_rows(self, n: int) -> list[list[tuple[int, int]]]:
-        out = []
+        out: list[list[tuple[int, int]]] = []
         while len(out) < n:
             while self.next_row == len(self.rows):  # a window may carry all of its rows forward
                 self.window_index += 1
@@ -93,39 +109,44 @@ class PackedLoader:
         return out
 
     def _collate(self, rows) -> dict:
-        data = [[(self.tasks[t].ids(e), self.tasks[t].mask(e), t) for t, e in row]
-                for row in rows]
-        batch = collate(data, self.seq_len if self.packing else None, self.pad_id, self.train_on_prompt,
-                        multiple_of=self.sequence_parallel)
+        data = [[(self.tasks[t].ids(e), self.tasks[t].mask(e), t) for t, e in row] for row in rows]
+        batch = collate(
+            data,
+            self.seq_len if self.packing else None,
+            self.pad_id,
+            self.train_on_prompt,
+            multiple_of=self.sequence_parallel,
+        )
         if self.sequence_parallel > 1:
             return sequence_slice(batch, self.sequence_rank, self.sequence_parallel)
         return batch
 
     def next_step(self) -> Step:
         rows = self._take_rows(self.rows_per_step)
-        mine = rows[self.rank::self.world_size]
+        mine = rows[self.rank :: self.world_size]
         mb = self.micro_batch_size
-        micro = [self._collate(mine[j * mb:(j + 1) * mb]) for j in range(self.grad_accum)]
+        micro = [self._collate(mine[j * mb : (j + 1) * mb]) for j in range(self.grad_accum)]
         tokens = sum(int(self.tasks[t].lengths[e]) for row in rows for t, e in row)
         if self.packing:
             slots = len(rows) * self.seq_len
         else:  # each micro-batch pads to its longest row; count slots over the global batch
-            per_micro = [rows[j * mb * self.world_size:(j + 1) * mb * self.world_size] for j in range(self.grad_accum)]
+            per_micro = [
+                rows[j * mb * self.world_size : (j + 1) * mb * self.world_size] for j in range(self.grad_accum)
+            ]
             slots = 0
             for group in per_micro:
                 for r in range(self.world_size):
-                    part = group[r::self.world_size]
+                    part = group[r :: self.world_size]
                     slots += len(part) * max(int(self.tasks[t].lengths[e]) for row in part for t, e in row)
         self.steps += 1
         attention_sq = sum(int(self.tasks[t].lengths[e]) ** 2 for row in rows for t, e in row)
-        return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots,
-                    attention_sq)
+        return Step(micro, sum(self._target_tokens(t, e) for row in rows for t, e in row), tokens, slots, attention_sq)
 
     def set_rates(self, rates: list[float]) -> None:
         """Draw at new task rates from the next row on: the rows of the current window not handed
         out yet (and its carried examples) open a new window with the draws at the new rates, so
         nothing drawn is lost or repeated and the change sits at a step boundary."""
-        leftover = [d for row in self.rows[self.next_row:] for d in row] + self.carry_out
+        leftover = [d for row in self.rows[self.next_row :] for d in row] + self.carry_out
         self.stream.set_rates(rates)
         self.window_index += 1
         self._fill_window(leftover)
@@ -133,21 +154,28 @@ class PackedLoader:
     @property
     def examples_drawn(self) -> int:
         """Examples consumed by the steps taken so far (drawn minus the unconsumed rest of the window)."""
-        pending = sum(len(r) for r in self.rows[self.next_row:]) + len(self.carry_out)
+        pending = sum(len(r) for r in self.rows[self.next_row :]) + len(self.carry_out)
         return self.stream.drawn - pending
 
     def state_dict(self) -> dict:
-        return {"window_index": self.window_index, "window_start": self.window_start,
-                "carried_in": [list(d) for d in self.carried_in], "next_row": self.next_row, "steps": self.steps,
-                "settings": self._settings()}
+        return {
+            "window_index": self.window_index,
+            "window_start": self.window_start,
+            "carried_in": [list(d) for d in self.carried_in],
+            "next_row": self.next_row,
+            "steps": self.steps,
+            "settings": self._settings(),
+        }
 
     def _settings(self) -> dict:
         return {"seq_len": self.seq_len, "window": self.window, "packing": self.packing, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         if state["settings"] != self._settings():
-            raise UserError(f"loader state was saved with {state['settings']}, this run has {self._settings()}; "
-                            "the data order cannot continue exactly")
+            raise UserError(
+                f"loader state was saved with {state['settings']}, this run has {self._settings()}; "
+                "the data order cannot continue exactly"
+            )
         self.stream.load_state_dict(state["window_start"])
         self.rows, self.carry_out, self.carried_in = [], [], []
         self.window_index = state["window_index"]
@@ -216,3 +244,34 @@ class Prefetcher:
     @property
     def rows_per_step(self) -> int:
         return self.loader.rows_per_step
+
+
+def training_loader(
+    cfg: Config,
+    tasks: list[TokenizedTask],
+    rates: dict[str, float],
+    pad_id: int,
+    seed: int,
+    dp_world: int = 1,
+    dp_rank: int = 0,
+    sp_rank: int = 0,
+) -> PackedLoader:
+    """A run's data stream from its config (data.* packing, train.* batch shape) for one rank:
+    data-parallel rank `dp_rank` of `dp_world`, slice `sp_rank` of a sequence-parallel group."""
+    d, t = cfg.data, cfg.train
+    return PackedLoader(
+        tasks,
+        rates,
+        seed=seed,
+        seq_len=d.max_seq_len,
+        window=d.pack_window,
+        packing=d.packing,
+        micro_batch_size=t.micro_batch_size,
+        grad_accum=t.grad_accum,
+        train_on_prompt=d.train_on_prompt,
+        pad_id=pad_id,
+        world_size=dp_world,
+        rank=dp_rank,
+        sequence_parallel=t.sequence_parallel,
+        sequence_rank=sp_rank,
+    )

@@ -4,9 +4,11 @@ A packed row concatenates whole examples; `position_ids` restart at 0 for every 
 what lets the model keep attention inside each example (see ift/model.py), and labels are shifted
 *within* each example so no token is ever predicted from another example.
 """
+
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +53,13 @@ def example_labels(ids: np.ndarray, mask: np.ndarray, train_on_prompt: bool) -> 
     return labels
 
 
-def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, pad_id: int,
-            train_on_prompt: bool, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+def collate(
+    rows: list[list[tuple[np.ndarray, np.ndarray, int]]],
+    seq_len: int | None,
+    pad_id: int,
+    train_on_prompt: bool,
+    multiple_of: int = 1,
+) -> dict[str, torch.Tensor]:
     """rows: per row, a list of (token ids, target mask, task index). Packed rows are padded to
     `seq_len`; with seq_len=None (no packing) rows pad to the longest row, rounded up to a multiple
     of `multiple_of` (sequence parallelism splits it), and carry an attention_mask."""
@@ -79,7 +86,7 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
         position_ids[r, at:] = np.arange(width - at)  # padding acts as one more (ignored) sequence
         if width > at:
             segments.append(width - at)
-    batch = {
+    batch: dict[str, Any] = {
         "input_ids": torch.from_numpy(input_ids),
         "labels": torch.from_numpy(labels),
         "position_ids": torch.from_numpy(position_ids),
@@ -98,7 +105,7 @@ def collate(rows: list[list[tuple[np.ndarray, int, int]]], seq_len: int | None, 
     return batch
 
 
-def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dict[str, torch.Tensor]:
+def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dict[str, Any]:
     """Sequence parallelism (ift.sequence_parallel): the contiguous part `part` of `parts` of every
     row of a collated micro-batch. position_ids stay those of the whole row (attention gathers
     them), and labels were shifted before slicing, so a target at a slice boundary is kept; the
@@ -110,7 +117,9 @@ def sequence_slice(batch: dict[str, torch.Tensor], part: int, parts: int) -> dic
     if width % parts:
         raise ValueError(f"a row of {width} tokens does not split into {parts} equal parts")
     at, step = part * width // parts, width // parts
-    out = {k: batch[k][:, at:at + step].contiguous() for k in ("input_ids", "labels", "position_ids", "task_ids")}
+    out: dict[str, Any] = {
+        k: batch[k][:, at : at + step].contiguous() for k in ("input_ids", "labels", "position_ids", "task_ids")
+    }
     flat_labels, flat_tasks = out["labels"].reshape(-1), out["task_ids"].reshape(-1)
     target_index = torch.nonzero(flat_labels != IGNORE).flatten()
     out["target_index"] = target_index

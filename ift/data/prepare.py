@@ -4,12 +4,14 @@ must prepare first (a cold cache).
 Loading (files -> one canonical Arrow table per source) and tokenization (one cached map per
 table) land in `data.cache_dir`; a run whose cache is warm memory-maps both and starts at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
 import time
+from typing import Any
 
 from ift import distributed, faults
 from ift.config import Config
@@ -44,8 +46,10 @@ def cold_cache_note(tasks, tokenizer, cfg: Config, seed: int) -> str | None:
     if is_cached(tasks, tokenizer, cfg.data, seed):
         return None
     examples = sum(len(t) for t in tasks)
-    return (f"data cache cold: {examples:,} examples of {len(tasks)} task(s) to tokenize into {cache_dir(cfg.data)}, "
-            f"{estimate(examples, cfg.data.num_proc)}; `ift prepare CONFIG` does this ahead on a CPU machine")
+    return (
+        f"data cache cold: {examples:,} examples of {len(tasks)} task(s) to tokenize into {cache_dir(cfg.data)}, "
+        f"{estimate(examples, cfg.data.num_proc)}; `ift prepare CONFIG` does this ahead on a CPU machine"
+    )
 
 
 def submit_note(cfg: Config) -> str | None:
@@ -55,8 +59,10 @@ def submit_note(cfg: Config) -> str | None:
 
     saved = os.path.join(RunDir(cfg.run_dir).tokenizer, "tokenizer_config.json")
     if not (cfg.model.tokenizer or cfg.model.name_or_path or os.path.isfile(saved)):
-        return ("data cache: an inline model's tokenizer is trained from the data at the start; "
-                "`ift prepare CONFIG` trains and saves it and fills the cache ahead")
+        return (
+            "data cache: an inline model's tokenizer is trained from the data at the start; "
+            "`ift prepare CONFIG` trains and saves it and fills the cache ahead"
+        )
     started = time.perf_counter()
     tasks = load_tasks(cfg.data, cfg.run.seed)  # from the source cache when warm: milliseconds
     loaded = time.perf_counter() - started
@@ -66,7 +72,7 @@ def submit_note(cfg: Config) -> str | None:
     return note
 
 
-def prepare_data(cfg: Config, only_task: str | None = None):
+def prepare_data(cfg: Config):
     """Tasks, tokenizer, tokenized tasks and rates. Rank 0 trains/saves the tokenizer and local
     rank 0 fills the data caches first; the other ranks then read them."""
     from ift.data.mixture import task_rates
@@ -76,10 +82,10 @@ def prepare_data(cfg: Config, only_task: str | None = None):
 
     with distributed.main_process_first(local=True):  # local rank 0 fills the source cache; the others memory-map it
         tasks = load_tasks(cfg.data, cfg.run.seed)
-    if only_task:
-        tasks = [t for t in tasks if t.name == only_task]
+    if only := cfg.data.only_task:
+        tasks = [t for t in tasks if t.name == only]
         if not tasks:
-            raise UserError(f"--only-task: no task named '{only_task}' in data.tasks")
+            raise UserError(f"data.only_task (--only-task): no task named '{only}' in data.tasks")
     rank, tok_dir = distributed.rank(), RunDir(cfg.run_dir).tokenizer
     # rank 0 builds (or trains) the tokenizer; everyone else loads what it saved
     with distributed.main_process_first():
@@ -95,13 +101,32 @@ def prepare_data(cfg: Config, only_task: str | None = None):
     return tasks, tokenizer, tokenized, rates
 
 
+def mixture_report(tasks: list, tokenized: list, rates: dict) -> dict:
+    """The run's mixture.json: per task its examples, rate, skipped records and tokenization counts."""
+    return {
+        "tasks": {
+            x.name: {"examples": len(x), "rate": rates[x.name], "skipped": dict(src.skipped), **dict(x.counts)}
+            for x, src in zip(tokenized, tasks)
+        }
+    }
+
+
 def mixture_definition(cfg: Config, rates: dict) -> dict:
     """What fixes the data stream: tasks and rates, rendering and packing settings (not where the
     data or the cache live)."""
     d = cfg.data
-    definition = {"rates": rates, "template": d.template, "few_shot_k": d.few_shot_k, "chat_template": d.chat_template,
-                  "max_seq_len": d.max_seq_len, "packing": d.packing, "pack_window": d.pack_window,
-                  "truncation": d.truncation, "train_on_prompt": d.train_on_prompt, "seed": cfg.run.seed}
+    definition: dict[str, Any] = {
+        "rates": rates,
+        "template": d.template,
+        "few_shot_k": d.few_shot_k,
+        "chat_template": d.chat_template,
+        "max_seq_len": d.max_seq_len,
+        "packing": d.packing,
+        "pack_window": d.pack_window,
+        "truncation": d.truncation,
+        "train_on_prompt": d.train_on_prompt,
+        "seed": cfg.run.seed,
+    }
     if d.train_on != "all_assistant":  # only when set: checkpoints from before the key still match
         definition["train_on"] = d.train_on
     if d.mixture.adapt.rule:  # likewise
@@ -116,12 +141,17 @@ def prepare(cfg: Config) -> dict:
     started = time.perf_counter()
     tasks, tokenizer, tokenized, _ = prepare_data(cfg)
     if cfg.eval.every and cfg.eval.tasks:
-        from ift.eval.heldout_loss import heldout_batches
+        from ift.data.heldout import heldout_batches
 
         heldout_batches(cfg, tokenizer)
     from ift.data.sources import cache_dir
 
     folder = cache_dir(cfg.data)
-    return {"tasks": len(tasks), "examples": sum(len(t) for t in tokenized),
-            "tokens": int(sum(int(t.lengths.sum()) for t in tokenized)), "cache_dir": folder,
-            "cache_bytes": _folder_bytes(folder), "seconds": time.perf_counter() - started}
+    return {
+        "tasks": len(tasks),
+        "examples": sum(len(t) for t in tokenized),
+        "tokens": int(sum(int(t.lengths.sum()) for t in tokenized)),
+        "cache_dir": folder,
+        "cache_bytes": _folder_bytes(folder),
+        "seconds": time.perf_counter() - started,
+    }

@@ -6,11 +6,11 @@ Canonical columns: task, instruction, input, output, references, rationale, cate
 the chat schemas and is empty otherwise; instruction/output then summarize it (the turns before
 the last reply, and the last reply) for listings and evaluation.
 """
+
 from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -20,17 +20,20 @@ import pyarrow as pa
 
 from ift.atomic import replacing, write_text
 from ift.config import DataConfig, TaskSource
-from ift.data import builtin, chat
+from ift.data import builtin
 from ift.data.files import locate, read_columns, resolve_paths
+from ift.data.schemas import CANONICAL, REQUIRED, detect_schema, to_canonical
 from ift.errors import UserError
 from ift.hashing import fingerprint
 
-CANONICAL = ("task", "instruction", "input", "output", "references", "rationale", "category", "messages")
-CANONICAL_FEATURES = datasets.Features({
-    **{c: datasets.Value("string") for c in CANONICAL}, "references": datasets.List(datasets.Value("string")),
-    "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-    "_bad": datasets.Value("string"),
-})
+CANONICAL_FEATURES = datasets.Features(
+    {
+        **{c: datasets.Value("string") for c in CANONICAL},
+        "references": datasets.List(datasets.Value("string")),
+        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "_bad": datasets.Value("string"),
+    }
+)
 ARROW_SCHEMA = datasets.Features({k: v for k, v in CANONICAL_FEATURES.items() if k != "_bad"}).arrow_schema
 SOURCE_CACHE_VERSION = "1"  # bump when reading or normalization changes
 
@@ -50,129 +53,36 @@ class Task:
     @property
     def dataset(self) -> datasets.Dataset:
         if self.rows is None:  # a Dataset costs milliseconds to make: thousands of tasks, only when read
+            assert self.parent is not None and self.parent_spans is not None  # a range of `parent`
             start, n = self.parent_spans[self.name]
-            self.rows = datasets.Dataset(self.parent.data.slice(start, n),
-                                         fingerprint=f"{self.parent._fingerprint}-{start}")
+            self.rows = datasets.Dataset(
+                self.parent.data.slice(start, n), fingerprint=f"{self.parent._fingerprint}-{start}"
+            )
         return self.rows
 
     def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else self.parent_spans[self.name][1]
+        return len(self.rows) if self.rows is not None else (self.parent_spans or {})[self.name][1]
 
 
-# --------------------------------------------------------------------------- schemas
-
-
-def detect_schema(columns, where: str) -> str:
-    cols = set(columns)
-    if "messages" in cols:
-        return "messages"
-    if "conversations" in cols:
-        return "sharegpt"
-    if {"prompt", "completion"} <= cols:
-        return "prompt_completion"
-    if "definition" in cols and "output" in cols:
-        return "sni"
-    if "instruction" in cols and "output" in cols:
-        return "alpaca"
-    raise UserError(
-        f"{where}: cannot detect the schema from columns {sorted(cols)}; set `schema:` "
-        "(alpaca, sni, messages, sharegpt, prompt_completion) or map columns with `fields:`"
-    )
-
-
-REQUIRED = {
-    "alpaca": ("instruction", "output"),
-    "sni": ("definition", "output"),
-    "messages": ("messages",),
-    "sharegpt": ("conversations",),
-    "prompt_completion": ("prompt", "completion"),
-}
-
-
-def _not_text(value) -> str:
-    """Why a field value cannot be used as text ('' when it can). Numbers and booleans become
-    their text (an answer "42" stored as a number); NaN/inf (a missing value in a parquet or
-    pandas column) and lists/objects are errors, never the strings "nan" or "[...]"."""
-    if isinstance(value, (str, bool, int)):
-        return ""
-    if isinstance(value, float):
-        return "" if math.isfinite(value) else f"is not a text value ({value})"
-    return f"is not text (a {type(value).__name__})"
-
-
-def _to_canonical(batch: dict, schema: str, task: str, task_field: str | None = None) -> dict:
-    """Batched map from one schema to canonical columns; a `_bad` column names what is wrong. With
-    `task_field`, each record's task is that column's value."""
-    n = len(next(iter(batch.values())))
-    out = {k: [] for k in CANONICAL}
-    out["_bad"] = []
-
-    def get(col, i, default=""):
-        values = batch.get(col)
-        return default if values is None else values[i]
-
-    for i in range(n):
-        bad, turns = "", []
-        if schema in ("messages", "sharegpt"):
-            turns, bad = chat.conversation(get(schema if schema == "messages" else "conversations", i, None),
-                                           sharegpt=schema == "sharegpt")
-            # For listings and evaluation: the turns before the last reply, and the last reply.
-            prior = turns[:-1]
-            instruction = (prior[-1]["content"] if len(prior) == 1
-                           else "\n".join(f"{t['role']}: {t['content']}" for t in prior))
-            output = turns[-1]["content"] if turns else ""
-            inp = ""
-        elif schema == "prompt_completion":
-            instruction, inp, output = get("prompt", i, None), "", get("completion", i, None)
-        else:
-            instruction = get("definition" if schema == "sni" else "instruction", i, None)
-            inp, output = get("input", i, "") or "", get("output", i, None)
-        for col, value in (("instruction", instruction), ("output", output), ("input", inp)):
-            name = col if schema != "sni" or col != "instruction" else "definition"
-            if value is None and col != "input" and not bad:
-                bad = f"missing field '{name}'"
-            elif value is not None and not bad and (why := _not_text(value)):
-                bad = f"field '{name}' {why}"
-        instruction, output = instruction or "", output or ""
-        refs = get("references", i, None) or ([output] if output else [])
-        if not bad and not str(output).strip():
-            bad = "empty output"
-        if not bad and not str(instruction).strip() and not str(inp).strip():
-            bad = "empty prompt (no instruction and no input)"
-        if task_field is not None:
-            value = get(task_field, i, None)
-            why = "is missing" if value is None else _not_text(value) or ("is empty" if not str(value).strip() else "")
-            bad = bad or (f"task_field '{task_field}' {why}" if why else "")
-            out["task"].append(task + str(value).strip() if not why else "")  # `task`: the name prefix
-        else:
-            out["task"].append(task)
-        out["instruction"].append(str(instruction))
-        out["input"].append(str(inp))
-        out["output"].append(str(output))
-        out["references"].append([str(r) for r in refs])
-        out["rationale"].append(str(get("rationale", i, "") or ""))
-        out["category"].append(str(get("category", i, "") or ""))
-        out["messages"].append(turns)
-        out["_bad"].append(bad)
-    return out
-
-
-def _columns_plan(columns: list[str], schema: str | None, fields: dict, task_field: str | None,
-                  where: str) -> tuple[dict, str]:
+def _columns_plan(
+    columns: list[str], schema: str | None, fields: dict, task_field: str | None, where: str
+) -> tuple[dict, str]:
     """The column renames a source's `fields:` asks for, and its schema (given or detected)."""
     if task_field is not None and task_field not in columns:
         raise UserError(f"{where}: task_field '{task_field}' is not a column of the data (columns: {columns})")
     rename = {src: dst for dst, src in fields.items() if src != dst}
     missing = [src for src in rename if src not in columns]
     if missing:
-        raise UserError(f"{where}: fields maps to column(s) {missing} that the data does not have "
-                        f"(columns: {columns})")
+        raise UserError(
+            f"{where}: fields maps to column(s) {missing} that the data does not have (columns: {columns})"
+        )
     renamed = [rename.get(c, c) for c in columns if c not in rename.values() or c in rename]
     schema = schema or detect_schema(renamed, where)
     for col in REQUIRED[schema]:
         if col not in renamed:
-            raise UserError(f"{where}: schema '{schema}' needs field '{col}', which no record has "
-                            f"(columns: {renamed})")
+            raise UserError(
+                f"{where}: schema '{schema}' needs field '{col}', which no record has (columns: {renamed})"
+            )
     return rename, schema
 
 
@@ -181,33 +91,56 @@ def _bad_records(bad: list[str], where: str, on_bad_record: str) -> collections.
     skipped = collections.Counter(reason for reason in bad if reason)
     if skipped and on_bad_record == "error":
         first = next(i for i, reason in enumerate(bad) if reason)
-        raise UserError(f"{locate(where, first)}: {bad[first]} ({sum(skipped.values())} bad record(s) in this task; "
-                        "set data.on_bad_record=skip to skip and count them)")
+        raise UserError(
+            f"{locate(where, first)}: {bad[first]} ({sum(skipped.values())} bad record(s) in this task; "
+            "set data.on_bad_record=skip to skip and count them)"
+        )
     return skipped
 
 
-def normalize(ds: datasets.Dataset, schema: str | None, fields: dict, task: str, where: str,
-              on_bad_record: str, task_field: str | None = None) -> tuple[datasets.Dataset, str, collections.Counter]:
+def normalize(
+    ds: datasets.Dataset,
+    schema: str | None,
+    fields: dict,
+    task: str,
+    where: str,
+    on_bad_record: str,
+    task_field: str | None = None,
+) -> tuple[datasets.Dataset, str, collections.Counter]:
     """A `datasets.Dataset` (a hub dataset: streamed through a cached map) in canonical columns."""
     rename, schema = _columns_plan(ds.column_names, schema, fields, task_field, where)
     if rename:
-        ds = ds.remove_columns([c for c in rename.values()
-                                if c in ds.column_names and c not in rename]).rename_columns(rename)
-    ds = ds.map(_to_canonical, batched=True, fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
-                remove_columns=ds.column_names, desc=f"normalize {task}", features=CANONICAL_FEATURES)
+        ds = ds.remove_columns(
+            [c for c in rename.values() if c in ds.column_names and c not in rename]
+        ).rename_columns(rename)
+    ds = ds.map(
+        to_canonical,
+        batched=True,
+        fn_kwargs={"schema": schema, "task": task, "task_field": task_field},
+        remove_columns=ds.column_names,
+        desc=f"normalize {task}",
+        features=CANONICAL_FEATURES,
+    )
     skipped = _bad_records(ds.with_format("arrow", columns=["_bad"])[:]["_bad"].to_pylist(), where, on_bad_record)
     if skipped:
         ds = ds.filter(lambda b: [not r for r in b], input_columns="_bad", batched=True)
     return ds.remove_columns("_bad"), schema, skipped
 
 
-def normalize_columns(columns: dict[str, list], schema: str | None, fields: dict, task: str, where: str,
-                      on_bad_record: str, task_field: str | None = None) -> tuple[pa.Table, str, collections.Counter]:
+def normalize_columns(
+    columns: dict[str, list],
+    schema: str | None,
+    fields: dict,
+    task: str,
+    where: str,
+    on_bad_record: str,
+    task_field: str | None = None,
+) -> tuple[pa.Table, str, collections.Counter]:
     """One file's records in canonical columns, as an Arrow table: no `datasets` machinery per file."""
     rename, schema = _columns_plan(list(columns), schema, fields, task_field, where)
     batch = {rename.get(c, c): values for c, values in columns.items() if c not in rename.values() or c in rename}
     rows = len(next(iter(batch.values()), []))
-    out = _to_canonical(batch, schema, task, task_field) if rows else {k: [] for k in (*CANONICAL, "_bad")}
+    out = to_canonical(batch, schema, task, task_field) if rows else {k: [] for k in (*CANONICAL, "_bad")}
     bad = out.pop("_bad")
     skipped = _bad_records(bad, where, on_bad_record)
     canonical = pa.Table.from_pydict(out, schema=ARROW_SCHEMA)
@@ -224,35 +157,62 @@ def _slice_tasks(table: datasets.Dataset | pa.Table, spans: list[dict], key: str
     if not isinstance(table, datasets.Dataset):
         table = datasets.Dataset(datasets.table.InMemoryTable(table), fingerprint=key)
     shared = {s["name"]: (s["start"], s["stop"] - s["start"]) for s in spans}
-    return [Task(s["name"], s["schema"], s["source"], None, collections.Counter(s["skipped"]), parent=table,
-                 parent_spans=shared) for s in spans]
+    return [
+        Task(
+            s["name"],
+            s["schema"],
+            s["source"],
+            None,
+            collections.Counter(s["skipped"]),
+            parent=table,
+            parent_spans=shared,
+        )
+        for s in spans
+    ]
 
 
 def _file_source_key(source: TaskSource, files: list[str], on_bad_record: str) -> str:
     """What a file source's canonical table depends on: the files (path, size, mtime) and settings."""
     stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
-    settings = {"v": SOURCE_CACHE_VERSION, "files": stats, "schema": source.schema, "fields": source.fields,
-                "task_field": source.task_field, "name": source.name, "on_bad_record": on_bad_record}
+    settings = {
+        "v": SOURCE_CACHE_VERSION,
+        "files": stats,
+        "schema": source.schema,
+        "fields": source.fields,
+        "task_field": source.task_field,
+        "name": source.name,
+        "on_bad_record": on_bad_record,
+    }
     return fingerprint(settings)
 
 
-def _read_file_source(source: TaskSource, files: list[str], on_bad_record: str,
-                      where: str) -> tuple[pa.Table, list[dict]]:
+def _read_file_source(
+    source: TaskSource, files: list[str], on_bad_record: str, where: str
+) -> tuple[pa.Table, list[dict]]:
     """Every file of a source, normalized, in one table; spans say which rows are which task."""
     if source.name and len(files) > 1 and not source.task_field:
         raise UserError(f"{where}.name: '{source.name}' names one task but the path matches {len(files)} files")
     tables, spans, at = [], [], 0
     for path in files:
         name = _prefix(source) if source.task_field else source.name or os.path.splitext(os.path.basename(path))[0]
-        table, schema, skipped = normalize_columns(read_columns(path), source.schema, source.fields, name, path,
-                                                 on_bad_record, source.task_field)
+        table, schema, skipped = normalize_columns(
+            read_columns(path), source.schema, source.fields, name, path, on_bad_record, source.task_field
+        )
         tables.append(table)
-        spans.append({"name": name, "schema": schema, "source": path, "start": at, "stop": at + table.num_rows,
-                      "skipped": dict(skipped)})
+        spans.append(
+            {
+                "name": name,
+                "schema": schema,
+                "source": path,
+                "start": at,
+                "stop": at + table.num_rows,
+                "skipped": dict(skipped),
+            }
+        )
         at += table.num_rows
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if source.task_field:  # regroup the rows so that each task is one contiguous range
-        table, spans = _group_by_task(table, spans, source.path)
+        table, spans = _group_by_task(table, spans, str(source.path))
     return table, spans
 
 
@@ -266,8 +226,9 @@ def _group_by_task(table: pa.Table, file_spans: list[dict], origin: str) -> tupl
     skipped = sum((collections.Counter(s["skipped"]) for s in file_spans), collections.Counter())
     spans, at = [], 0
     for name, rows in groups.items():
-        spans.append({"name": name, "schema": schemas, "source": origin, "start": at, "stop": at + len(rows),
-                      "skipped": {}})
+        spans.append(
+            {"name": name, "schema": schemas, "source": origin, "start": at, "stop": at + len(rows), "skipped": {}}
+        )
         at += len(rows)
     if spans:
         spans[0]["skipped"] = dict(skipped)  # a bad record belongs to no task: counted once, on the first
@@ -275,8 +236,9 @@ def _group_by_task(table: pa.Table, file_spans: list[dict], origin: str) -> tupl
     return table.take(order), spans
 
 
-def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str, cache: str | None,
-                        where: str) -> list[Task]:
+def _cached_file_source(
+    source: TaskSource, files: list[str], on_bad_record: str, cache: str | None, where: str
+) -> list[Task]:
     """A file source through its cache: the canonical table is written once (Arrow, memory-mapped
     by every later run and by the other ranks of a node) and read back in milliseconds."""
     key = _file_source_key(source, files, on_bad_record)
@@ -293,12 +255,14 @@ def _cached_file_source(source: TaskSource, files: list[str], on_bad_record: str
         write_text(meta, json.dumps(spans))  # written last: a meta file means a complete table
     with open(meta) as f:
         spans = json.load(f)
-    return _slice_tasks(datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key),
-                        spans, key)
+    return _slice_tasks(
+        datasets.Dataset(datasets.table.MemoryMappedTable.from_file(arrow), fingerprint=key), spans, key
+    )
 
 
-def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: int, where: str,
-                cache: str | None = None) -> list[Task]:
+def load_source(
+    source: TaskSource, root: str | None, on_bad_record: str, seed: int, where: str, cache: str | None = None
+) -> list[Task]:
     """Load one `data.tasks` entry: one task per file, per hub dataset, per built-in task, or per
     value of the source's task_field."""
     if source.builtin:
@@ -306,11 +270,20 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             names = builtin.task_names(source.builtin)
         except ValueError as e:
             raise UserError(f"{where}.builtin: {e}") from None
-        rows, spans = [], []
+        rows: list = []
+        spans: list = []
         for name in names:
             examples = builtin.examples(name, source.n, seed)
-            spans.append({"name": name, "schema": "builtin", "source": "builtin", "start": len(rows),
-                          "stop": len(rows) + len(examples), "skipped": {}})
+            spans.append(
+                {
+                    "name": name,
+                    "schema": "builtin",
+                    "source": "builtin",
+                    "start": len(rows),
+                    "stop": len(rows) + len(examples),
+                    "skipped": {},
+                }
+            )
             rows += [{**r, "messages": []} for r in examples]
         # keyed by the content, so a change to the generators is a new key
         key = fingerprint(rows)
@@ -321,9 +294,15 @@ def load_source(source: TaskSource, root: str | None, on_bad_record: str, seed: 
             ds = datasets.load_dataset(source.hub, source.subset, split=source.split)
         except Exception as e:  # noqa: BLE001 - any failure here is the user's dataset id or network
             raise UserError(f"{where}.hub: cannot load '{source.hub}' (split {source.split}): {e}") from None
-        ds, schema, skipped = normalize(ds, source.schema, source.fields,
-                                        _prefix(source) if source.task_field else name,
-                                        source.hub, on_bad_record, source.task_field)
+        ds, schema, skipped = normalize(
+            ds,
+            source.schema,
+            source.fields,
+            _prefix(source) if source.task_field else name,
+            source.hub,
+            on_bad_record,
+            source.task_field,
+        )
         if not source.task_field:
             return [Task(name, schema, source.hub, ds, skipped)]
         rows = ds.with_format("arrow")[:]  # honours the filter's indices
@@ -341,8 +320,9 @@ def _prefix(source: TaskSource) -> str:
     return f"{source.name}/" if source.name else ""
 
 
-def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None = None,
-               section: str = "data.tasks") -> list[Task]:
+def load_tasks(
+    data: DataConfig, seed: int = 0, sources: list[TaskSource] | None = None, section: str = "data.tasks"
+) -> list[Task]:
     """Every task of `data.tasks` (or of `sources`), in config order; task names must be unique."""
     tasks: list[Task] = []
     for i, source in enumerate(data.tasks if sources is None else sources):
@@ -350,7 +330,8 @@ def load_tasks(data: DataConfig, seed: int = 0, sources: list[TaskSource] | None
     seen: dict[str, str] = {}
     for t in tasks:
         if t.name in seen:
-            raise UserError(f"{section}: task name '{t.name}' comes from both {seen[t.name]} and {t.source}; "
-                            "give one a `name:`")
+            raise UserError(
+                f"{section}: task name '{t.name}' comes from both {seen[t.name]} and {t.source}; give one a `name:`"
+            )
         seen[t.name] = t.source
     return tasks

@@ -5,9 +5,11 @@ example itself), cot (the target carries the rationale when there is one), and a
 them chosen per example. Every choice is a pure function of (seed, task, example index), so the
 same example renders the same way in every process and on every resume.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 
 def example_rng(seed: int, task: str, index: int, purpose: str) -> random.Random:
@@ -42,7 +44,7 @@ def _block(instruction_input: str, output: str | None) -> str:
     return text if output is None else f"{text} {output}"
 
 
-def render(example: dict, template: str, exemplars: list[dict] = ()) -> tuple[str, str]:
+def render(example: dict, template: str, exemplars: Sequence[dict] = ()) -> tuple[str, str]:
     """(prompt, target) in plain text; the target starts after "Output:" with a space."""
     parts = [example["instruction"].strip()]
     if template == "few_shot":

@@ -7,6 +7,7 @@ other example has one, after its prompt. The cache key is explicit: the source d
 fingerprint, the tokenizer, the template settings and the seed, so a second run with the same
 inputs tokenizes nothing.
 """
+
 from __future__ import annotations
 
 import collections
@@ -38,19 +39,19 @@ class TokenizedTask:
     # Token ids and target flags of the whole tokenized table end to end (zero-copy views of its
     # Arrow columns, shared by its tasks) and where each example of this task starts and ends:
     # fetching an example is a slice, not a row lookup through `datasets`.
-    flat_ids: np.ndarray = None
-    flat_mask: np.ndarray = None
-    starts: np.ndarray = None
-    ends: np.ndarray = None
+    flat_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    flat_mask: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+    starts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    ends: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def ids(self, i: int) -> np.ndarray:
-        return self.flat_ids[self.starts[i]:self.ends[i]]
+        return self.flat_ids[self.starts[i] : self.ends[i]]
 
     def mask(self, i: int) -> np.ndarray:
-        return self.flat_mask[self.starts[i]:self.ends[i]]
+        return self.flat_mask[self.starts[i] : self.ends[i]]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -69,7 +70,7 @@ def _encode_with_shared_prefix(tokenizer, prompts: list[str], prefixes: list[str
         return None
     distinct = sorted(set(prefixes))
     head = dict(zip(distinct, tokenizer(distinct, add_special_tokens=True)["input_ids"]))
-    rest = tokenizer([p[len(x):] for p, x in zip(prompts, prefixes)], add_special_tokens=False)["input_ids"]
+    rest = tokenizer([p[len(x) :] for p, x in zip(prompts, prefixes)], add_special_tokens=False)["input_ids"]
     joined = [head[x] + r for x, r in zip(prefixes, rest)]
     if joined[0] != tokenizer(prompts[0], add_special_tokens=True)["input_ids"]:
         return None
@@ -83,22 +84,25 @@ def _truncate(ids: list[int], mask: list[int], max_len: int, truncation: str, co
     if len(ids) <= max_len:
         return ids, mask, OK
     if truncation == "error":
-        raise UserError(f"{where}: {len(ids)} tokens > data.max_seq_len={max_len} "
-                        "(set data.truncation to drop or truncate_prompt_left)")
+        raise UserError(
+            f"{where}: {len(ids)} tokens > data.max_seq_len={max_len} "
+            "(set data.truncation to drop or truncate_prompt_left)"
+        )
     if truncation == "truncate_prompt_left":
         cut = len(ids) - max_len
         if conversation and any(mask[1:max_len]):
             return ids[:max_len], mask[:max_len], TRUNCATED
-        if not conversation and not any(mask[:cut + 1]):  # a prompt token stays to predict the first target
+        if not conversation and not any(mask[: cut + 1]):  # a prompt token stays to predict the first target
             return ids[cut:], mask[cut:], TRUNCATED
     return [], [], DROPPED
 
 
-def _render_and_tokenize(batch, indices, *, table, spans: dict, tokenizer, data: DataConfig, seed: int,
-                         chat: bool, max_len: int):
+def _render_and_tokenize(
+    batch, indices, *, table, spans: dict, tokenizer, data: DataConfig, seed: int, chat: bool, max_len: int
+):
     """Rows of `table` (one or many tasks; spans: task -> (first row, rows)) to token ids and masks.
     Every choice depends on (seed, task, index within the task), as if each task were alone."""
-    out = {"input_ids": [], "target_mask": [], "length": [], "status": []}
+    out: dict[str, list] = {"input_ids": [], "target_mask": [], "length": [], "status": []}
     conversations = batch["messages"]
     within = [g - spans[task][0] for g, task in zip(indices, batch["task"])]
     plain = [j for j, turns in enumerate(conversations) if not turns]
@@ -130,8 +134,9 @@ def _render_and_tokenize(batch, indices, *, table, spans: dict, tokenizer, data:
     for j, i in enumerate(within):
         where = f"task {batch['task'][j]} example {i}"
         if j not in encoded:  # a conversation: every (or the last) assistant turn is a target
-            encoded[j] = chat_format.tokenize_conversation(tokenizer, conversations[j], chat=chat,
-                                                           train_on=data.train_on, where=where)
+            encoded[j] = chat_format.tokenize_conversation(
+                tokenizer, conversations[j], chat=chat, train_on=data.train_on, where=where
+            )
         ids, mask, status = _truncate(*encoded[j], max_len, data.truncation, bool(conversations[j]), where)
         out["input_ids"].append(np.asarray(ids, dtype=np.int32))
         out["target_mask"].append(np.asarray(mask, dtype=np.int8))
@@ -145,30 +150,47 @@ def _column(ds: datasets.Dataset, name: str):
     return ds.with_format("arrow", columns=[name])[:][name].combine_chunks()
 
 
-def _table_fingerprint(table: datasets.Dataset, spans: dict, chat: bool, data: DataConfig, seed: int,
-                       tok_fingerprint: str) -> str:
+def _table_fingerprint(
+    table: datasets.Dataset, spans: dict, chat: bool, data: DataConfig, seed: int, tok_fingerprint: str
+) -> str:
     settings = {
-        "v": CACHE_VERSION, "data": table._fingerprint, "spans": spans, "tok": tok_fingerprint,
-        "template": data.template, "k": data.few_shot_k, "chat": chat, "seed": seed, "train_on": data.train_on,
-        "max_len": data.max_seq_len, "truncation": data.truncation,
+        "v": CACHE_VERSION,
+        "data": table._fingerprint,
+        "spans": spans,
+        "tok": tok_fingerprint,
+        "template": data.template,
+        "k": data.few_shot_k,
+        "chat": chat,
+        "seed": seed,
+        "train_on": data.train_on,
+        "max_len": data.max_seq_len,
+        "truncation": data.truncation,
     }
     return fingerprint(settings)
 
 
-def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int,
-                    tok_fingerprint: str) -> dict:
+def _tokenize_table(
+    table: datasets.Dataset, spans: dict, tokenizer, data: DataConfig, seed: int, tok_fingerprint: str
+) -> dict:
     """One cached `datasets.map` over a table of tasks; its columns as numpy arrays."""
     chat = templates.uses_chat_template(tokenizer, data.chat_template)
     fingerprint = _table_fingerprint(table, spans, chat, data, seed, tok_fingerprint)
     folder = os.path.join(cache_dir(data), "tokenized")
     os.makedirs(folder, exist_ok=True)
     ds = table.map(
-        _render_and_tokenize, batched=True, batch_size=256, with_indices=True,
-        remove_columns=table.column_names, num_proc=data.num_proc if data.num_proc > 1 else None,
-        fn_kwargs=dict(table=table, spans=spans, tokenizer=tokenizer, data=data, seed=seed, chat=chat,
-                       max_len=data.max_seq_len),
-        new_fingerprint=fingerprint, cache_file_name=os.path.join(folder, f"{fingerprint}.arrow"),
-        load_from_cache_file=True, desc=f"tokenize {len(spans)} task(s)",
+        _render_and_tokenize,
+        batched=True,
+        batch_size=256,
+        with_indices=True,
+        remove_columns=table.column_names,
+        num_proc=data.num_proc if data.num_proc > 1 else None,
+        fn_kwargs=dict(
+            table=table, spans=spans, tokenizer=tokenizer, data=data, seed=seed, chat=chat, max_len=data.max_seq_len
+        ),
+        new_fingerprint=fingerprint,
+        cache_file_name=os.path.join(folder, f"{fingerprint}.arrow"),
+        load_from_cache_file=True,
+        desc=f"tokenize {len(spans)} task(s)",
     )
     ids, mask = _column(ds, "input_ids"), _column(ds, "target_mask")
     flat_mask = mask.values.to_numpy(zero_copy_only=False)
@@ -179,9 +201,14 @@ def _tokenize_table(table: datasets.Dataset, spans: dict, tokenizer, data: DataC
     if nonempty.any():
         firsts = offsets[:-1][nonempty]
         n_target[nonempty] = np.add.reduceat(flat_mask.astype(np.int64), firsts) - flat_mask[firsts]
-    return {"status": _column(ds, "status").to_numpy(), "lengths": _column(ds, "length").to_numpy().astype(np.int64),
-            "n_target": n_target,
-            "flat_ids": ids.values.to_numpy(zero_copy_only=False), "flat_mask": flat_mask, "offsets": offsets}
+    return {
+        "status": _column(ds, "status").to_numpy(),
+        "lengths": _column(ds, "length").to_numpy().astype(np.int64),
+        "n_target": n_target,
+        "flat_ids": ids.values.to_numpy(zero_copy_only=False),
+        "flat_mask": flat_mask,
+        "offsets": offsets,
+    }
 
 
 def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> TokenizedTask:
@@ -191,10 +218,16 @@ def _task_view(name: str, arrays: dict, start: int, stop: int, max_len: int) -> 
         raise UserError(f"task {name}: every example is longer than data.max_seq_len={max_len}")
     counts = collections.Counter({"truncated": int((status == TRUNCATED).sum()), "dropped": int((~keep).sum())})
     offsets = arrays["offsets"]
-    return TokenizedTask(name, arrays["lengths"][start:stop][keep],
-                         arrays["n_target"][start:stop][keep], counts, flat_ids=arrays["flat_ids"],
-                         flat_mask=arrays["flat_mask"], starts=offsets[start:stop][keep],
-                         ends=offsets[start + 1:stop + 1][keep])
+    return TokenizedTask(
+        name,
+        arrays["lengths"][start:stop][keep],
+        arrays["n_target"][start:stop][keep],
+        counts,
+        flat_ids=arrays["flat_ids"],
+        flat_mask=arrays["flat_mask"],
+        starts=offsets[start:stop][keep],
+        ends=offsets[start + 1 : stop + 1][keep],
+    )
 
 
 def _plan(tasks: list[Task]) -> list[tuple[datasets.Dataset, dict, list[Task]]]:
@@ -204,7 +237,7 @@ def _plan(tasks: list[Task]) -> list[tuple[datasets.Dataset, dict, list[Task]]]:
     by_parent: dict[int, list[Task]] = {}
     for t in tasks:
         by_parent.setdefault(id(t.parent) if t.parent is not None else id(t), []).append(t)
-    plan = []
+    plan: list = []
     for group in by_parent.values():
         parent = group[0].parent
         if parent is not None and 2 * sum(len(t) for t in group) >= len(parent):
@@ -220,8 +253,10 @@ def is_cached(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> bool
     fp = tokenizer_fingerprint(tokenizer)
     folder = os.path.join(cache_dir(data), "tokenized")
     # with data.num_proc > 1 the cache file is written in shards named <fingerprint>_0000x_of_0000n.arrow
-    return all(glob.glob(os.path.join(folder, f"{_table_fingerprint(table, spans, chat, data, seed, fp)}*.arrow"))
-               for table, spans, _ in _plan(tasks))
+    return all(
+        glob.glob(os.path.join(folder, f"{_table_fingerprint(table, spans, chat, data, seed, fp)}*.arrow"))
+        for table, spans, _ in _plan(tasks)
+    )
 
 
 def tokenize_tasks(tasks: list[Task], tokenizer, data: DataConfig, seed: int) -> list[TokenizedTask]:

@@ -11,25 +11,27 @@ headline SNI metrics (max over references; SNI normalization lower-cases); `exac
 same exact match without lower-casing, for case-sensitive tasks (uppercase_word, lowercase_word) where
 copying the input would otherwise score 100. `mean` is the mean over tasks.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
+from typing import Any
 
 from ift import atomic, rundir
 from ift.config import Config, EvalConfig
 from ift.data import templates
+from ift.data.heldout import EVAL_SEED_OFFSET
 from ift.errors import UserError
 from ift.eval import metrics
 from ift.eval.generate import context_limit, eos_ids, generate_sharded, generate_vllm, load_model, locate
-from ift.eval.tasks import EVAL_SEED_OFFSET, eval_section, render_prompts, resolve_tasks
+from ift.eval.results import SCORES, log_to_wandb, markdown
+from ift.eval.tasks import eval_section, render_prompts, resolve_tasks
 
 log = logging.getLogger(__name__)
-
-SCORES = ("exact_match", "rougeL", "exact_match_cased")
-BACKENDS = ("hf", "vllm")
 
 
 def exact_match_cased(prediction: str, references) -> float:
@@ -39,9 +41,19 @@ def exact_match_cased(prediction: str, references) -> float:
 # --------------------------------------------------------------------------- evaluate
 
 
-def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: int | None = None,
-             limit: int | None = None, batch_size: int | None = None, out: str | None = None,
-             name: str | None = None, wandb: bool = True, backend: str | None = None, bucket: bool = True) -> dict:
+def evaluate(
+    source: str,
+    tasks=None,
+    shots: int | None = None,
+    max_new_tokens: int | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    out: str | None = None,
+    name: str | None = None,
+    wandb: bool = True,
+    backend: str | None = None,
+    bucket: bool = True,
+) -> dict:
     """Evaluate a run directory, checkpoint or local HF model folder; write `<out>/<name>.json` and
     `.md` (out defaults to `<run dir>/eval`) and return the result (plus "files").
 
@@ -59,8 +71,10 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         raise UserError(f"no such run directory, checkpoint or model folder: {source}")
     plain = not rundir.is_run_or_checkpoint(path)
     if plain and tasks is None:
-        raise UserError(f"{source} is a model folder, not a run: --tasks is required "
-                        "(e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl')")
+        raise UserError(
+            f"{source} is a model folder, not a run: --tasks is required "
+            "(e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl')"
+        )
     if plain and out is None:
         raise UserError(f"{source} is a model folder, not a run: --out DIR is required (where to write the results)")
 
@@ -68,19 +82,17 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
     cfg: Config | None = info["cfg"]
     sources, data_cfg, base, tasks_setting = resolve_tasks(tasks, cfg)
     defaults = cfg.eval if cfg is not None else eval_section(tasks) or EvalConfig()
-    shots = defaults.shots if shots is None else shots
-    max_new_tokens = defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
-    limit = defaults.limit if limit is None else limit
-    batch_size = defaults.batch_size if batch_size is None else batch_size
-    backend = defaults.backend if backend is None else backend
-    for flag, value, ok in (("--shots", shots, shots >= 0),
-                            ("--max-new-tokens", max_new_tokens, max_new_tokens > 0),
-                            ("--limit", limit, limit is None or limit > 0),
-                            ("--batch-size", batch_size, batch_size > 0)):
-        if not ok:
-            raise UserError(f"{flag} must be {'>= 0' if flag == '--shots' else '> 0'}, got {value}")
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    flags: dict[str, Any] = {
+        "shots": shots,
+        "max_new_tokens": max_new_tokens,
+        "limit": limit,
+        "batch_size": batch_size,
+        "backend": backend,
+    }
+    settings = dataclasses.replace(defaults, **{k: v for k, v in flags.items() if v is not None})
+    settings.check("eval")  # the flags are eval.* settings: the same checks, the same messages
+    shots, max_new_tokens, limit = settings.shots, settings.max_new_tokens, settings.limit
+    batch_size, backend = settings.batch_size, settings.backend
     name = name or f"{base}_{shots}shot"
     if "/" in name or name in (".", ".."):
         raise UserError(f"--name must be a plain file name, got {name!r}")
@@ -88,20 +100,25 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
 
     seed = (cfg.run.seed if cfg is not None else 0) + EVAL_SEED_OFFSET
     task_list = load_tasks(data_cfg, seed, sources=sources, section="eval.tasks" if tasks is None else "--tasks")
-    task_list = [t for t in task_list if len(t) or log.warning("task %s has no examples; skipped", t.name)]
+    for t in task_list:
+        if not len(t):
+            log.warning("task %s has no examples; skipped", t.name)
+    task_list = [t for t in task_list if len(t)]
     if not task_list:
         raise UserError(f"no evaluation tasks matched {tasks_setting}")
     world = start_world()
     if backend == "vllm" and world > 1:
-        raise UserError("eval.backend vllm runs in one process (vLLM schedules the whole set itself): "
-                        "leave out --nproc-per-node")
+        raise UserError(
+            "eval.backend vllm runs in one process (vLLM schedules the whole set itself): leave out --nproc-per-node"
+        )
     if backend == "vllm" or world > 1:  # from a Hugging Face folder: one export for every rank (or vLLM)
         info = {**info, "kind": "hf", "path": exported_model(info)}
     # after the tasks: a typo must not cost a model load
     model, tokenizer, info = (load_tokenizer_only if backend == "vllm" else load_model)(source, info)
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template if cfg is not None else "auto")
-    items, truncated = build_prompts(task_list, tokenizer, chat, shots, seed, limit,
-                                     budget=prompt_budget(model, cfg, max_new_tokens))
+    items, truncated = build_prompts(
+        task_list, tokenizer, chat, shots, seed, limit, budget=prompt_budget(model, cfg, max_new_tokens)
+    )
 
     main = rank() == 0
     ids = [it["prompt_ids"] for it in items]
@@ -123,14 +140,25 @@ def evaluate(source: str, tasks=None, shots: int | None = None, max_new_tokens: 
         "checkpoint": info["checkpoint"],
         "step": info["step"],
         "chat": chat,
-        "settings": {"shots": shots, "max_new_tokens": max_new_tokens, "limit": limit, "batch_size": batch_size,
-                     "tasks": tasks_setting},
+        "settings": {
+            "shots": shots,
+            "max_new_tokens": max_new_tokens,
+            "limit": limit,
+            "batch_size": batch_size,
+            "tasks": tasks_setting,
+        },
         "tasks": result_tasks,
         "mean": mean,
-        "speed": {"backend": backend, "processes": world, "seconds": seconds,
-                  "examples_per_s": counts["examples"] / seconds, "tokens_per_s": counts["generated_tokens"] / seconds,
-                  "generated_tokens": counts["generated_tokens"], "padding_frac": counts["padding_frac"],
-                  "decode_waste": 1 - counts["generated_tokens"] / max(counts["decode_slots"], 1)},
+        "speed": {
+            "backend": backend,
+            "processes": world,
+            "seconds": seconds,
+            "examples_per_s": counts["examples"] / seconds,
+            "tokens_per_s": counts["generated_tokens"] / seconds,
+            "generated_tokens": counts["generated_tokens"],
+            "padding_frac": counts["padding_frac"],
+            "decode_waste": 1 - counts["generated_tokens"] / max(counts["decode_slots"], 1),
+        },
         "examples": examples,
     }
     if not main:
@@ -197,13 +225,15 @@ def prompt_budget(model, cfg: Config | None, max_new_tokens: int) -> int | None:
     ctx = context_limit(model, cfg)
     budget = None if ctx is None else ctx - max_new_tokens
     if budget is not None and budget < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of "
-                        f"{ctx} tokens")
+        raise UserError(
+            f"--max-new-tokens {max_new_tokens} leaves no room for the prompt in a context of {ctx} tokens"
+        )
     return budget
 
 
-def build_prompts(task_list, tokenizer, chat: bool, shots: int, seed: int, limit: int | None,
-                  budget: int | None) -> tuple[list[dict], dict[str, int]]:
+def build_prompts(
+    task_list, tokenizer, chat: bool, shots: int, seed: int, limit: int | None, budget: int | None
+) -> tuple[list[dict], dict[str, int]]:
     """Every task's prompts, rendered and tokenized as in training: [{task, index, prompt, prompt_ids,
     references}], and per task how many were cut to `budget` (keeping their end, as in training)."""
     items, truncated = [], {}
@@ -229,14 +259,27 @@ def score(task_list, items: list[dict], preds: list[str], truncated: dict[str, i
         cased = [exact_match_cased(p, r) for (_, p), r in zip(mine, refs)]
         n = len(mine)
         result_tasks[task.name] = {
-            "exact_match": scores["exact_match"], "rougeL": scores["rougeL"],
-            "exact_match_cased": 100.0 * sum(cased) / n, "n": n, "truncated": truncated.get(task.name, 0),
+            "exact_match": scores["exact_match"],
+            "rougeL": scores["rougeL"],
+            "exact_match_cased": 100.0 * sum(cased) / n,
+            "n": n,
+            "truncated": truncated.get(task.name, 0),
         }
-        for (it, p), em, rl, ec in zip(mine, scores["per_example"]["exact_match"], scores["per_example"]["rougeL"],
-                                       cased):
-            examples.append({"task": task.name, "index": it["index"], "prompt": it["prompt"], "prediction": p,
-                             "references": it["references"], "exact_match": 100.0 * em, "rougeL": 100.0 * rl,
-                             "exact_match_cased": 100.0 * ec})
+        for (it, p), em, rl, ec in zip(
+            mine, scores["per_example"]["exact_match"], scores["per_example"]["rougeL"], cased
+        ):
+            examples.append(
+                {
+                    "task": task.name,
+                    "index": it["index"],
+                    "prompt": it["prompt"],
+                    "prediction": p,
+                    "references": it["references"],
+                    "exact_match": 100.0 * em,
+                    "rougeL": 100.0 * rl,
+                    "exact_match_cased": 100.0 * ec,
+                }
+            )
     return result_tasks, examples
 
 
@@ -248,18 +291,25 @@ def generation_prompts(cfg: Config, tokenizer, model) -> tuple[list, list[dict]]
     e = cfg.eval
     task_list = [t for t in load_tasks(cfg.data, seed, sources=e.tasks, section="eval.tasks") if len(t)]
     chat = templates.uses_chat_template(tokenizer, cfg.data.chat_template)
-    items, _ = build_prompts(task_list, tokenizer, chat, e.shots, seed, e.limit,
-                             prompt_budget(model, cfg, e.max_new_tokens))
+    items, _ = build_prompts(
+        task_list, tokenizer, chat, e.shots, seed, e.limit, prompt_budget(model, cfg, e.max_new_tokens)
+    )
     return task_list, items
 
 
-def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool,
-                      device) -> dict:
+def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalConfig, synced: bool, device) -> dict:
     """`eval/rougeL/<task>`, `eval/exact_match/<task>` and their means over tasks, generated on every rank."""
     was_training = model.training
     model.eval()
-    preds, _ = generate_sharded(model, tokenizer, [it["prompt_ids"] for it in items], e.max_new_tokens,
-                                e.batch_size, synced=synced, device=device)
+    preds, _ = generate_sharded(
+        model,
+        tokenizer,
+        [it["prompt_ids"] for it in items],
+        e.max_new_tokens,
+        e.batch_size,
+        synced=synced,
+        device=device,
+    )
     model.train(was_training)
     per_task, _ = score(task_list, items, preds, {})
     out = {}
@@ -267,66 +317,3 @@ def generation_scores(model, tokenizer, task_list, items: list[dict], e: EvalCon
         out[f"eval/{m}"] = sum(s[m] for s in per_task.values()) / max(len(per_task), 1)
         out.update({f"eval/{m}/{t}": s[m] for t, s in per_task.items()})
     return out
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def markdown(result: dict) -> str:
-    s = result["settings"]
-    tasks = s["tasks"] if isinstance(s["tasks"], str) else ", ".join(map(str, s["tasks"]))
-    checkpoint = f" (checkpoint `{result['checkpoint']}`)" if result.get("checkpoint") else ""
-    lines = [f"# Evaluation `{result['name']}`", "",
-             f"- model: `{result['model']}`" + checkpoint,
-             f"- tasks: {tasks}",
-             f"- shots: {s['shots']}, max_new_tokens: {s['max_new_tokens']}, limit: {s['limit']}, "
-             f"batch_size: {s['batch_size']}, chat template: {'yes' if result.get('chat') else 'no'}",
-             "", "Scores x100. Exact match and ROUGE-L follow Super-NaturalInstructions (lower-cased, max over "
-             "references); EM (cased) keeps case. Mean = mean over tasks.", "",
-             "| task | n | exact match | ROUGE-L | EM (cased) |", "|---|---:|---:|---:|---:|"]
-    for t, sc in result["tasks"].items():
-        lines.append(f"| {t} | {sc['n']} | {sc['exact_match']:.1f} | {sc['rougeL']:.1f} | "
-                     f"{sc['exact_match_cased']:.1f} |")
-    m = result["mean"]
-    lines.append(f"| **mean** ({m['tasks']} tasks) | {m['n']} | **{m['exact_match']:.1f}** | **{m['rougeL']:.1f}** | "
-                 f"{m['exact_match_cased']:.1f} |")
-    cut = sum(sc.get("truncated", 0) for sc in result["tasks"].values())
-    if cut:
-        lines += ["", f"{cut} prompt(s) were longer than the context allows and kept only their end "
-                  "(left truncation, as in training); see `truncated` per task in the JSON."]
-    return "\n".join(lines) + "\n"
-
-
-def log_to_wandb(info: dict, result: dict) -> bool:
-    """Log mean and per-task scores into the run's own W&B run (same id, resumed); True if logged."""
-    name = result["name"]
-    metrics_ = {f"{name}/mean/{k}": result["mean"][k] for k in SCORES}
-    for t, sc in result["tasks"].items():
-        metrics_.update({f"{name}/{t}/{k}": sc[k] for k in SCORES})
-    return log_metrics_to_run(info, "eval", metrics_)
-
-
-def log_metrics_to_run(info: dict, prefix: str, metrics_: dict) -> bool:
-    """`<prefix>/<key>` metrics into the run's W&B run at the checkpoint's step; False without one."""
-    cfg, run_dir = info.get("cfg"), info.get("run_dir")
-    if cfg is None or run_dir is None or cfg.tracking.wandb.mode == "disabled":
-        return False
-    run_id = rundir.RunDir(run_dir).read_wandb_id()
-    if not run_id:
-        return False
-    w = cfg.tracking.wandb
-    try:
-        import wandb
-
-        run = wandb.init(id=run_id, resume="allow", mode=w.mode, dir=run_dir, project=w.project, entity=w.entity)
-        try:
-            # Its own step axis: the run's step counter is already past the checkpoint's step.
-            run.define_metric(f"{prefix}/step")
-            run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
-            run.log({f"{prefix}/step": info.get("step") or 0, **{f"{prefix}/{k}": v for k, v in metrics_.items()}})
-        finally:
-            run.finish()
-    except Exception as e:  # noqa: BLE001 - the results are on disk; W&B trouble must not lose them
-        log.warning("could not log the evaluation to W&B run %s: %s", run_id, e)
-        return False
-    return True

@@ -1,5 +1,6 @@
 """What `ift compare` concludes from the numbers: the task groups (a task is in a run's own mixture,
 in another compared run's, or held out from all), group means, and the findings as sentences."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ TIE = 1.0  # ROUGE-L points: smaller differences are called a tie in the finding
 
 
 # ---------------------------------------------------------------- numbers
+
 
 def mean(xs):
     xs = list(xs)
@@ -22,9 +24,11 @@ def group_means(run: dict, tasks: list[str], status: dict) -> dict:
     out = {}
     for g in (*GROUPS, "all"):
         ts = [t for t in tasks if t in run["scores"] and (g == "all" or status[t][run["name"]] == g)]
-        out[g] = {"rougeL": mean(run["scores"][t]["rougeL"] for t in ts),
-                  "exact_match": mean(run["scores"][t]["exact_match"] for t in ts),
-                  "tasks": len(ts)}
+        out[g] = {
+            "rougeL": mean(run["scores"][t]["rougeL"] for t in ts),
+            "exact_match": mean(run["scores"][t]["exact_match"] for t in ts),
+            "tasks": len(ts),
+        }
     return out
 
 
@@ -39,6 +43,7 @@ def task_list(ts: list[str], limit: int = 3) -> str:
 
 # ---------------------------------------------------------------- findings (generated from the numbers)
 
+
 def findings_for(runs: list[dict], tasks: list[str], status: dict) -> list[str]:
     """Sentences on held-out generalization, each run's own tasks, then caveats."""
     return _held_out_findings(runs, tasks, status) + _own_task_findings(runs, tasks) + _caveats(runs, tasks)
@@ -47,31 +52,41 @@ def findings_for(runs: list[dict], tasks: list[str], status: dict) -> list[str]:
 def _held_out_findings(runs, tasks, status) -> list[str]:
     held = [t for t in tasks if status[t][runs[0]["name"]] == HELD_OUT and all(t in r["scores"] for r in runs)]
     if not held:
-        return ["No held-out task (in no compared run's mixture) was evaluated by every run, so these results say "
-                "nothing about generalization to unseen tasks."]
-    means = {r["name"]: (mean(r["scores"][t]["rougeL"] for t in held),
-                         mean(r["scores"][t]["exact_match"] for t in held)) for r in runs}
+        return [
+            "No held-out task (in no compared run's mixture) was evaluated by every run, so these results say "
+            "nothing about generalization to unseen tasks."
+        ]
+    means = {
+        r["name"]: (mean(r["scores"][t]["rougeL"] for t in held), mean(r["scores"][t]["exact_match"] for t in held))
+        for r in runs
+    }
     ranked = sorted(means, key=lambda n: means[n][0], reverse=True)
     what = f"the {len(held)} held-out task{'s' if len(held) > 1 else ''}"
     if len(runs) == 1:
         return [f"On {what}, {ranked[0]} scores ROUGE-L {fmt(means[ranked[0]][0])} (EM {fmt(means[ranked[0]][1])})."]
     best, second = ranked[0], ranked[1]
     d = means[best][0] - means[second][0]
-    wins = sum(next(r for r in runs if r["name"] == best)["scores"][t]["rougeL"] >
-               next(r for r in runs if r["name"] == second)["scores"][t]["rougeL"] for t in held)
+    wins = sum(
+        next(r for r in runs if r["name"] == best)["scores"][t]["rougeL"]
+        > next(r for r in runs if r["name"] == second)["scores"][t]["rougeL"]
+        for t in held
+    )
     listing = ", ".join(f"{n} {fmt(means[n][0])}" for n in ranked)
     if d < TIE:
-        s = (f"On {what}, the runs are within {d:.1f} ROUGE-L points of each other ({listing}): too close to call "
-             f"a winner (threshold {TIE:.0f} point).")
+        s = (
+            f"On {what}, the runs are within {d:.1f} ROUGE-L points of each other ({listing}): too close to call "
+            f"a winner (threshold {TIE:.0f} point)."
+        )
     else:
-        s = (f"On {what}, {best} generalizes best: ROUGE-L {fmt(means[best][0])} vs {fmt(means[second][0])} for "
-             f"{second} (+{d:.1f} points), higher on {wins} of {len(held)} tasks.")
+        s = (
+            f"On {what}, {best} generalizes best: ROUGE-L {fmt(means[best][0])} vs {fmt(means[second][0])} for "
+            f"{second} (+{d:.1f} points), higher on {wins} of {len(held)} tasks."
+        )
         if len(runs) > 2:
             s += f" All runs: {listing}."
     em_d = means[best][1] - means[second][1]
     if d >= TIE and em_d < 0:
-        s += (f" Exact match disagrees: {second} has the higher EM ({fmt(means[second][1])} vs "
-              f"{fmt(means[best][1])}).")
+        s += f" Exact match disagrees: {second} has the higher EM ({fmt(means[second][1])} vs {fmt(means[best][1])})."
     else:
         s += f" Exact match: {best} {fmt(means[best][1])} vs {second} {fmt(means[second][1])}."
     return [s]
@@ -99,23 +114,30 @@ def _own_task_findings(runs, tasks) -> list[str]:
             mb = mean(b["scores"][t]["rougeL"] for t in common)
             b_trained = [t for t in common if t in b["trained"]]
             if len(common) == 1:
-                where = (f"{common[0]}, the only task {a['name']} trained on" if len(a["trained"]) == 1 else
-                         f"{common[0]}, one of the {len(a['trained'])} tasks {a['name']} trained on")
+                where = (
+                    f"{common[0]}, the only task {a['name']} trained on"
+                    if len(a["trained"]) == 1
+                    else f"{common[0]}, one of the {len(a['trained'])} tasks {a['name']} trained on"
+                )
                 b_note = "also trained on it" if b_trained else "did not train on it"
             else:
-                where = (f"{len(common)} of the {len(a['trained'])} tasks {a['name']} trained on "
-                         "(those both runs were evaluated on)")
-                b_note = (f"trained on {len(b_trained)} of them" if b_trained else "trained on none of them")
+                where = (
+                    f"{len(common)} of the {len(a['trained'])} tasks {a['name']} trained on "
+                    "(those both runs were evaluated on)"
+                )
+                b_note = f"trained on {len(b_trained)} of them" if b_trained else "trained on none of them"
             d = ma - mb
             if abs(d) < TIE:
                 verdict = f"a tie (difference {d:+.1f} points)"
             elif d > 0:
                 verdict = f"{a['name']} is ahead by {d:.1f} points"
             else:
-                verdict = f"{b['name']} is ahead by {-d:.1f} points, so {a['name']} does not win on its own task" + \
-                          ("s" if len(common) > 1 else "")
-            out.append(f"On {where}, {a['name']} scores ROUGE-L {fmt(ma)} and {b['name']} ({b_note}) {fmt(mb)}: "
-                       f"{verdict}.")
+                verdict = f"{b['name']} is ahead by {-d:.1f} points, so {a['name']} does not win on its own task" + (
+                    "s" if len(common) > 1 else ""
+                )
+            out.append(
+                f"On {where}, {a['name']} scores ROUGE-L {fmt(ma)} and {b['name']} ({b_note}) {fmt(mb)}: {verdict}."
+            )
     return out
 
 
@@ -123,11 +145,15 @@ def _caveats(runs, tasks) -> list[str]:
     out = []
     missing = [t for t in tasks if not all(t in r["scores"] for r in runs)]
     if missing:
-        out.append(f"{len(missing)} task(s) were not evaluated by every run ({task_list(missing)}); "
-                   "head-to-head findings use only tasks evaluated for the runs compared.")
+        out.append(
+            f"{len(missing)} task(s) were not evaluated by every run ({task_list(missing)}); "
+            "head-to-head findings use only tasks evaluated for the runs compared."
+        )
     if len({json.dumps(r["settings"], sort_keys=True) for r in runs}) > 1:
-        out.append("The runs were evaluated with different settings (see the runs table), so part of any difference "
-                   "may come from the evaluation, not the training.")
+        out.append(
+            "The runs were evaluated with different settings (see the runs table), so part of any difference "
+            "may come from the evaluation, not the training."
+        )
     for t in tasks:
         ns = {r["scores"][t].get("n") for r in runs if t in r["scores"]}
         if len(ns) > 1:

@@ -3,6 +3,7 @@
 The model is a run directory (its newest complete checkpoint), a checkpoint folder, or any local
 Hugging Face causal-LM folder. Generation is greedy, batched with left padding, and stops at EOS.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,12 +40,20 @@ def locate(source: str) -> dict:
         run, ckpt = rundir.resolve(path)
         if not os.path.isfile(run.config):
             raise UserError(f"{run.path}: run directory without config.yaml (needed to rebuild the model)")
-        return {"kind": "run", "path": path, "run_dir": run.path, "checkpoint": ckpt, "step": _checkpoint_step(ckpt),
-                "cfg": load_config(run.config)}
+        return {
+            "kind": "run",
+            "path": path,
+            "run_dir": run.path,
+            "checkpoint": ckpt,
+            "step": _checkpoint_step(ckpt),
+            "cfg": load_config(run.config),
+        }
     if os.path.isfile(os.path.join(path, "config.json")):
         return {"kind": "hf", "path": path, "run_dir": None, "checkpoint": None, "step": None, "cfg": None}
-    raise UserError(f"{source}: not a run directory (no checkpoints/), a checkpoint (no COMPLETE marker) "
-                    "or a Hugging Face model folder (no config.json)")
+    raise UserError(
+        f"{source}: not a run directory (no checkpoints/), a checkpoint (no COMPLETE marker) "
+        "or a Hugging Face model folder (no config.json)"
+    )
 
 
 def load_model(source: str, info: dict | None = None):
@@ -84,7 +93,7 @@ def load_model(source: str, info: dict | None = None):
 
 
 def gpu_placement(model_bytes: int, free_bytes: int, gpus: int) -> str:
-    """"one": the model fits on one GPU with a fifth to spare (the KV cache and activations of
+    """ "one": the model fits on one GPU with a fifth to spare (the KV cache and activations of
     generation); "spread": it does not, and there are several GPUs to spread it over."""
     return "one" if gpus == 1 or model_bytes * 1.2 <= free_bytes else "spread"
 
@@ -111,8 +120,7 @@ def context_limit(model, cfg: Config | None) -> int | None:
     """Tokens the model may see: its position limit, and the run's data.max_seq_len (as in training)."""
     keys = ("max_position_embeddings", "n_positions", "max_sequence_length")
     config = getattr(model, "config", model)  # a model, or (vLLM) its config
-    limits = [getattr(config, k, None) for k in keys]
-    limits = [x for x in limits if isinstance(x, int) and x > 0]
+    limits: list[int] = [x for k in keys if isinstance(x := getattr(config, k, None), int) and x > 0]
     if cfg is not None:
         limits.append(cfg.data.max_seq_len)
     return min(limits) if limits else None
@@ -134,7 +142,7 @@ def plan_batches(lengths: list[int], batch_size: int, bucket: bool = True) -> li
     """Indices of each batch: with `bucket`, prompts sorted by length (longest first, then by index),
     so a batch pads little; without, in the given order."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)) if bucket else list(range(len(lengths)))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
@@ -143,15 +151,24 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     return 1 - sum(lengths) / slots if slots else 0.0
 
 
-def generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
-             progress=None) -> list[str]:
+def generate(
+    model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int, progress=None
+) -> list[str]:
     """Greedy continuations of token-id prompts in one process; stripped texts in the order of `prompt_ids`."""
     return generate_sharded(model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress)[0]
 
 
-def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
-                     progress=None, bucket: bool = True, synced: bool = False,
-                     device=None) -> tuple[list[str], dict]:
+def generate_sharded(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    progress=None,
+    bucket: bool = True,
+    synced: bool = False,
+    device=None,
+) -> tuple[list[str], dict]:
     """Greedy continuations on every rank of the world, each rank generating its share: the batches
     are planned over all prompts (`plan_batches`) and batch i runs on rank i mod world, so an
     example is generated in the same batch at any world size, and the texts equal one process's.
@@ -167,13 +184,15 @@ def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
     lengths = [len(p) for p in prompt_ids]
     batches = plan_batches(lengths, batch_size, bucket)
     world = world_size()
-    mine = batches[rank()::world]
+    mine = batches[rank() :: world]
     rounds = -(-len(batches) // world) if synced else len(mine)
-    texts, counts = {}, {"examples": 0, "generated_tokens": 0, "decode_slots": 0}
+    texts: dict = {}
+    counts = {"examples": 0, "generated_tokens": 0, "decode_slots": 0}
     for r in range(rounds):
         idx = mine[r] if r < len(mine) else batches[0]
-        out, new_tokens, steps = _generate_batch(model, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens,
-                                                 synced, device)
+        out, new_tokens, steps = _generate_batch(
+            model, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens, synced, device
+        )
         if r < len(mine):
             texts.update(zip(idx, out))
             counts["examples"] += len(idx)
@@ -188,8 +207,9 @@ def generate_sharded(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
     return [merged[i] for i in range(len(prompt_ids))], total
 
 
-def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
-                    synced: bool, device=None) -> tuple[list[str], int, int]:
+def _generate_batch(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, synced: bool, device=None
+) -> tuple[list[str], int, int]:
     """(stripped texts, tokens generated up to and including each row's EOS, decode steps run).
     generate stops once every row has ended, so a batch of short answers costs few steps."""
     import torch
@@ -201,16 +221,23 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     with_pad_token(tokenizer)  # a tokenizer the caller loaded itself: the batch is padded with EOS
     device = device or next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
-    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if len(eos) > 1 else eos[0],
-                               bos_token_id=tokenizer.bos_token_id)
-    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_attention_mask=True,
-                          return_tensors="pt")
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos if len(eos) > 1 else eos[0],
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_attention_mask=True, return_tensors="pt")
     width = batch["input_ids"].shape[1]
     with torch.inference_mode():
-        gen = model.generate(input_ids=batch["input_ids"].to(device),
-                             attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg,
-                             synced_gpus=synced)
+        gen = model.generate(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            generation_config=gen_cfg,
+            synced_gpus=synced,
+        )
     texts, generated = [], 0
     for row in gen[:, width:].tolist():
         cut = next((j for j, t in enumerate(row) if t in eos), len(row))
@@ -219,19 +246,24 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     return texts, generated, gen.shape[1] - width
 
 
-def generate_vllm(folder: str, prompt_ids: list[list[int]], max_new_tokens: int, eos: list[int],
-                  dtype: str = "auto") -> tuple[list[str], dict]:
+def generate_vllm(
+    folder: str, prompt_ids: list[list[int]], max_new_tokens: int, eos: list[int], dtype: str = "auto"
+) -> tuple[list[str], dict]:
     """eval.backend vllm: the same prompts (token ids), greedy, through vllm.LLM on a Hugging Face folder."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
-        raise UserError("eval.backend vllm needs vLLM on a CUDA machine: pip install vllm "
-                        "(or eval.backend=hf)") from None
+        raise UserError(
+            "eval.backend vllm needs vLLM on a CUDA machine: pip install vllm (or eval.backend=hf)"
+        ) from None
     llm = LLM(model=folder, tokenizer=folder, dtype=dtype, trust_remote_code=False)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos,
-                            skip_special_tokens=True)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos, skip_special_tokens=True)
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params)
     texts = [o.outputs[0].text.strip() for o in outputs]
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return texts, {"examples": len(texts), "generated_tokens": generated, "decode_slots": generated,
-                   "padding_frac": 0.0}
+    return texts, {
+        "examples": len(texts),
+        "generated_tokens": generated,
+        "decode_slots": generated,
+        "padding_frac": 0.0,
+    }

@@ -5,6 +5,7 @@ folder), handed to the harness's Hugging Face model class (`lm_eval.models.huggi
 memory. Results go to `<run dir>/eval/harness.json` (read by `ift compare`) and to the run's W&B run
 as `harness/<task>/<metric>`. lm-eval is an optional extra: `pip install 'ift[harness]'`.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,16 @@ log = logging.getLogger(__name__)
 HARNESS_FILE = "harness.json"
 
 
-def run_harness(source: str, tasks: str, include: str | None = None, limit: int | None = None,
-                shots: int | None = None, batch_size: int | None = None, out: str | None = None,
-                wandb: bool = True) -> dict:
+def run_harness(
+    source: str,
+    tasks: str,
+    include: str | None = None,
+    limit: int | None = None,
+    shots: int | None = None,
+    batch_size: int | None = None,
+    out: str | None = None,
+    wandb: bool = True,
+) -> dict:
     """Run the harness `tasks` (comma-separated names; `include`: a folder of extra task YAMLs) and
     write `<out>/harness.json` (out defaults to `<run dir>/eval`); returns it plus "files"."""
     try:
@@ -43,17 +51,25 @@ def run_harness(source: str, tasks: str, include: str | None = None, limit: int 
     manager = TaskManager(include_path=os.path.expanduser(include) if include else None)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
-        raise UserError(f"--harness: unknown lm-eval task(s) {', '.join(unknown)} "
-                        "(a local task: its YAML folder with --harness-include)")
+        raise UserError(
+            f"--harness: unknown lm-eval task(s) {', '.join(unknown)} "
+            "(a local task: its YAML folder with --harness-include)"
+        )
     model, tokenizer, info = load_model(source, info)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size or 8, device=str(model.device))
-    raw = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, num_fewshot=shots, limit=limit,
-                                  log_samples=False)
-    result = {"model": os.path.abspath(os.path.expanduser(source)), "checkpoint": info["checkpoint"],
-              "step": info["step"], "tasks": scores_of(raw["results"]),
-              "settings": {"tasks": names, "shots": shots, "limit": limit, "include": include},
-              "n_samples": raw.get("n-samples", {}), "versions": raw.get("versions", {}),
-              "lm_eval_version": getattr(lm_eval, "__version__", None)}
+    raw = lm_eval.simple_evaluate(
+        model=lm, tasks=names, task_manager=manager, num_fewshot=shots, limit=limit, log_samples=False
+    )
+    result = {
+        "model": os.path.abspath(os.path.expanduser(source)),
+        "checkpoint": info["checkpoint"],
+        "step": info["step"],
+        "tasks": scores_of(raw["results"]),
+        "settings": {"tasks": names, "shots": shots, "limit": limit, "include": include},
+        "n_samples": raw.get("n-samples", {}),
+        "versions": raw.get("versions", {}),
+        "lm_eval_version": getattr(lm_eval, "__version__", None),
+    }
     out_dir = os.path.abspath(os.path.expanduser(out)) if out else rundir.RunDir(info["run_dir"]).eval
     path = os.path.join(out_dir, HARNESS_FILE)
     atomic.write_text(path, json.dumps(result, indent=1, default=str) + "\n")
@@ -76,8 +92,8 @@ def scores_of(results: dict) -> dict[str, dict[str, float]]:
 
 
 def log_to_wandb(info: dict, result: dict) -> bool:
-    """`harness/<task>/<metric>` into the run's own W&B run (ift.eval.evaluate.log_to_wandb's way)."""
-    from ift.eval.evaluate import log_metrics_to_run
+    """`harness/<task>/<metric>` into the run's own W&B run (ift.eval.results.log_to_wandb's way)."""
+    from ift.eval.results import log_metrics_to_run
 
     flat = {f"{task}/{metric}": v for task, scores in result["tasks"].items() for metric, v in scores.items()}
     return log_metrics_to_run(info, "harness", flat)

@@ -2,6 +2,7 @@
 
 Follows allenai/natural-instructions eval/automatic/evaluation.py (English setting).
 """
+
 from __future__ import annotations
 
 import string
@@ -34,6 +35,7 @@ def _rouge_scorer():
     global _scorer
     if _scorer is None:
         from rouge_score import rouge_scorer
+
         # Default tokenizer: lower-case, non-alphanumerics -> spaces, Porter stemming of tokens > 3 chars.
         _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     return _scorer

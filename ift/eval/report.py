@@ -7,6 +7,7 @@ evaluation), comparison_tasks.png, heldout_loss.png and, for an adaptive mixture
 rates over steps beside the tasks' losses; drawn by ift.eval.plots) into an output folder.
 Unusable input raises UserError with a one-line message.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,13 @@ import os
 import yaml
 
 from ift.errors import UserError
-from ift.eval import plots
-from ift.eval.findings import GROUPS, HELD_OUT, OTHER, OWN, findings_for, fmt, group_means, task_list
+from ift.eval import plots, report_markdown
+from ift.eval.findings import HELD_OUT, OTHER, OWN, findings_for, group_means
 from ift.eval.harness import HARNESS_FILE
 from ift.rundir import RunDir
 
 # ---------------------------------------------------------------- loading
+
 
 def _read_json(path: str) -> dict:
     try:
@@ -37,9 +39,11 @@ def _pick_eval_file(run_dir: str, eval_name: str | None) -> str:
         if not os.path.isfile(path):
             raise UserError(f"run {run_dir}: no evaluation named '{eval_name}' ({path} not found)")
         return path
-    files = sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir)
-                   if f.endswith(".json") and f != HARNESS_FILE) \
-        if os.path.isdir(eval_dir) else []
+    files = (
+        sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir) if f.endswith(".json") and f != HARNESS_FILE)
+        if os.path.isdir(eval_dir)
+        else []
+    )
     if not files:
         raise UserError(f"run {run_dir} has no evaluation results (no {eval_dir}/*.json): run `ift eval` on it first")
     return max(files, key=lambda p: (os.path.getmtime(p), p))  # newest
@@ -73,9 +77,16 @@ def load_run(run_dir: str, eval_name: str | None = None) -> dict:
     ev = _read_json(eval_path)
     if not isinstance(ev.get("tasks"), dict) or not ev["tasks"]:
         raise UserError(f"{eval_path} has no per-task results ('tasks')")
-    return {"name": name, "dir": run_dir, "trained": trained, "eval_file": eval_path,
-            "eval_name": ev.get("name", os.path.basename(eval_path)[:-5]),
-            "model": ev.get("model"), "settings": ev.get("settings") or {}, "scores": ev["tasks"]}
+    return {
+        "name": name,
+        "dir": run_dir,
+        "trained": trained,
+        "eval_file": eval_path,
+        "eval_name": ev.get("name", os.path.basename(eval_path)[:-5]),
+        "model": ev.get("model"),
+        "settings": ev.get("settings") or {},
+        "scores": ev["tasks"],
+    }
 
 
 def _unique_names(runs: list[dict]) -> None:
@@ -83,58 +94,6 @@ def _unique_names(runs: list[dict]) -> None:
     for r in runs:
         if names.count(r["name"]) > 1:
             r["name"] = f"{r['name']} ({r['dir'].rstrip('/')})"
-
-
-# ---------------------------------------------------------------- outputs
-
-def _markdown(runs, tasks, status, groups, findings, title_eval: str = "") -> str:
-    names = [r["name"] for r in runs]
-    lines = ["# Fine-tuning comparison", "",
-             "Scores are x100: **ROUGE-L / exact match**, the Super-NaturalInstructions metrics (max over references, "
-             "mean over examples; group means are means over tasks).", "", "## Runs", "",
-             "| run | dir | trained on | evaluation | model | settings |", "|---|---|---|---|---|---|"]
-    for r in runs:
-        settings = ", ".join(f"{k}={v}" for k, v in sorted(r["settings"].items())) or "–"
-        trained = f"{len(r['trained'])}: {task_list(r['trained'])}" if r["trained"] else "nothing"
-        lines.append(f"| {r['name']} | `{r['dir']}` | {trained} | "
-                     f"{r['eval_name']} (`{os.path.basename(r['eval_file'])}`) | {r['model'] or '–'} | {settings} |")
-    lines += ["", f"## What the numbers show ({title_eval})", ""] + [f"- {s}" for s in findings]
-    lines += ["", f"## Means per task group ({title_eval})", "",
-              f"Status per run: `{OWN}` = in that run's mixture; `{OTHER}` = in another compared run's mixture "
-              f"but not this one's; `{HELD_OUT}` = in no compared run's mixture. The {OWN} and {OTHER} groups hold "
-              f"different tasks for different runs; {HELD_OUT} tasks are the same for all runs. (k) = number of "
-              "tasks.", "",
-              *_group_table(names, groups)]
-    lines += ["", f"## Per task ({title_eval})", "", "| task | n | " + " | ".join(names) + " |",
-              "|---" * (len(names) + 2) + "|"]
-    for t in tasks:
-        ns = sorted({str(r["scores"][t].get("n", "?")) for r in runs if t in r["scores"]})
-        cells = []
-        for r in runs:
-            s = r["scores"].get(t)
-            score = f"{fmt(s['rougeL'])} / {fmt(s['exact_match'])}" if s else "not evaluated"
-            cells.append(f"{score} ({status[t][r['name']]})")
-        lines.append(f"| {t} | {'/'.join(ns)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_more(ev: dict) -> str:
-    """A further evaluation (e.g. few-shot): its findings and group means."""
-    lines = ["", f"## What the numbers show ({ev['name']})", ""] + [f"- {s}" for s in ev["findings"]]
-    lines += ["", f"## Means per task group ({ev['name']})", "",
-              *_group_table([r["name"] for r in ev["runs"]], ev["groups"])]
-    return "\n".join(lines) + "\n"
-
-
-def _group_table(names: list[str], groups: dict) -> list[str]:
-    """Markdown rows: per run, ROUGE-L / EM (tasks) of every group."""
-    rows = ["| run | " + " | ".join(GROUPS) + " | all |", "|---" * (len(GROUPS) + 2) + "|"]
-    for n in names:
-        g = groups[n]
-        cells = [f"{fmt(g[c]['rougeL'])} / {fmt(g[c]['exact_match'])} ({g[c]['tasks']})" if g[c]["tasks"] else "–"
-                 for c in (*GROUPS, "all")]
-        rows.append(f"| {n} | " + " | ".join(cells) + " |")
-    return rows
 
 
 def heldout_losses(run: dict, held: list[str]) -> dict:
@@ -167,21 +126,9 @@ def load_harness(run_dir: str) -> dict | None:
     return tasks
 
 
-def _markdown_harness(harness: dict) -> str:
-    names = list(harness)
-    rows = sorted({(t, m) for h in harness.values() for t, scores in h.items() for m in scores})
-    lines = ["", "## Standard benchmarks (lm-evaluation-harness)", "",
-             "Each run's `eval/harness.json` (`ift eval RUN --harness ...`), as the harness reports them (0..1).", "",
-             "| task | metric | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for t, m in rows:
-        cells = [f"{harness[n][t][m]:.4f}" if m in harness[n].get(t, {}) else "–" for n in names]
-        lines.append(f"| {t} | {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
     """{name: {step: value}} of the metrics.jsonl keys `<prefix><name>` (a resumed step's line wins)."""
-    path, out = RunDir(run_dir).metrics, {}
+    path, out = RunDir(run_dir).metrics, dict[str, dict[int, float]]()
     if not os.path.isfile(path):
         return out
     with open(path) as f:
@@ -192,7 +139,7 @@ def _metric_series(run_dir: str, prefix: str) -> dict[str, dict[int, float]]:
                 continue
             for k, v in m.items():
                 if k.startswith(prefix) and v is not None:
-                    out.setdefault(k[len(prefix):], {})[int(m["step"])] = v
+                    out.setdefault(k[len(prefix) :], {})[int(m["step"])] = v
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
@@ -204,24 +151,15 @@ def mixture_history(run: dict) -> dict | None:
         return None
     steps = sorted(set().union(*(r.keys() for r in rates.values())))
     change = {t: r[steps[-1]] - r[steps[0]] for t, r in rates.items() if steps[0] in r and steps[-1] in r}
-    order = sorted(change, key=change.get)
-    return {"steps": steps, "rates": rates, "loss": {t: v for t, v in _metric_series(run["dir"], "loss/").items()
-                                                     if t in rates},
-            "gained": [t for t in reversed(order) if change[t] > 0][:5],
-            "lost": [t for t in order if change[t] < 0][:5], "change": change}
-
-
-def _markdown_mixture(name: str, mix: dict) -> str:
-    first, last = mix["steps"][0], mix["steps"][-1]
-    lines = ["", f"## Adaptive mixture ({name})", "",
-             f"Rates at step {first} (the configured mixture) and after the last update (step {last}); "
-             f"{len(mix['steps']) - 1} updates.", "",
-             f"- gained weight: {', '.join(mix['gained']) or 'none'}",
-             f"- lost weight: {', '.join(mix['lost']) or 'none'}", "",
-             "| task | rate at start | rate at end | change |", "|---|---|---|---|"]
-    for t, r in sorted(mix["rates"].items(), key=lambda kv: -mix["change"].get(kv[0], 0)):
-        lines.append(f"| {t} | {r.get(first, 0):.3f} | {r.get(last, 0):.3f} | {mix['change'].get(t, 0):+.3f} |")
-    return "\n".join(lines) + "\n"
+    order = sorted(change, key=lambda t: change[t])
+    return {
+        "steps": steps,
+        "rates": rates,
+        "loss": {t: v for t, v in _metric_series(run["dir"], "loss/").items() if t in rates},
+        "gained": [t for t in reversed(order) if change[t] > 0][:5],
+        "lost": [t for t in order if change[t] < 0][:5],
+        "change": change,
+    }
 
 
 def _compare(runs: list[dict]) -> dict:
@@ -230,11 +168,19 @@ def _compare(runs: list[dict]) -> dict:
     trained_any = set().union(*(r["trained"] for r in runs))
     # Trained-on tasks first, then held-out ones, each by name.
     tasks = sorted(set().union(*(r["scores"] for r in runs)), key=lambda t: (t not in trained_any, t))
-    status = {t: {r["name"]: OWN if t in r["trained"] else OTHER if t in trained_any else HELD_OUT for r in runs}
-              for t in tasks}
+    status = {
+        t: {r["name"]: OWN if t in r["trained"] else OTHER if t in trained_any else HELD_OUT for r in runs}
+        for t in tasks
+    }
     groups = {r["name"]: group_means(r, tasks, status) for r in runs}
-    return {"name": runs[0]["eval_name"], "runs": runs, "tasks": tasks, "status": status, "groups": groups,
-            "findings": findings_for(runs, tasks, status)}
+    return {
+        "name": runs[0]["eval_name"],
+        "runs": runs,
+        "tasks": tasks,
+        "status": status,
+        "groups": groups,
+        "findings": findings_for(runs, tasks, status),
+    }
 
 
 def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[str] | None = None) -> dict:
@@ -256,15 +202,18 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     curves = {r["name"]: heldout_losses(r, held) for r in runs}
 
     os.makedirs(out_dir, exist_ok=True)
-    files = {"markdown": os.path.join(out_dir, "COMPARISON.md"), "json": os.path.join(out_dir, "comparison.json"),
-             "plot": os.path.join(out_dir, "comparison.png"),
-             "plot_tasks": os.path.join(out_dir, "comparison_tasks.png")}
+    files = {
+        "markdown": os.path.join(out_dir, "COMPARISON.md"),
+        "json": os.path.join(out_dir, "comparison.json"),
+        "plot": os.path.join(out_dir, "comparison.png"),
+        "plot_tasks": os.path.join(out_dir, "comparison_tasks.png"),
+    }
     if any(curves.values()):
         files["plot_loss"] = os.path.join(out_dir, "heldout_loss.png")
         plots.plot_losses(runs, curves, held, files["plot_loss"])
-    md = _markdown(runs, tasks, status, main["groups"], main["findings"], title_eval=main["name"])
+    md = report_markdown.comparison(runs, tasks, status, main["groups"], main["findings"], title_eval=main["name"])
     for ev in evaluations[1:]:
-        md += _markdown_more(ev)
+        md += report_markdown.further_evaluation(ev)
     md += "\n![group means](comparison.png)\n\n![per task](comparison_tasks.png)\n"
     if "plot_loss" in files:
         md += "\n![held-out loss during training](heldout_loss.png)\n"
@@ -272,11 +221,11 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     if mixtures:
         files["plot_mixture"] = os.path.join(out_dir, "mixture.png")
         plots.plot_mixtures(mixtures, files["plot_mixture"])
-        md += "".join(_markdown_mixture(n, m) for n, m in mixtures.items())
+        md += "".join(report_markdown.mixture_section(n, m) for n, m in mixtures.items())
         md += "\n![task rates and losses over steps](mixture.png)\n"
     harness = {r["name"]: h for r in runs if (h := load_harness(r["dir"]))}
     if harness:
-        md += _markdown_harness(harness)
+        md += report_markdown.harness_section(harness)
     if scores := {r["name"]: c for r in runs if (c := heldout_scores(r, held))}:
         files["plot_score"] = os.path.join(out_dir, "heldout_score.png")
         plots.plot_scores(runs, scores, held, files["plot_score"])
@@ -288,22 +237,34 @@ def write_comparison(run_dirs: list[str], out_dir: str, eval_name: str | list[st
     plots.plot_tasks(runs, tasks, own, held, files["plot_tasks"])
 
     def summary(ev: dict) -> dict:
-        return {"name": ev["name"],
-                "tasks": [{"task": t, "status": ev["status"][t],
-                           "scores": {r["name"]: r["scores"].get(t) for r in ev["runs"]}} for t in ev["tasks"]],
-                "groups": ev["groups"], "findings": ev["findings"]}
+        return {
+            "name": ev["name"],
+            "tasks": [
+                {"task": t, "status": ev["status"][t], "scores": {r["name"]: r["scores"].get(t) for r in ev["runs"]}}
+                for t in ev["tasks"]
+            ],
+            "groups": ev["groups"],
+            "findings": ev["findings"],
+        }
 
     result = {
-        "runs": [{k: r[k] for k in ("name", "dir", "trained", "eval_file", "eval_name", "model", "settings")}
-                 for r in runs],
+        "runs": [
+            {k: r[k] for k in ("name", "dir", "trained", "eval_file", "eval_name", "model", "settings")} for r in runs
+        ],
         **{k: v for k, v in summary(main).items() if k != "name"},
         "evaluations": [summary(ev) for ev in evaluations],
         "heldout_loss": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in curves.items()}},
         "harness": harness,
         "heldout_score": {"tasks": held, "runs": {n: {str(k): v for k, v in c.items()} for n, c in scores.items()}},
-        "mixture": {n: {"steps": m["steps"], "gained": m["gained"], "lost": m["lost"],
-                        "rates": {t: {str(k): v for k, v in r.items()} for t, r in m["rates"].items()}}
-                    for n, m in mixtures.items()},
+        "mixture": {
+            n: {
+                "steps": m["steps"],
+                "gained": m["gained"],
+                "lost": m["lost"],
+                "rates": {t: {str(k): v for k, v in r.items()} for t, r in m["rates"].items()},
+            }
+            for n, m in mixtures.items()
+        },
     }
     with open(files["json"], "w") as f:
         json.dump(result, f, indent=1)

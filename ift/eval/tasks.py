@@ -5,8 +5,9 @@ or a file / directory / glob (one task per file); comma-separated specs combine 
 Prompts are rendered with the training templates (few-shot: SNI's positive examples of the task,
 else exemplars drawn from the task itself).
 
-Cheap to import (no torch, no transformers): training imports EVAL_SEED_OFFSET from here.
+Cheap to import (no torch, no transformers).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,6 @@ from ift.config import Config, DataConfig, EvalConfig, TaskSource, load_config, 
 from ift.data import chat as chat_format
 from ift.data import templates
 from ift.errors import UserError
-
-EVAL_SEED_OFFSET = 1  # built-in tasks are generated from the seed: eval instances differ from training's
-
 
 # --------------------------------------------------------------------------- the --tasks mini-language
 
@@ -40,10 +38,16 @@ def resolve_tasks(spec, cfg: Config | None) -> tuple[list[TaskSource], DataConfi
     on_bad = cfg.data.on_bad_record if cfg is not None else "error"
     if spec is None:
         if cfg is None:
-            raise UserError("--tasks is required for a model folder (it has no run config with eval.tasks); "
-                            "e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl'")
-        return list(cfg.eval.tasks), DataConfig(root=cfg.data.root, on_bad_record=on_bad), "eval", \
-            [_describe(s) for s in cfg.eval.tasks]
+            raise UserError(
+                "--tasks is required for a model folder (it has no run config with eval.tasks); "
+                "e.g. --tasks builtin:heldout or --tasks 'data/sni/eval/*.jsonl'"
+            )
+        return (
+            list(cfg.eval.tasks),
+            DataConfig(root=cfg.data.root, on_bad_record=on_bad),
+            "eval",
+            [_describe(s) for s in cfg.eval.tasks],
+        )
     if isinstance(spec, (list, tuple)):
         return list(spec), DataConfig(on_bad_record=on_bad), "eval", [_describe(s) for s in spec]
     spec = str(spec).strip()
@@ -102,11 +106,11 @@ def _spec_base(spec: str) -> str:
     path = os.path.expanduser(spec.rstrip("/"))
     if path.endswith((".yaml", ".yml")) or (os.path.isfile(path) and not glob.has_magic(path)):
         name = os.path.basename(path)
-        stem = name[:-len(".examples.json")] if name.endswith(".examples.json") else os.path.splitext(name)[0]
+        stem = name[: -len(".examples.json")] if name.endswith(".examples.json") else os.path.splitext(name)[0]
         return _sanitize(stem)
     if glob.has_magic(path):
         parts = path.split(os.sep)
-        path = os.sep.join(parts[:next(i for i, p in enumerate(parts) if glob.has_magic(p))])
+        path = os.sep.join(parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))])
     names = [p for p in os.path.abspath(path or ".").split(os.sep) if p][-2:]
     return _sanitize("_".join(names))
 
@@ -148,8 +152,14 @@ def render_prompts(task, shots: int, seed: int, tokenizer, chat: bool, limit: in
     for i, row in enumerate(rows):
         if row.get("messages"):  # a conversation: its turns before the last reply, rendered as in training
             ids = chat_format.prompt_ids(tokenizer, row["messages"][:-1], chat=chat)
-            out.append({"index": i, "prompt": tokenizer.decode(ids), "prompt_ids": ids,
-                        "references": list(row["references"]) or [row["output"]]})
+            out.append(
+                {
+                    "index": i,
+                    "prompt": tokenizer.decode(ids),
+                    "prompt_ids": ids,
+                    "references": list(row["references"]) or [row["output"]],
+                }
+            )
             continue
         exemplars = []
         if shots > 0:

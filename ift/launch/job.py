@@ -19,6 +19,7 @@ job resumes from that checkpoint (`train.resume: auto`) and continues the same W
 
 Crashes (a rank fails: not a stop) are requeued by the batch script after srun (ift.launch.requeue).
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,9 +65,14 @@ def export_dist_env() -> dict:
     env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = os.environ.get("SLURM_CPUS_PER_TASK", "1")
-    return {"rank": env.rank, "world_size": env.world_size, "local_rank": env.local_rank,
-            "local_world_size": env.local_world_size, "master_addr": env.master_addr,
-            "master_port": env.master_port}
+    return {
+        "rank": env.rank,
+        "world_size": env.world_size,
+        "local_rank": env.local_rank,
+        "local_world_size": env.local_world_size,
+        "master_addr": env.master_addr,
+        "master_port": env.master_port,
+    }
 
 
 def _setup_logging() -> None:
@@ -77,35 +83,66 @@ def _setup_logging() -> None:
 def log_start(dist: dict, run_dir: str) -> int:
     """Log where this task runs and, after a requeue, why the previous run stopped."""
     count = restart_count()
-    log.info("Slurm job %s rank %d/%d (local %d) on %s, master %s:%s, SLURM_RESTART_COUNT=%d",
-             job_id(), dist["rank"], dist["world_size"], dist["local_rank"],
-             os.environ.get("SLURMD_NODENAME", "?"), dist["master_addr"], dist["master_port"], count)
+    log.info(
+        "Slurm job %s rank %d/%d (local %d) on %s, master %s:%s, SLURM_RESTART_COUNT=%d",
+        job_id(),
+        dist["rank"],
+        dist["world_size"],
+        dist["local_rank"],
+        os.environ.get("SLURMD_NODENAME", "?"),
+        dist["master_addr"],
+        dist["master_port"],
+        count,
+    )
     if count and dist["rank"] == 0:
         previous = read_requeues(run_dir)
         last = previous[-1] if previous else None
         if last and last.get("restart_count") == count - 1 and last.get("kind") == "crash":
-            log.info("restart %d (SLURM_RESTART_COUNT=%d): the previous run failed after step %s: %s; resuming "
-                     "from the newest valid checkpoint (crash %d of at most %d)", count, count, last.get("step"),
-                     last.get("reason"), last.get("failures"), last.get("max_failures"))
+            log.info(
+                "restart %d (SLURM_RESTART_COUNT=%d): the previous run failed after step %s: %s; resuming "
+                "from the newest valid checkpoint (crash %d of at most %d)",
+                count,
+                count,
+                last.get("step"),
+                last.get("reason"),
+                last.get("failures"),
+                last.get("max_failures"),
+            )
         elif last and last.get("restart_count") == count - 1:
-            log.info("restart %d (SLURM_RESTART_COUNT=%d): the previous run stopped at step %s: %s; "
-                     "resuming from its checkpoint", count, count, last.get("step"), last.get("reason"))
+            log.info(
+                "restart %d (SLURM_RESTART_COUNT=%d): the previous run stopped at step %s: %s; "
+                "resuming from its checkpoint",
+                count,
+                count,
+                last.get("step"),
+                last.get("reason"),
+            )
         else:
-            log.info("restart %d (SLURM_RESTART_COUNT=%d): requeued by Slurm itself (preemption with "
-                     "requeue, node failure or scontrol requeue); resuming from the newest checkpoint",
-                     count, count)
+            log.info(
+                "restart %d (SLURM_RESTART_COUNT=%d): requeued by Slurm itself (preemption with "
+                "requeue, node failure or scontrol requeue); resuming from the newest checkpoint",
+                count,
+                count,
+            )
     return count
 
 
 def _for_restart(cfg: Config, count: int) -> Config:
     if count and cfg.train.resume != "auto":
-        log.info("requeued run: train.resume=%s -> auto (continue from this run's newest checkpoint)",
-                 cfg.train.resume)
+        log.info(
+            "requeued run: train.resume=%s -> auto (continue from this run's newest checkpoint)", cfg.train.resume
+        )
         cfg.train.resume = "auto"
     return cfg
 
 
 # --------------------------------------------------------------------------- slurm/train.sbatch
+
+
+def join_srun_world() -> None:
+    """Inside `srun` with several tasks and no launcher's torch world: one rank per task."""
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        export_dist_env()
 
 
 def start_task() -> dict:
@@ -116,13 +153,13 @@ def start_task() -> dict:
     return export_dist_env()
 
 
-def run_task(dist: dict, cfg: Config, only_task: str | None = None) -> int:
+def run_task(dist: dict, cfg: Config) -> int:
     """Train; 0: finished, EXIT_REQUEUE: stopped early by a signal with a checkpoint saved (the
     batch script requeues). Errors propagate (the CLI turns them into exit 2 or 1)."""
     from ift.train import train
 
     _for_restart(cfg, log_start(dist, cfg.run_dir))
-    result = train(cfg, only_task=only_task)
+    result = train(cfg)
     if result["finished"]:
         return 0
     if dist["rank"] == 0:
@@ -142,9 +179,8 @@ class SlurmTrainJob:
     submitit.helpers.Checkpointable (submitit only looks for a `checkpoint` method; not subclassed
     so that importing this module, and so the `ift` CLI, does not import submitit)."""
 
-    def __init__(self, cfg: Config, only_task: str | None = None):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.only_task = only_task
         self.stops: list[dict] = []  # why earlier runs of this job stopped (travels with requeues)
         self._reset()
 
@@ -157,7 +193,7 @@ class SlurmTrainJob:
         self._recorded = False
 
     def __getstate__(self) -> dict:  # threads and runtime state stay out of the requeue pickle
-        return {"cfg": self.cfg, "only_task": self.only_task, "stops": self.stops}
+        return {"cfg": self.cfg, "stops": self.stops}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -196,15 +232,19 @@ class SlurmTrainJob:
             raise self._box["error"]
         result = self._box["result"]
         if not result["finished"] and dist["rank"] == 0:
-            log.warning("stopped at step %d before the end without a requeue (%s); `ift submit` the same "
-                        "command again to continue from the checkpoint", result["step"], stop.reason())
+            log.warning(
+                "stopped at step %d before the end without a requeue (%s); `ift submit` the same "
+                "command again to continue from the checkpoint",
+                result["step"],
+                stop.reason(),
+            )
         return result
 
     def _train(self) -> None:
         from ift.train import train
 
         try:
-            self._box["result"] = train(self.cfg, only_task=self.only_task)
+            self._box["result"] = train(self.cfg)
         except BaseException as e:  # re-raised in the main thread
             self._box["error"] = e
 
@@ -236,8 +276,9 @@ class SlurmTrainJob:
             stop.request(reason)
             self._reason_sent = True
         wait_s = max(10.0, self.cfg.slurm.signal_delay_s - 20.0)
-        log.warning("%s: asking all ranks to checkpoint at the next step boundary (waiting up to %.0fs)",
-                    reason, wait_s)
+        log.warning(
+            "%s: asking all ranks to checkpoint at the next step boundary (waiting up to %.0fs)", reason, wait_s
+        )
         if self._thread is not None:
             self._thread.join(wait_s)
         result = self._box.get("result")

@@ -1,4 +1,5 @@
 """`ift train --nproc-per-node N [--max-restarts K]`: N local processes under torchrun."""
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,22 @@ def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
     code = 0
     for attempt in range(max_restarts + 1):
         if attempt:
-            log.warning("restart %d of %d after exit code %d: resuming from the newest valid checkpoint",
-                        attempt, max_restarts, code)
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               f"--master-port={free_port()}", "-m", "ift", *argv]
+            log.warning(
+                "restart %d of %d after exit code %d: resuming from the newest valid checkpoint",
+                attempt,
+                max_restarts,
+                code,
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc-per-node={nproc}",
+            f"--master-port={free_port()}",
+            "-m",
+            "ift",
+            *argv,
+        ]
         code = subprocess.call(cmd, env={**os.environ, "IFT_RESTART_COUNT": str(attempt)})
         if code == 0:
             break

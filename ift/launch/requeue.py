@@ -17,6 +17,7 @@ for its dead peer) and srun's own "srun: error: <node>: task <r>: <how>" line na
 Each decision is one line of requeues.jsonl (kind "crash") with the reason, the failed rank, its
 node, and its last log lines.
 """
+
 from __future__ import annotations
 
 import glob
@@ -34,7 +35,8 @@ LAST_LINES = 30  # of the failed rank's log, kept in requeues.jsonl
 # Searched, not matched: the line may follow a progress bar that never ended its line.
 SRUN_TASK_ERROR = re.compile(r"srun: error: (?P<node>\S+): tasks? (?P<ranks>[\d,-]+): (?P<how>.+)$")
 EXCEPTION_LINE = re.compile(
-    r"^(?:\[rank\d+\]:\s*)?(?:[\w.]+\.)?(?P<name>[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(?P<msg>.*))?$")
+    r"^(?:\[rank\d+\]:\s*)?(?:[\w.]+\.)?(?P<name>[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(?P<msg>.*))?$"
+)
 PROGRESS_BAR = re.compile(r"^\S*: +\d+%\|")
 
 
@@ -71,18 +73,28 @@ def append_requeue(run_dir: str, rec: dict) -> dict:
 
 def record_stop(run_dir: str, reason: str, result: dict | None) -> dict:
     """Append why this job stopped early (and requeues)."""
-    return append_requeue(run_dir, {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": job_id(), "restart_count": restart_count(),
-        "kind": "stop", "reason": reason, "step": (result or {}).get("step"),
-        "saved": bool(result) and not result.get("finished")})
+    return append_requeue(
+        run_dir,
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "job_id": job_id(),
+            "restart_count": restart_count(),
+            "kind": "stop",
+            "reason": reason,
+            "step": (result or {}).get("step"),
+            "saved": bool(result) and not (result or {}).get("finished"),
+        },
+    )
 
 
 def stop_saved(run_dir: str) -> bool:
     """Whether rank 0 recorded, in this run of this job, a stop with every rank's checkpoint saved
     (it records only after all ranks saved, and every rank leaves after it recorded)."""
     job, count = job_id(), restart_count()
-    return any(r.get("kind") == "stop" and r.get("job_id") == job and r.get("restart_count") == count
-               and r.get("saved") for r in read_requeues(run_dir))
+    return any(
+        r.get("kind") == "stop" and r.get("job_id") == job and r.get("restart_count") == count and r.get("saved")
+        for r in read_requeues(run_dir)
+    )
 
 
 # --------------------------------------------------------------------------- after a failed step
@@ -153,8 +165,9 @@ def last_step(run_dir: str) -> int | None:
     return None
 
 
-def after_srun(exit_code: int, run_dir: str, max_failures: int, rank_log: str | None = None,
-               batch_lines: list[str] | None = None) -> tuple[int, dict | None]:
+def after_srun(
+    exit_code: int, run_dir: str, max_failures: int, rank_log: str | None = None, batch_lines: list[str] | None = None
+) -> tuple[int, dict | None]:
     """Decide and record; returns (exit code for the batch script, the record written or None).
     Exit 0 after `scontrol requeue`; otherwise the step's exit code, so the job ends FAILED."""
     if exit_code == 0:
@@ -172,15 +185,27 @@ def after_srun(exit_code: int, run_dir: str, max_failures: int, rank_log: str | 
     where = f"rank {rank} on {failed['node']}: {failed['how']}" if failed else f"srun exited with {exit_code}"
     reason = f"{where}: {exception}" if exception else where
     user_error = bool(failed and failed["how"] == f"Exited with exit code {EXIT_USER_ERROR}") or bool(
-        exception and exception.startswith("UserError"))
+        exception and exception.startswith("UserError")
+    )
     crashes = sum(1 for r in earlier if r.get("kind") == "crash" and r.get("requeued"))
     requeue = not user_error and crashes < max_failures
-    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": job, "restart_count": count,
-           "kind": "crash", "reason": reason, "exit_code": exit_code,
-           "failed_rank": rank if failed else None, "node": failed["node"] if failed else None,
-           "step": last_step(run_dir), "checkpoint_step": RunDir(run_dir).newest_checkpoint(),
-           "failures": crashes + 1, "max_failures": max_failures, "user_error": user_error, "requeued": requeue,
-           "last_lines": own[-LAST_LINES:] if own else lines[-LAST_LINES:]}
+    rec = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "job_id": job,
+        "restart_count": count,
+        "kind": "crash",
+        "reason": reason,
+        "exit_code": exit_code,
+        "failed_rank": rank if failed else None,
+        "node": failed["node"] if failed else None,
+        "step": last_step(run_dir),
+        "checkpoint_step": RunDir(run_dir).newest_checkpoint(),
+        "failures": crashes + 1,
+        "max_failures": max_failures,
+        "user_error": user_error,
+        "requeued": requeue,
+        "last_lines": own[-LAST_LINES:] if own else lines[-LAST_LINES:],
+    }
     print(f"ift: job step failed: {reason}")
     if user_error:
         print("ift: a user error (exit 2, or ift's UserError): not requeueing; fix it and submit again")
@@ -189,15 +214,18 @@ def after_srun(exit_code: int, run_dir: str, max_failures: int, rank_log: str | 
         print(f"ift: not requeueing: {crashes} crash requeue(s) already (slurm.max_failures={max_failures})")
         return exit_code, append_requeue(run_dir, rec)
     resume = rec["checkpoint_step"]
-    print(f"ift: requeueing job {job} (crash {crashes + 1} of at most {max_failures}); it resumes from "
-          + (f"the checkpoint of step {resume} or an older valid one" if resume is not None else "the start"))
+    print(
+        f"ift: requeueing job {job} (crash {crashes + 1} of at most {max_failures}); it resumes from "
+        + (f"the checkpoint of step {resume} or an older valid one" if resume is not None else "the start")
+    )
     if rank_log:  # submitit's error results of this attempt: the requeued job writes its own
         for stale in glob.glob(os.path.join(os.path.dirname(rank_log), f"{job}_*_result.pkl")):
             os.remove(stale)
     append_requeue(run_dir, rec)  # before the requeue: Slurm ends this script as it requeues the job
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    done = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"ift: scontrol requeue {job} failed: {done.stderr.strip()}", file=sys.stderr)
-        return exit_code, append_requeue(run_dir, {
-            **rec, "requeued": False, "reason": f"{reason}; scontrol requeue failed: {done.stderr.strip()}"})
+        return exit_code, append_requeue(
+            run_dir, {**rec, "requeued": False, "reason": f"{reason}; scontrol requeue failed: {done.stderr.strip()}"}
+        )
     return 0, rec

@@ -1,5 +1,6 @@
 """`ift submit`: plan Slurm jobs from a config (sweeps, sbatch parameters from the `slurm:` section)
 and submit them with submitit. What runs inside the job is ift.launch.job."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,8 +9,9 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Sequence
 
-from ift.config import Config, load_config, single_task
+from ift.config import Config, load_config
 from ift.errors import UserError
 from ift.launch.job import TORCH_ENV, SlurmTrainJob
 from ift.rundir import RunDir
@@ -40,21 +42,6 @@ def sweep_suffix(point: list[tuple[str, str]]) -> str:
     return "-".join(f"{k.split('.')[-1]}{_slug(v)}" for k, v in point)
 
 
-def _parse_extra_sbatch(lines: list[str]) -> dict:
-    """slurm.extra_sbatch entries ("--exclusive", "--mail-type=END", "#SBATCH --comment x") as
-    submitit additional_parameters; they override the generated lines of the same name."""
-    out: dict = {}
-    for raw in lines:
-        text = raw.strip()
-        if text.startswith("#SBATCH"):
-            text = text[len("#SBATCH"):].strip()
-        if not text.startswith("--") or len(text) < 3:
-            raise UserError(f"slurm.extra_sbatch: {raw!r}: give a long option, e.g. --exclusive or --mail-type=END")
-        key, _, value = text[2:].replace("=", " ", 1).partition(" ")
-        out[key.strip().replace("-", "_")] = value.strip() or True
-    return out
-
-
 def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = None) -> dict:
     """Keyword arguments of submitit's sbatch writer (SlurmExecutor.update_parameters) from the
     `slurm:` section: one task per GPU, GPUs as gres unless slurm.gres is false (CPU clusters);
@@ -62,8 +49,14 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
     (ift.crash_requeue, one run dir per array task)."""
     cfg = cfgs[0]
     s = cfg.slurm
-    params: dict = {"job_name": job_name or cfg.run.name, "nodes": s.nodes, "ntasks_per_node": s.gpus_per_node,
-                    "cpus_per_task": s.cpus_per_task, "time": s.time_min, "signal_delay_s": s.signal_delay_s}
+    params: dict = {
+        "job_name": job_name or cfg.run.name,
+        "nodes": s.nodes,
+        "ntasks_per_node": s.gpus_per_node,
+        "cpus_per_task": s.cpus_per_task,
+        "time": s.time_min,
+        "signal_delay_s": s.signal_delay_s,
+    }
     if s.gres:
         params["gpus_per_node"] = s.gpus_per_node
     if s.mem_gb:
@@ -80,18 +73,29 @@ def sbatch_parameters(cfgs: list[Config], folder: str, job_name: str | None = No
     # srun gets the CPUs per task itself: Slurm 22.05-23.02 do not pass SLURM_CPUS_PER_TASK from
     # sbatch to srun. --gpu-bind=none: every task sees the node's GPUs and takes LOCAL_RANK (NCCL
     # then sees its peers for NVLink/P2P); a site's --gpus-per-task=1 works too (ift.distributed).
-    params["srun_args"] = ["--kill-on-bad-exit=1", f"--cpus-per-task={s.cpus_per_task}",
-                           *(["--gpu-bind=none"] if s.gres else [])]
-    requeue = [_python(cfg), "-m", "ift.crash_requeue", "--exit-code", '"$ift_rc"',
-               "--max-failures", str(s.max_failures),
-               "--rank-log", shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),
-               *(f"--run-dir {shlex.quote(c.run_dir)}" for c in cfgs)]
+    params["srun_args"] = [
+        "--kill-on-bad-exit=1",
+        f"--cpus-per-task={s.cpus_per_task}",
+        *(["--gpu-bind=none"] if s.gres else []),
+    ]
+    requeue = [
+        _python(cfg),
+        "-m",
+        "ift.crash_requeue",
+        "--exit-code",
+        '"$ift_rc"',
+        "--max-failures",
+        str(s.max_failures),
+        "--rank-log",
+        shlex.quote(os.path.join(os.path.abspath(folder), "{job}_{rank}_log.err")),
+        *(f"--run-dir {shlex.quote(c.run_dir)}" for c in cfgs),
+    ]
     params["teardown"] = [
         "ift_rc=$?  # srun's: on a crash (not a user error) requeue, up to slurm.max_failures times",
         " ".join(requeue),
         "exit $?",
     ]
-    extra = _parse_extra_sbatch(s.extra_sbatch)
+    extra = s.sbatch_options()
     if extra:
         params["additional_parameters"] = extra
     return params
@@ -115,38 +119,38 @@ def check_writable(path: str, create: bool) -> None:
         raise UserError(f"{path} is not writable ({probe} does not allow creating it)")
 
 
-def _flag_overrides(args) -> list[str]:
+def flag_overrides(flags: dict) -> list[str]:
+    """`ift submit`'s Slurm flags ({flag: value}, None when not given) as slurm.* overrides."""
     out = []
-    for flag, key in (("nodes", "nodes"), ("gpus_per_node", "gpus_per_node"), ("partition", "partition"),
-                      ("time", "time_min"), ("account", "account"), ("qos", "qos")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            out.append(f"slurm.{key}={value}")
-    if getattr(args, "cpu", False):
+    for flag, key in (
+        ("nodes", "nodes"),
+        ("gpus_per_node", "gpus_per_node"),
+        ("partition", "partition"),
+        ("time", "time_min"),
+        ("account", "account"),
+        ("qos", "qos"),
+    ):
+        if flags.get(flag) is not None:
+            out.append(f"slurm.{key}={flags[flag]}")
+    if flags.get("cpu"):
         out.append("slurm.gres=false")
     return out
 
 
-def plan_jobs(config: str, overrides: list[str], args) -> tuple[str, list[tuple[Config, list[str]]]]:
-    """The base run name and (validated Config, its sweep overrides) per job: several with
-    --sweep. CLI flags override the slurm section."""
-    overrides = [*overrides, *_flag_overrides(args)]
-    only_task = getattr(args, "only_task", None)
-    base_name = None
+def plan_jobs(
+    config: str, overrides: list[str], sweeps: Sequence[str] = ()
+) -> tuple[str, list[tuple[Config, list[str]]]]:
+    """The base run name and (validated Config, its sweep overrides) per job: one per combination
+    of the --sweep values (`key=v1,v2`)."""
+    base_name = ""
     jobs = []
-    for point in sweep_points(parse_sweeps(getattr(args, "sweep", None) or [])):
+    for point in sweep_points(parse_sweeps(list(sweeps))):
         cfg = load_config(config, [*overrides, *(f"{k}={v}" for k, v in point)])
-        if only_task:
-            single_task(cfg, only_task, overrides)
         base_name = base_name or cfg.run.name
         if point:
             cfg.run.name = f"{cfg.run.name}-{sweep_suffix(point)}"
         cfg.run.output_dir = os.path.abspath(cfg.run.output_dir)
         s = cfg.slurm
-        if not 0 <= s.signal_delay_s < s.time_min * 60:
-            raise UserError(f"slurm.signal_delay_s: must be in [0, slurm.time_min * 60 = {s.time_min * 60}), "
-                            f"got {s.signal_delay_s}")
-        _parse_extra_sbatch(s.extra_sbatch)
         from ift import sequence_parallel
 
         sequence_parallel.check(cfg, s.nodes * s.gpus_per_node)  # one Slurm task (rank) per GPU
@@ -180,22 +184,22 @@ def sbatch_script(cfgs: list[Config], folder: str, job_name: str | None = None) 
     folder_path = Path(folder).expanduser().absolute()
     params = sbatch_parameters(cfgs, folder, job_name)
     command = " ".join([_python(cfgs[0]), "-u -m submitit.core._submit", shlex.quote(str(folder_path))])
-    return _make_sbatch_string(command=command, folder=folder_path,
-                               map_count=len(cfgs) if len(cfgs) > 1 else None, **params)
+    return _make_sbatch_string(
+        command=command, folder=folder_path, map_count=len(cfgs) if len(cfgs) > 1 else None, **params
+    )
 
 
-def submit(cfgs: list[Config], folder: str, only_task: str | None = None, job_name: str | None = None) -> list:
+def submit(cfgs: list[Config], folder: str, job_name: str | None = None) -> list:
     """Submit the jobs (a job array for several) and return submitit Job objects."""
     import submitit
 
     first = cfgs[0]
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=first.slurm.max_requeues,
-                                      python=_python(first))
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=first.slurm.max_requeues, python=_python(first))
     executor.update_parameters(**sbatch_parameters(cfgs, folder, job_name))
     if len(cfgs) == 1:
-        return [executor.submit(SlurmTrainJob(first, only_task))]
+        return [executor.submit(SlurmTrainJob(first))]
     with executor.batch():
-        jobs = [executor.submit(SlurmTrainJob(c, only_task)) for c in cfgs]
+        jobs = [executor.submit(SlurmTrainJob(c)) for c in cfgs]
     return jobs
 
 

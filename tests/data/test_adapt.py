@@ -1,5 +1,6 @@
 """Tests for the adaptive mixture (ift.data.adapt): the updates against hand computations, the
 bounds, the state, the errors; and the loader's rate change at a step boundary (ift.data.loader)."""
+
 import json
 import math
 
@@ -56,10 +57,17 @@ def test_excess_loss_against_initial_by_hand():
 
 def test_excess_loss_against_a_reference_run_clips_at_zero(tmp_path):
     ref = tmp_path / "metrics.jsonl"
-    ref.write_text("\n".join(json.dumps(r) for r in [
-        {"step": 5, "loss/a": 9.0, "loss/b": 9.0, "loss/c": 9.0},
-        {"step": 10, "loss/a": 1.0, "loss/b": 2.0, "loss/c": 1.5, "loss": 1.4},
-        {"step": 10, "eval/loss": 3.0}]) + "\n")
+    ref.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 5, "loss/a": 9.0, "loss/b": 9.0, "loss/c": 9.0},
+                {"step": 10, "loss/a": 1.0, "loss/b": 2.0, "loss/c": 1.5, "loss": 1.4},
+                {"step": 10, "eval/loss": 3.0},
+            ]
+        )
+        + "\n"
+    )
     a = adapter(eta=1.0, smoothing=0.0, reference=str(ref))
     rates = a.update(10, window(a, [1.5, 1.8, 2.5]))  # a reference run: the first window moves rates
     alpha = softmax([math.log(0.5) + 0.5, math.log(0.3) + 0.0, math.log(0.2) + 1.0])  # b: below its reference
@@ -123,15 +131,18 @@ def test_state_round_trip_continues_identically():
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("override, field", [
-    ("data.mixture.adapt.rule=doremi", "data.mixture.adapt.rule"),
-    ("data.mixture.adapt.eta=0", "data.mixture.adapt.eta"),
-    ("data.mixture.adapt.eta=-1", "data.mixture.adapt.eta"),
-    ("data.mixture.adapt.every=0", "data.mixture.adapt.every"),
-    ("data.mixture.adapt.smoothing=1", "data.mixture.adapt.smoothing"),
-    ("data.mixture.adapt.epsilon=2", "data.mixture.adapt.epsilon"),
-    ("data.mixture.adapt.signal=test", "data.mixture.adapt.signal"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("data.mixture.adapt.rule=doremi", "data.mixture.adapt.rule"),
+        ("data.mixture.adapt.eta=0", "data.mixture.adapt.eta"),
+        ("data.mixture.adapt.eta=-1", "data.mixture.adapt.eta"),
+        ("data.mixture.adapt.every=0", "data.mixture.adapt.every"),
+        ("data.mixture.adapt.smoothing=1", "data.mixture.adapt.smoothing"),
+        ("data.mixture.adapt.epsilon=2", "data.mixture.adapt.epsilon"),
+        ("data.mixture.adapt.signal=test", "data.mixture.adapt.signal"),
+    ],
+)
 def test_config_errors_name_the_field(override, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
         load_config(None, ["data.mixture.adapt.rule=excess_loss", override])
@@ -144,8 +155,11 @@ def test_errors_that_need_the_tasks(tmp_path):
         adapter(floor=0.4)
     ref = tmp_path / "metrics.jsonl"
     ref.write_text(json.dumps({"step": 1, "loss/a": 1.0, "loss/b": 1.0}) + "\n")
-    with pytest.raises(UserError, match=r"^data.mixture.adapt.reference: .*metrics.jsonl has no loss/<task> "
-                                        r"for task\(s\) \['c'\]"):
+    with pytest.raises(
+        UserError,
+        match=r"^data.mixture.adapt.reference: .*metrics.jsonl has no loss/<task> "
+        r"for task\(s\) \['c'\]",
+    ):
         adapter(reference=str(ref))
     with pytest.raises(UserError, match=r"^data.mixture.adapt.reference: cannot read .*nowhere.jsonl"):
         adapter(reference=str(tmp_path / "nowhere.jsonl"))
@@ -185,7 +199,7 @@ def test_new_rates_lose_nothing_and_take_effect(suite, tokenizer):
     before = consumed(loader, 3)
     rates = [0.0] * len(suite)
     rates[0], rates[1] = 0.5, 0.5  # only tasks 0 and 1 from now on
-    pending = Counter([d for row in loader.rows[loader.next_row:] for d in row] + loader.carry_out)
+    pending = Counter([d for row in loader.rows[loader.next_row :] for d in row] + loader.carry_out)
     loader.set_rates(rates)
     after = Counter(consumed(loader, 40))
     assert not pending - after  # the rows not handed out yet are all consumed after the change
@@ -222,6 +236,7 @@ def test_the_prefetcher_changes_rates_at_the_step_handed_out(suite, tokenizer, w
     for _ in range(5):
         same_step(direct.next_step(), ahead.next_step())
     import time
+
     time.sleep(0.2)  # let the thread run ahead
     direct.set_rates(rates)
     ahead.set_rates(rates)

@@ -1,7 +1,8 @@
 """Tests for the embedded procedurally generated task suite (ift.data.builtin)."""
+
 import pytest
 
-from ift.data import builtin
+from ift.data import builtin_classic
 from ift.data.builtin import CLASSIC_TASKS, HELDOUT_TASKS, KINDS, OPERATIONS, TRAIN_TASKS, examples, task_names
 
 ALL = TRAIN_TASKS + HELDOUT_TASKS + CLASSIC_TASKS
@@ -153,7 +154,7 @@ def test_every_category_represented_in_train():
 
 def test_string_tasks_correct():
     for inp, out in _pairs("reverse_word"):
-        assert out == inp[::-1] and inp in builtin.WORDS
+        assert out == inp[::-1] and inp in builtin_classic.WORDS
     for inp, out in _pairs("uppercase_word"):
         assert out == inp.upper() and out != inp
     for inp, out in _pairs("lowercase_word"):
@@ -213,12 +214,12 @@ def test_classification_tasks_correct_and_balanced():
     recs = examples("sentiment", 200)
     for r in recs:
         words = set(r["input"].split())
-        pos, neg = words & set(builtin.POSITIVE), words & set(builtin.NEGATIVE)
+        pos, neg = words & set(builtin_classic.POSITIVE), words & set(builtin_classic.NEGATIVE)
         assert (r["output"], bool(pos), bool(neg)) in {("positive", True, False), ("negative", False, True)}
     assert 0.3 < sum(r["output"] == "positive" for r in recs) / len(recs) < 0.7
     recs = examples("is_animal", 200)
     for r in recs:
-        assert r["output"] == ("yes" if r["input"] in builtin.ANIMALS else "no")
+        assert r["output"] == ("yes" if r["input"] in builtin_classic.ANIMALS else "no")
     assert 0.3 < sum(r["output"] == "yes" for r in recs) / len(recs) < 0.7
 
 

@@ -1,6 +1,7 @@
 """Multi-turn chat: every assistant turn (with the end-of-turn its template writes) is a target and
 nothing else is, for real-world chat templates (Llama-3 and ChatML, written here), with and without
 {% generation %} markers, and the plain role format without a template; then a 2-process run."""
+
 from __future__ import annotations
 
 import json
@@ -17,24 +18,30 @@ from ift.errors import UserError
 from ift.model import train_bpe_tokenizer
 
 # Meta's Llama-3 template (as shipped with Meta-Llama-3-8B-Instruct).
-LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-          "'<|start_header_id|>' + message['role'] + "
-          "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
-          "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 # Qwen2.5's ChatML template without tools (a default system prompt when none is given).
-CHATML = ("{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}"
-          "{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
-          "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{%- endfor %}"
-          "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
+CHATML = (
+    "{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
 # ChatML with the generation markers transformers reads for return_assistant_tokens_mask.
-CHATML_MARKED = ("{%- for message in messages %}{%- if message['role'] == 'assistant' %}"
-                 "{{- '<|im_start|>assistant\n' }}{% generation %}"
-                 "{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-                 "{{- '\n' }}{%- else %}"
-                 "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-                 "{%- endif %}{%- endfor %}"
-                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
+CHATML_MARKED = (
+    "{%- for message in messages %}{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\n' }}{% generation %}"
+    "{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{- '\n' }}{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
 # What each template writes after an assistant reply, inside the target.
 END_OF_TURN = {"llama3": "<|eot_id|>", "chatml": "<|im_end|>\n", "chatml_marked": "<|im_end|>"}
 TEMPLATES = {"llama3": LLAMA3, "chatml": CHATML, "chatml_marked": CHATML_MARKED}
@@ -60,8 +67,11 @@ def base_tokenizer():
 
 
 def with_template(tok, name):
-    tok = tok.__class__(tokenizer_object=tok.backend_tokenizer, **{k: getattr(tok, k) for k in
-                        ("bos_token", "eos_token", "pad_token")}, additional_special_tokens=CHAT_SPECIALS)
+    tok = tok.__class__(
+        tokenizer_object=tok.backend_tokenizer,
+        **{k: getattr(tok, k) for k in ("bos_token", "eos_token", "pad_token")},
+        additional_special_tokens=CHAT_SPECIALS,
+    )
     tok.chat_template = TEMPLATES[name] if name else None
     return tok
 
@@ -115,8 +125,11 @@ def test_plain_role_format_without_a_template(base_tokenizer, n_turns):
     assert target_runs(tok, ids, mask) == [f" {a}{tok.eos_token}" for a in replies]
     text = tok.decode(ids)
     specials = tok.decode(tok("", add_special_tokens=True)["input_ids"])  # what the tokenizer adds in front (once)
-    expected = specials + f"{PLAIN_ROLES['system']}: {SYSTEM['content']}" + "".join(
-        f"\n\nUser: {q}\n\nAssistant: {a}{tok.eos_token}" for q, a in TURNS[:n_turns])
+    expected = (
+        specials
+        + f"{PLAIN_ROLES['system']}: {SYSTEM['content']}"
+        + "".join(f"\n\nUser: {q}\n\nAssistant: {a}{tok.eos_token}" for q, a in TURNS[:n_turns])
+    )
     assert text == expected
     # evaluation renders the same turns the same way, up to the last reply
     last_start = max(i for i in range(len(mask)) if mask[i] and (i == 0 or not mask[i - 1]))
@@ -162,11 +175,18 @@ def test_two_process_training_on_chat_data_matches_one_process(base_tokenizer, t
     tok.save_pretrained(tmp_path / "tok")
     (tmp_path / "data").mkdir()
     write_chat_file(tmp_path / "data" / "chat.jsonl", n=48)
-    (tmp_path / "data" / "qa.jsonl").write_text("".join(
-        json.dumps({"instruction": "Repeat the word.", "input": w, "output": w}) + "\n"
-        for w in ("Paris", "Rome", "bye", "capital", "one", "word") * 4))
-    data = {"tasks": [{"path": str(tmp_path / "data" / "*.jsonl")}], "max_seq_len": 256, "pack_window": 16,
-            "cache_dir": str(tmp_path / "cache")}
+    (tmp_path / "data" / "qa.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": "Repeat the word.", "input": w, "output": w}) + "\n"
+            for w in ("Paris", "Rome", "bye", "capital", "one", "word") * 4
+        )
+    )
+    data = {
+        "tasks": [{"path": str(tmp_path / "data" / "*.jsonl")}],
+        "max_seq_len": 256,
+        "pack_window": 16,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     model = {"config": {**TINY_MODEL, "vocab_size": len(tok)}, "tokenizer": str(tmp_path / "tok")}
     jobs = {}
     for name, nproc, mb in (("one", 1, 4), ("two", 2, 2)):

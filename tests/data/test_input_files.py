@@ -18,6 +18,7 @@ naming the file (and line where there is one), or is handled, for each member of
 | an empty or comment-only config file          | error naming the file                                |
 | a config file that is not UTF-8 / a directory | error naming the file                                |
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,10 @@ def test_invalid_utf8_names_file_and_line(tmp_path, name):
     elif name.endswith(".csv"):
         data = b"instruction,input,output\nReverse,abc,cba\nOther,caf\xe9,x\n"
     else:
-        data = (b'[\n{"instruction": "a", "input": "", "output": "b"},\n'
-                b'{"instruction": "caf\xe9", "input": "", "output": "x"}\n]\n')
+        data = (
+            b'[\n{"instruction": "a", "input": "", "output": "b"},\n'
+            b'{"instruction": "caf\xe9", "input": "", "output": "x"}\n]\n'
+        )
     write(tmp_path / name, data)
     message = error(tmp_path, path=name)
     assert f"{tmp_path / name}:3: not valid UTF-8 (byte 0xe9" in message, message
@@ -87,41 +90,60 @@ def test_byte_order_mark_mixed_line_endings_and_a_long_line_are_handled(tmp_path
     write(tmp_path / "long.jsonl", line({**GOOD, "input": long_input}) + line(GOOD))
     write(tmp_path / "bomcsv.csv", b"\xef\xbb\xbfinstruction,input,output\r\nReverse,abc,cba\nTwo,d,e\r\n")
     tasks = {t.name: t.dataset.to_list() for t in load(tmp_path, path="*")}
-    assert [(r["instruction"], r["output"]) for r in tasks["bom"]] == [("Reverse the word.", "cba"),
-                                                                      ("Reverse the word.", "second")]
+    assert [(r["instruction"], r["output"]) for r in tasks["bom"]] == [
+        ("Reverse the word.", "cba"),
+        ("Reverse the word.", "second"),
+    ]
     assert [r["output"] for r in tasks["crlf"]] == ["cba", "lf"]
     assert tasks["long"][0]["input"] == long_input
-    assert [(r["instruction"], r["input"], r["output"]) for r in tasks["bomcsv"]] == [("Reverse", "abc", "cba"),
-                                                                                      ("Two", "d", "e")]
+    assert [(r["instruction"], r["input"], r["output"]) for r in tasks["bomcsv"]] == [
+        ("Reverse", "abc", "cba"),
+        ("Two", "d", "e"),
+    ]
 
 
 def test_parquet_nan_and_non_text_values(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"instruction": ["a", "b", "c", "d"], "input": ["", "", "", ""],
-                             "output": [1.5, float("nan"), 42.0, float("inf")]}), tmp_path / "nums.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "instruction": ["a", "b", "c", "d"],
+                "input": ["", "", "", ""],
+                "output": [1.5, float("nan"), 42.0, float("inf")],
+            }
+        ),
+        tmp_path / "nums.parquet",
+    )
     message = error(tmp_path, path="nums.parquet")
     assert "nums.parquet record 2" in message and "'output' is not a text value (nan)" in message, message
     tasks = load(tmp_path, on_bad_record="skip", path="nums.parquet")
     assert [r["output"] for r in tasks[0].dataset.to_list()] == ["1.5", "42.0"]  # never "nan" or "inf"
     assert sum(tasks[0].skipped.values()) == 2
-    pq.write_table(pa.table({"instruction": ["a", "b"], "input": ["", ""], "output": [["x", "y"], ["z"]]}),
-                   tmp_path / "lists.parquet")
+    pq.write_table(
+        pa.table({"instruction": ["a", "b"], "input": ["", ""], "output": [["x", "y"], ["z"]]}),
+        tmp_path / "lists.parquet",
+    )
     assert "'output' is not text (a list)" in error(tmp_path, path="lists.parquet")
 
 
 def test_numbers_and_booleans_become_their_text(tmp_path):
-    write(tmp_path / "t.jsonl", line({"instruction": "Add 40 and 2.", "input": "", "output": 42}) +
-          line({"instruction": "Is 4 even?", "input": 4, "output": True}))
+    write(
+        tmp_path / "t.jsonl",
+        line({"instruction": "Add 40 and 2.", "input": "", "output": 42})
+        + line({"instruction": "Is 4 even?", "input": 4, "output": True}),
+    )
     rows = load(tmp_path, path="t.jsonl")[0].dataset.to_list()
     assert [(r["input"], r["output"]) for r in rows] == [("", "42"), ("4", "True")]
 
 
 def test_null_nested_in_a_chat_message(tmp_path):
-    write(tmp_path / "chat.jsonl",
-          line({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) +
-          line({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}))
+    write(
+        tmp_path / "chat.jsonl",
+        line({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+        + line({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}),
+    )
     message = error(tmp_path, path="chat.jsonl", schema="messages")
     assert f"{tmp_path / 'chat.jsonl'}:2" in message and "messages[0].content is not text" in message, message
 

@@ -3,6 +3,7 @@
 Data: the built-in train suite through load_tasks, a BPE trained on it, tokenize_tasks into a
 per-module temporary cache. Nothing is downloaded and /work/shared is never touched.
 """
+
 import json
 import random
 import time
@@ -54,11 +55,23 @@ def rates_of(tt):
     return task_rates(MixtureConfig(), {t.name: len(t) for t in tt})
 
 
-def make_loader(tt, pad_id, *, seq_len=SEQ, window=64, packing=True, mb=2, ga=1, world=1, rank=0, seed=0,
-                train_on_prompt=False):
-    return PackedLoader(tt, rates_of(tt), seed=seed, seq_len=seq_len, window=window, packing=packing,
-                        micro_batch_size=mb, grad_accum=ga, train_on_prompt=train_on_prompt, pad_id=pad_id,
-                        world_size=world, rank=rank)
+def make_loader(
+    tt, pad_id, *, seq_len=SEQ, window=64, packing=True, mb=2, ga=1, world=1, rank=0, seed=0, train_on_prompt=False
+):
+    return PackedLoader(
+        tt,
+        rates_of(tt),
+        seed=seed,
+        seq_len=seq_len,
+        window=window,
+        packing=packing,
+        micro_batch_size=mb,
+        grad_accum=ga,
+        train_on_prompt=train_on_prompt,
+        pad_id=pad_id,
+        world_size=world,
+        rank=rank,
+    )
 
 
 def segments(position_ids_row, task_ids_row):
@@ -231,9 +244,9 @@ def test_loader_rows_label_structure(suite, tokenizer, train_on_prompt):
                     assert len(set(task[s:e].tolist())) == 1 and task[s] >= 0
                     assert ids[e - 1] == eos  # each example ends with EOS ...
                     assert labels[e - 1] == IGNORE  # ... and never predicts the next example
-                    lab = labels[s:e - 1]
+                    lab = labels[s : e - 1]
                     kept = (lab != IGNORE).nonzero().flatten()
-                    assert torch.equal(lab[kept], ids[s + 1:e][kept])  # shift inside the example
+                    assert torch.equal(lab[kept], ids[s + 1 : e][kept])  # shift inside the example
                     assert labels[e - 2] == eos
                     if train_on_prompt:
                         assert len(kept) == e - s - 1
@@ -272,8 +285,10 @@ def test_world_size_independence(suite, tokenizer, ga):
     reference = None
     for world, mb in configs:
         assert mb * world * ga == rows_per_step
-        loaders = [make_loader(suite, tokenizer.pad_token_id, window=48, mb=mb, ga=ga, world=world, rank=r)
-                   for r in range(world)]
+        loaders = [
+            make_loader(suite, tokenizer.pad_token_id, window=48, mb=mb, ga=ga, world=world, rank=r)
+            for r in range(world)
+        ]
         run = []
         for _ in range(n_steps):
             steps = [ld.next_step() for ld in loaders]
@@ -281,8 +296,10 @@ def test_world_size_independence(suite, tokenizer, ga):
             assert len({(s.target_tokens, s.tokens, s.slots) for s in steps}) == 1
             rows = global_rows(steps, world, mb, ga)
             # ranks are disjoint: no row (token sequence) is on two ranks
-            per_rank = [{tuple(rows[k]["input_ids"].tolist()) for k in range(len(rows)) if k % world == r}
-                        for r in range(world)]
+            per_rank = [
+                {tuple(rows[k]["input_ids"].tolist()) for k in range(len(rows)) if k % world == r}
+                for r in range(world)
+            ]
             assert sum(len(p) for p in per_rank) == len(set().union(*per_rank)) == len(rows)
             run.append((steps[0].target_tokens, steps[0].tokens, steps[0].slots, rows))
         if reference is None:
@@ -298,8 +315,10 @@ def test_world_size_independence(suite, tokenizer, ga):
 
 def test_world_size_independence_unpacked(suite, tokenizer):
     def real_rows(world, mb):
-        loaders = [make_loader(suite, tokenizer.pad_token_id, packing=False, window=48, mb=mb, world=world, rank=r)
-                   for r in range(world)]
+        loaders = [
+            make_loader(suite, tokenizer.pad_token_id, packing=False, window=48, mb=mb, world=world, rank=r)
+            for r in range(world)
+        ]
         out, targets = [], []
         for _ in range(4):
             steps = [ld.next_step() for ld in loaders]
@@ -324,8 +343,14 @@ def record(loader, n_steps):
     states, steps, info = [], [], []
     for _ in range(n_steps):
         states.append(json.loads(json.dumps(loader.state_dict())))
-        info.append({"window": loader.window_index, "at_end": loader.next_row == len(loader.rows),
-                     "epochs": list(loader.stream.epoch), "drawn": loader.examples_drawn})
+        info.append(
+            {
+                "window": loader.window_index,
+                "at_end": loader.next_row == len(loader.rows),
+                "epochs": list(loader.stream.epoch),
+                "drawn": loader.examples_drawn,
+            }
+        )
         steps.append(loader.next_step())
     states.append(json.loads(json.dumps(loader.state_dict())))
     info.append({"window": loader.window_index, "epochs": list(loader.stream.epoch)})
@@ -437,7 +462,7 @@ def test_unpacked_one_example_per_row(suite, tokenizer):
                 assert mask[r, :n].all() and not mask[r, n:].any()  # right padding
                 assert batch["position_ids"][r, :n].tolist() == list(range(n))
                 assert len(segments(batch["position_ids"][r], batch["task_ids"][r])) == 1
-                assert (batch["labels"][r, n - 1:] == IGNORE).all()
+                assert (batch["labels"][r, n - 1 :] == IGNORE).all()
                 assert (batch["task_ids"][r, n:] == -1).all()
                 assert batch["input_ids"][r, n - 1] == tokenizer.eos_token_id
             slots += mask.numel()
@@ -486,7 +511,7 @@ def test_packing_neither_loses_nor_duplicates_examples(small, tokenizer):
     drawn = sorted(served)
     ref = make_loader(small, tokenizer.pad_token_id, window=24)
     expected = sorted(ref.stream.take(ld.stream.drawn))
-    pending = sorted([tuple(d) for row in ld.rows[ld.next_row:] for d in row] + [tuple(d) for d in ld.carry_out])
+    pending = sorted([tuple(d) for row in ld.rows[ld.next_row :] for d in row] + [tuple(d) for d in ld.carry_out])
     assert sorted(drawn + pending) == expected
 
 

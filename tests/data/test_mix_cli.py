@@ -1,4 +1,5 @@
 """Tests for `ift mix`: the mixture table, realized sampling and the rate plot."""
+
 import json
 import re
 
@@ -39,15 +40,16 @@ def test_mix_prints_one_row_per_task_and_total(tmp_path, capsys):
     assert list(rows) == list(builtin.TRAIN_TASKS)
     n = len(builtin.TRAIN_TASKS)
     # one line per task, right after the header
-    assert [line.split()[0] for line in lines[1:1 + n]] == list(builtin.TRAIN_TASKS)
+    assert [line.split()[0] for line in lines[1 : 1 + n]] == list(builtin.TRAIN_TASKS)
     for schema, examples, skipped, cap, rate, epochs in rows.values():
         assert (schema, examples, skipped, cap) == ("builtin", "40", "0", "-")
         assert float(rate) == pytest.approx(1 / n, abs=1e-4)
         # 10 steps x 4 x 2 = 80 sequences spread evenly over n tasks of 40 examples
         assert float(epochs) == pytest.approx(80 / n / 40, abs=0.01)
     assert f"{n} tasks, {40 * n} records: {40 * n} examples, 0 bad records skipped" in lines
-    assert any(line.startswith("epochs: over train.max_steps x global batch = 80 sequences at world size 1")
-               for line in lines)
+    assert any(
+        line.startswith("epochs: over train.max_steps x global batch = 80 sequences at world size 1") for line in lines
+    )
 
 
 def test_mix_overrides_and_world_size(tmp_path, capsys):
@@ -107,16 +109,32 @@ def test_mix_unknown_weight_task_is_a_user_error(tmp_path, capsys):
 
 
 def test_mix_lists_sharegpt_and_column_split_tasks(tmp_path, capsys):
-    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
-             {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]
-    (tmp_path / "share.jsonl").write_text("".join(json.dumps({"conversations": turns[:2 + 2 * (i % 2)]}) + "\n"
-                                                  for i in range(5)))
-    (tmp_path / "tulu.jsonl").write_text("".join(
-        json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
-                    "source": src}) + "\n" for i, src in enumerate(["oasst", "flan", "oasst", "sciq", "oasst"])))
+    turns = [
+        {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello"},
+        {"from": "human", "value": "Bye"},
+        {"from": "gpt", "value": "Bye!"},
+    ]
+    (tmp_path / "share.jsonl").write_text(
+        "".join(json.dumps({"conversations": turns[: 2 + 2 * (i % 2)]}) + "\n" for i in range(5))
+    )
+    (tmp_path / "tulu.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                    "source": src,
+                }
+            )
+            + "\n"
+            for i, src in enumerate(["oasst", "flan", "oasst", "sciq", "oasst"])
+        )
+    )
     path = tmp_path / "mix.yaml"
-    path.write_text(f"data:\n  tasks:\n    - {{path: {tmp_path / 'share.jsonl'}}}\n"
-                    f"    - {{path: {tmp_path / 'tulu.jsonl'}, task_field: source, name: tulu}}\n")
+    path.write_text(
+        f"data:\n  tasks:\n    - {{path: {tmp_path / 'share.jsonl'}}}\n"
+        f"    - {{path: {tmp_path / 'tulu.jsonl'}, task_field: source, name: tulu}}\n"
+    )
     assert main(["mix", str(path)]) == 0
     rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
     assert rows["share"] == ["sharegpt", "5"]

@@ -2,6 +2,7 @@
 
 Every expected rate below is computed by hand from the formula, not by re-running the library.
 """
+
 import json
 import math
 
@@ -48,31 +49,37 @@ def test_temperature_seqio_formula():
 
 def test_temperature_with_cap():
     # min(n, 400) ** 0.5: 10, 20, 20
-    rates = task_rates(MixtureConfig(strategy="temperature", temperature=2.0, cap=400),
-                       {"a": 100, "b": 400, "c": 10_000})
+    rates = task_rates(
+        MixtureConfig(strategy="temperature", temperature=2.0, cap=400), {"a": 100, "b": 400, "c": 10_000}
+    )
     assert rates == approx({"a": 0.2, "b": 0.4, "c": 0.4})
 
 
 def test_temperature_one_is_proportional_and_large_is_near_uniform():
     assert task_rates(MixtureConfig(strategy="temperature", temperature=1.0), {"a": 100, "b": 300}) == approx(
-        {"a": 0.25, "b": 0.75})
+        {"a": 0.25, "b": 0.75}
+    )
     # T=3 on 8 and 64: 2 and 4
     assert task_rates(MixtureConfig(strategy="temperature", temperature=3.0), {"a": 8, "b": 64}) == pytest.approx(
-        {"a": 1 / 3, "b": 2 / 3})
+        {"a": 1 / 3, "b": 2 / 3}
+    )
 
 
 def test_explicit_weights_ignore_sizes():
-    rates = task_rates(MixtureConfig(strategy="explicit", weights={"a": 1, "b": 3, "c": 4}),
-                       {"a": 5, "b": 100_000, "c": 7})
+    rates = task_rates(
+        MixtureConfig(strategy="explicit", weights={"a": 1, "b": 3, "c": 4}), {"a": 5, "b": 100_000, "c": 7}
+    )
     assert rates == approx({"a": 1 / 8, "b": 3 / 8, "c": 4 / 8})
 
 
 def test_nested_groups_multiply():
     sizes = {"a1": 100, "a2": 300, "b1": 10, "b2": 999}
-    mx = MixtureConfig(groups=[
-        GroupConfig(name="A", weight=0.4, tasks=["a1", "a2"]),  # proportional (the mixture's default)
-        GroupConfig(name="B", weight=0.6, tasks=["b1", "b2"], strategy="explicit", weights={"b1": 1, "b2": 3}),
-    ])
+    mx = MixtureConfig(
+        groups=[
+            GroupConfig(name="A", weight=0.4, tasks=["a1", "a2"]),  # proportional (the mixture's default)
+            GroupConfig(name="B", weight=0.6, tasks=["b1", "b2"], strategy="explicit", weights={"b1": 1, "b2": 3}),
+        ]
+    )
     rates = task_rates(mx, sizes)
     assert list(rates) == list(sizes)
     assert rates == approx({"a1": 0.4 * 0.25, "a2": 0.4 * 0.75, "b1": 0.6 * 0.25, "b2": 0.6 * 0.75})
@@ -81,38 +88,45 @@ def test_nested_groups_multiply():
 
 def test_group_weights_are_normalized():
     sizes = {"a": 1, "b": 1, "c": 3}
-    mx = MixtureConfig(groups=[GroupConfig(name="A", weight=2, tasks=["a", "b"]),
-                               GroupConfig(name="C", weight=6, tasks=["c"])])
+    mx = MixtureConfig(
+        groups=[GroupConfig(name="A", weight=2, tasks=["a", "b"]), GroupConfig(name="C", weight=6, tasks=["c"])]
+    )
     assert task_rates(mx, sizes) == approx({"a": 0.125, "b": 0.125, "c": 0.75})
 
 
 def test_group_overrides_strategy_cap_and_temperature():
     sizes = {"x1": 100, "x2": 5000, "y1": 100, "y2": 400}
-    mx = MixtureConfig(strategy="proportional", groups=[
-        GroupConfig(name="X", weight=1, tasks=["x*"], cap=1000),
-        GroupConfig(name="Y", weight=1, tasks=["y*"], strategy="temperature", temperature=2.0),
-    ])
-    assert task_rates(mx, sizes) == approx({"x1": 0.5 / 11, "x2": 0.5 * 10 / 11,
-                                            "y1": 0.5 * 10 / 30, "y2": 0.5 * 20 / 30})
+    mx = MixtureConfig(
+        strategy="proportional",
+        groups=[
+            GroupConfig(name="X", weight=1, tasks=["x*"], cap=1000),
+            GroupConfig(name="Y", weight=1, tasks=["y*"], strategy="temperature", temperature=2.0),
+        ],
+    )
+    assert task_rates(mx, sizes) == approx(
+        {"x1": 0.5 / 11, "x2": 0.5 * 10 / 11, "y1": 0.5 * 10 / 30, "y2": 0.5 * 20 / 30}
+    )
 
 
 def test_group_inherits_mixture_cap_and_temperature():
     sizes = {"a": 100, "b": 400, "c": 10_000}
-    mx = MixtureConfig(strategy="temperature", temperature=2.0, cap=400,
-                       groups=[GroupConfig(name="all", tasks=["*"])])
+    mx = MixtureConfig(strategy="temperature", temperature=2.0, cap=400, groups=[GroupConfig(name="all", tasks=["*"])])
     assert task_rates(mx, sizes) == approx({"a": 0.2, "b": 0.4, "c": 0.4})
 
 
 def test_globs_in_group_tasks():
     sizes = {"math_add": 100, "math_sub": 300, "text_a": 50, "text_b": 50, "other": 10}
-    mx = MixtureConfig(groups=[
-        GroupConfig(name="math", weight=1, tasks=["math_*"]),
-        GroupConfig(name="text", weight=1, tasks=["text_?", "text_a"]),  # overlap inside a group is fine
-        GroupConfig(name="rest", weight=2, tasks=["[o]ther"]),
-    ])
+    mx = MixtureConfig(
+        groups=[
+            GroupConfig(name="math", weight=1, tasks=["math_*"]),
+            GroupConfig(name="text", weight=1, tasks=["text_?", "text_a"]),  # overlap inside a group is fine
+            GroupConfig(name="rest", weight=2, tasks=["[o]ther"]),
+        ]
+    )
     rates = task_rates(mx, sizes)
-    assert rates == approx({"math_add": 0.25 * 0.25, "math_sub": 0.25 * 0.75, "text_a": 0.125, "text_b": 0.125,
-                            "other": 0.5})
+    assert rates == approx(
+        {"math_add": 0.25 * 0.25, "math_sub": 0.25 * 0.75, "text_a": 0.125, "text_b": 0.125, "other": 0.5}
+    )
 
 
 # --------------------------------------------------------------------------- clear errors
@@ -124,8 +138,9 @@ def test_unknown_task_in_weights_is_named():
 
 
 def test_unknown_task_in_group_weights_is_named():
-    mx = MixtureConfig(groups=[GroupConfig(name="A", tasks=["a", "b"], strategy="explicit",
-                                           weights={"a": 1, "b": 1, "ghost": 1})])
+    mx = MixtureConfig(
+        groups=[GroupConfig(name="A", tasks=["a", "b"], strategy="explicit", weights={"a": 1, "b": 1, "ghost": 1})]
+    )
     with pytest.raises(UserError, match=r"data\.mixture\.groups\[0\]\.weights: unknown task 'ghost'"):
         task_rates(mx, {"a": 1, "b": 1})
 
@@ -157,9 +172,10 @@ def test_explicit_missing_weight_is_named():
 
 
 @pytest.mark.parametrize("w", [0, -1.0, float("nan"), float("inf")])
-def test_task_rates_rejects_bad_weights(w):
+def test_mixture_check_rejects_bad_weights(w):
+    """A mixture built in code gets the same check as one loaded (task_rates trusts it)."""
     with pytest.raises(UserError, match=r"data\.mixture\.weights\.a: must be a number > 0"):
-        task_rates(MixtureConfig(strategy="explicit", weights={"a": w, "b": 1}), {"a": 1, "b": 1})
+        MixtureConfig(strategy="explicit", weights={"a": w, "b": 1}).check("data.mixture")
 
 
 def test_empty_task_is_named():
@@ -217,8 +233,13 @@ def test_config_rejects_unnamed_group_bad_strategy_cap_temperature():
 
 
 def test_valid_grouped_config_loads_and_rates():
-    cfg = load_config(None, ["data.mixture.groups=[{name: A, weight: 0.4, tasks: ['a*']}, "
-                             "{name: B, weight: 0.6, tasks: [b], strategy: explicit, weights: {b: 2}}]"])
+    cfg = load_config(
+        None,
+        [
+            "data.mixture.groups=[{name: A, weight: 0.4, tasks: ['a*']}, "
+            "{name: B, weight: 0.6, tasks: [b], strategy: explicit, weights: {b: 2}}]"
+        ],
+    )
     assert task_rates(cfg.data.mixture, {"a1": 1, "a2": 3, "b": 50}) == approx({"a1": 0.1, "a2": 0.3, "b": 0.6})
 
 
@@ -293,8 +314,8 @@ def test_every_example_once_per_epoch():
         full = len(seq) // size
         assert full >= 2
         for k in range(full):
-            assert sorted(seq[k * size:(k + 1) * size]) == list(range(size)), (t, k)
-        assert len(set(seq[full * size:])) == len(seq) - full * size  # the partial epoch has no repeats
+            assert sorted(seq[k * size : (k + 1) * size]) == list(range(size)), (t, k)
+        assert len(set(seq[full * size :])) == len(seq) - full * size  # the partial epoch has no repeats
 
 
 def test_epochs_advance_independently():
@@ -320,7 +341,7 @@ def test_permutation_differs_between_epochs_and_tasks():
     per_task = {0: [], 1: []}
     for t, e in s.take(2 * size * 4):
         per_task[t].append(e)
-    epochs0 = [tuple(per_task[0][k * size:(k + 1) * size]) for k in range(4)]
+    epochs0 = [tuple(per_task[0][k * size : (k + 1) * size]) for k in range(4)]
     assert len(set(epochs0)) == 4  # a fresh permutation every epoch
     assert epochs0[0] != tuple(range(size))  # and actually shuffled
     assert tuple(per_task[1][:size]) != epochs0[0]  # tasks get their own permutations

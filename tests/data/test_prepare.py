@@ -1,12 +1,13 @@
 """`ift prepare`: the run's data (and an inline model's tokenizer) prepared ahead, so `ift train`
 starts from a warm cache; a run on a cold cache says so, with an estimate."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 
-from helpers import read_metrics, run_train, write_config
+from helpers import dry_run, read_metrics, run_train, write_config
 
 from ift.cli import main
 from ift.config import DataConfig, TaskSource
@@ -16,9 +17,12 @@ from ift.data.sources import load_tasks
 def write_tasks(folder, n_tasks=3, n=30):
     folder.mkdir(parents=True, exist_ok=True)
     for t in range(n_tasks):
-        (folder / f"task{t}.jsonl").write_text("".join(
-            json.dumps({"instruction": f"Repeat word {t}.", "input": f"w{i}", "output": f"w{i} w{i}"}) + "\n"
-            for i in range(n)))
+        (folder / f"task{t}.jsonl").write_text(
+            "".join(
+                json.dumps({"instruction": f"Repeat word {t}.", "input": f"w{i}", "output": f"w{i} w{i}"}) + "\n"
+                for i in range(n)
+            )
+        )
 
 
 def test_prepare_then_train_starts_warm(tmp_path, capsys):
@@ -38,8 +42,9 @@ def test_prepare_then_train_starts_warm(tmp_path, capsys):
     assert {p: os.path.getmtime(p) for p in cache.rglob("*.arrow")} == before  # nothing re-read or re-tokenized
     assert len(read_metrics(run)) == 4
 
-    cold_cfg = write_config(tmp_path, "cold", data={"tasks": [{"path": str(tmp_path / "data")}],
-                                                   "cache_dir": str(tmp_path / "cache2")})
+    cold_cfg = write_config(
+        tmp_path, "cold", data={"tasks": [{"path": str(tmp_path / "data")}], "cache_dir": str(tmp_path / "cache2")}
+    )
     cold = run_train(cold_cfg)
     assert "data cache cold: 90 examples of 3 task(s) to tokenize" in cold.stderr and "ift prepare" in cold.stderr
 
@@ -61,15 +66,13 @@ def test_source_cache_follows_the_files(tmp_path):
 
 
 def test_submit_says_when_the_cache_is_cold(tmp_path):
-    from test_slurm import _dry_run
-
     write_tasks(tmp_path / "data")
     data = {"tasks": [{"path": str(tmp_path / "data")}], "cache_dir": str(tmp_path / "cache")}
     cfg = write_config(tmp_path, "sub", data=data)
-    assert "# data cache: an inline model's tokenizer is trained from the data" in _dry_run(str(cfg))
+    assert "# data cache: an inline model's tokenizer is trained from the data" in dry_run(str(cfg))
     assert main(["prepare", str(cfg)]) == 0
-    assert "data cache" not in _dry_run(str(cfg))  # prepared: warm
+    assert "data cache" not in dry_run(str(cfg))  # prepared: warm
     cold = write_config(tmp_path, "sub2", data={**data, "cache_dir": str(tmp_path / "other")})
     (tmp_path / "runs" / "sub2").mkdir(parents=True)
     shutil.copytree(tmp_path / "runs" / "sub" / "tokenizer", tmp_path / "runs" / "sub2" / "tokenizer")
-    assert "# data cache cold: 90 examples of 3 task(s) to tokenize" in _dry_run(str(cold))
+    assert "# data cache cold: 90 examples of 3 task(s) to tokenize" in dry_run(str(cold))

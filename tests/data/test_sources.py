@@ -1,4 +1,5 @@
 """Tests for loading task collections into canonical per-task datasets (ift.data.sources)."""
+
 import json
 import os
 
@@ -56,17 +57,35 @@ def test_alpaca_jsonl_input_optional(tmp_path):
     assert len(task) == 3 and not task.skipped
     assert set(task.dataset.column_names) == set(CANONICAL)
     r = rows(task)
-    assert r[0] == {"task": "arith", "instruction": "Add the numbers.", "input": "2 3", "output": "5",
-                    "references": ["5"], "rationale": "", "category": "", "messages": []}
+    assert r[0] == {
+        "task": "arith",
+        "instruction": "Add the numbers.",
+        "input": "2 3",
+        "output": "5",
+        "references": ["5"],
+        "rationale": "",
+        "category": "",
+        "messages": [],
+    }
     assert r[1]["input"] == "" and r[1]["output"] == "hello"
 
 
 def test_sni_flat_jsonl(tmp_path):
     recs = [
-        {"definition": "Answer yes or no.", "input": "Is the sky blue?", "output": "yes",
-         "references": ["yes", "Yes"], "category": "qa"},
-        {"definition": "Answer yes or no.", "input": "Is fire cold?", "output": "no",
-         "references": ["no"], "category": "qa"},
+        {
+            "definition": "Answer yes or no.",
+            "input": "Is the sky blue?",
+            "output": "yes",
+            "references": ["yes", "Yes"],
+            "category": "qa",
+        },
+        {
+            "definition": "Answer yes or no.",
+            "input": "Is fire cold?",
+            "output": "no",
+            "references": ["no"],
+            "category": "qa",
+        },
     ]
     write_jsonl(tmp_path / "yesno.jsonl", recs)
     task = only(load(tmp_path, path="yesno.jsonl"))
@@ -112,13 +131,21 @@ def test_sni_task_file_missing_instances(tmp_path):
 
 def test_messages_jsonl_keeps_every_turn(tmp_path):
     recs = [
-        {"messages": [{"role": "system", "content": "You are terse."},
-                      {"role": "user", "content": "Capital of France?"},
-                      {"role": "assistant", "content": "Paris"}]},
-        {"messages": [{"role": "user", "content": "2+2?"},
-                      {"role": "assistant", "content": "4"},
-                      {"role": "user", "content": "times 3?"},
-                      {"role": "assistant", "content": "12"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Capital of France?"},
+                {"role": "assistant", "content": "Paris"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"},
+                {"role": "user", "content": "times 3?"},
+                {"role": "assistant", "content": "12"},
+            ]
+        },
         {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]},
     ]
     write_jsonl(tmp_path / "chat.jsonl", recs)
@@ -138,9 +165,16 @@ def test_messages_jsonl_keeps_every_turn(tmp_path):
 
 def test_sharegpt_conversations_map_roles(tmp_path):
     recs = [
-        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
-                           {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"},
-                           {"from": "gpt", "value": "Bye!"}, {"from": "human", "value": "(no reply)"}]},
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hello"},
+                {"from": "human", "value": "Bye"},
+                {"from": "gpt", "value": "Bye!"},
+                {"from": "human", "value": "(no reply)"},
+            ]
+        },
         {"id": "x", "conversations": [{"from": "user", "value": "Q"}, {"from": "assistant", "value": "A"}]},
     ]
     write_jsonl(tmp_path / "share.jsonl", recs)
@@ -148,15 +182,21 @@ def test_sharegpt_conversations_map_roles(tmp_path):
     assert task.schema == "sharegpt"
     r = rows(task)
     # roles mapped; the trailing user turn, which no reply follows, is left out
-    assert r[0]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"},
-                                {"role": "assistant", "content": "Bye!"}]
+    assert r[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Bye!"},
+    ]
     assert r[0]["output"] == "Bye!" and r[1]["messages"][1] == {"role": "assistant", "content": "A"}
 
 
 def test_sharegpt_unknown_role_is_named(tmp_path):
-    recs = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "function_call", "value": "{}"}]}]
+    recs = [
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "function_call", "value": "{}"}]},
+    ]
     path = write_jsonl(tmp_path / "share.jsonl", recs)
     msg = user_error(tmp_path, path="share.jsonl")
     assert msg.startswith(f"{path}:2: conversations[1].from is 'function_call', expected one of"), msg
@@ -173,8 +213,10 @@ def test_messages_without_assistant_turn_is_bad(tmp_path):
 
 
 def test_prompt_completion(tmp_path):
-    write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "The capital of Italy is", "completion": "Rome"},
-                                        {"prompt": "1 + 1 =", "completion": "2"}])
+    write_jsonl(
+        tmp_path / "pc.jsonl",
+        [{"prompt": "The capital of Italy is", "completion": "Rome"}, {"prompt": "1 + 1 =", "completion": "2"}],
+    )
     task = only(load(tmp_path, path="pc.jsonl"))
     assert task.schema == "prompt_completion"
     r = rows(task)
@@ -208,11 +250,18 @@ def test_csv_file(tmp_path):
 
 
 def test_fields_mapping_renames_columns(tmp_path):
-    recs = [{"question": "What is 2+2?", "context": "math", "answer": "4", "why": "2 and 2 make 4"},
-            {"question": "Color of grass?", "context": "", "answer": "green", "why": ""}]
+    recs = [
+        {"question": "What is 2+2?", "context": "math", "answer": "4", "why": "2 and 2 make 4"},
+        {"question": "Color of grass?", "context": "", "answer": "green", "why": ""},
+    ]
     write_jsonl(tmp_path / "qa.jsonl", recs)
-    task = only(load(tmp_path, path="qa.jsonl",
-                     fields={"instruction": "question", "input": "context", "output": "answer", "rationale": "why"}))
+    task = only(
+        load(
+            tmp_path,
+            path="qa.jsonl",
+            fields={"instruction": "question", "input": "context", "output": "answer", "rationale": "why"},
+        )
+    )
     assert task.schema == "alpaca"
     r = rows(task)
     assert r[0]["instruction"] == "What is 2+2?" and r[0]["input"] == "math"
@@ -369,9 +418,14 @@ def test_empty_output_is_an_error_by_default(tmp_path):
 
 
 def test_bad_records_skipped_and_counted(tmp_path):
-    recs = [ALPACA[0], {"instruction": "Blank.", "input": "x", "output": ""}, ALPACA[1],
-            {"instruction": "", "input": "", "output": "orphan"}, {"instruction": "Also blank.", "output": ""},
-            ALPACA[2]]
+    recs = [
+        ALPACA[0],
+        {"instruction": "Blank.", "input": "x", "output": ""},
+        ALPACA[1],
+        {"instruction": "", "input": "", "output": "orphan"},
+        {"instruction": "Also blank.", "output": ""},
+        ALPACA[2],
+    ]
     write_jsonl(tmp_path / "t.jsonl", recs)
     task = only(load(tmp_path, on_bad_record="skip", path="t.jsonl"))
     assert len(task) == 3
@@ -427,8 +481,9 @@ def test_duplicate_task_names(tmp_path):
 
 def test_duplicate_with_builtin_name(tmp_path):
     write_jsonl(tmp_path / "reverse_word.jsonl", ALPACA)
-    data = DataConfig(root=str(tmp_path), tasks=[TaskSource(builtin="reverse_word", n=3),
-                                                 TaskSource(path="reverse_word.jsonl")])
+    data = DataConfig(
+        root=str(tmp_path), tasks=[TaskSource(builtin="reverse_word", n=3), TaskSource(path="reverse_word.jsonl")]
+    )
     with pytest.raises(UserError, match="task name 'reverse_word' comes from both builtin and"):
         load_tasks(data)
 
@@ -444,8 +499,10 @@ def test_load_source_directly_uses_where(tmp_path):
 
 def test_numeric_values_become_canonical_strings(tmp_path):
     # JSON numbers are common targets (arithmetic, counts); canonical columns are always text
-    write_jsonl(tmp_path / "num.jsonl", [{"instruction": "Add.", "input": 2, "output": 5},
-                                         {"instruction": "Add.", "input": 3, "output": 7}])
+    write_jsonl(
+        tmp_path / "num.jsonl",
+        [{"instruction": "Add.", "input": 2, "output": 5}, {"instruction": "Add.", "input": 3, "output": 7}],
+    )
     task = only(load(tmp_path, path="num.jsonl"))
     for col in ("instruction", "input", "output", "rationale", "category", "task"):
         assert task.dataset.features[col] == datasets.Value("string"), col
@@ -467,8 +524,10 @@ def test_csv_cells_are_read_as_text(tmp_path):
 
 
 def mixed_records(source_values):
-    return [{"instruction": f"Do {s}.", "input": str(i), "output": f"{s}-{i}", "source": s}
-            for i, s in enumerate(source_values)]
+    return [
+        {"instruction": f"Do {s}.", "input": str(i), "output": f"{s}-{i}", "source": s}
+        for i, s in enumerate(source_values)
+    ]
 
 
 def test_task_field_splits_one_source_into_tasks(tmp_path):
@@ -491,8 +550,9 @@ def test_task_field_splits_one_source_into_tasks(tmp_path):
 def test_task_field_missing_value_and_column_are_named(tmp_path):
     recs = mixed_records(["a", "b"]) + [{"instruction": "x", "output": "y"}]
     path = write_jsonl(tmp_path / "t.jsonl", recs)
-    assert user_error(tmp_path, path="t.jsonl",
-                      task_field="source").startswith(f"{path}:3: task_field 'source' is missing")
+    assert user_error(tmp_path, path="t.jsonl", task_field="source").startswith(
+        f"{path}:3: task_field 'source' is missing"
+    )
     tasks = load(tmp_path, on_bad_record="skip", path="t.jsonl", task_field="source")
     assert [t.name for t in tasks] == ["a", "b"] and sum(sum(t.skipped.values()) for t in tasks) == 1
     msg = user_error(tmp_path, path="t.jsonl", task_field="dataset")
@@ -508,6 +568,13 @@ def test_task_field_tasks_mix_like_any_task(tmp_path):
     sizes = {t.name: len(t) for t in tasks}
     capped = task_rates(MixtureConfig(strategy="proportional", cap=4), sizes)
     assert capped == pytest.approx({"m/flan": 0.4, "m/cot": 0.2, "m/sni": 0.4})
-    grouped = task_rates(MixtureConfig(groups=[GroupConfig(name="f", weight=3, tasks=["m/f*"]),
-                                               GroupConfig(name="rest", weight=1, tasks=["m/[cs]*"])]), sizes)
+    grouped = task_rates(
+        MixtureConfig(
+            groups=[
+                GroupConfig(name="f", weight=3, tasks=["m/f*"]),
+                GroupConfig(name="rest", weight=1, tasks=["m/[cs]*"]),
+            ]
+        ),
+        sizes,
+    )
     assert grouped["m/flan"] == pytest.approx(0.75) and grouped["m/cot"] + grouped["m/sni"] == pytest.approx(0.25)

@@ -1,4 +1,5 @@
 """Tests for rendering canonical examples into (prompt, target) text (ift.data.templates)."""
+
 import collections
 
 import pytest
@@ -7,8 +8,15 @@ from ift.data.templates import choose_exemplars, choose_template, render, render
 
 
 def ex(instruction="Reverse the word.", input="stone", output="enots", rationale="", task="reverse_word"):
-    return {"task": task, "instruction": instruction, "input": input, "output": output,
-            "references": [output], "rationale": rationale, "category": "string"}
+    return {
+        "task": task,
+        "instruction": instruction,
+        "input": input,
+        "output": output,
+        "references": [output],
+        "rationale": rationale,
+        "category": "string",
+    }
 
 
 TASK = [ex(input=w, output=w[::-1]) for w in ("apple", "river", "green", "house", "table", "music", "bread")]

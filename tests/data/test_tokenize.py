@@ -1,4 +1,5 @@
 """Tokenization: loss-mask boundary, truncation policies, the shared-prefix fast path, the cache."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ def test_shared_prefix_falls_back_when_the_join_differs():
     # prompt on its own adds a token the full prompt does not have; the fast path must refuse.
     raw = Tokenizer(models.BPE(unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    raw.train_from_iterator(["Sort the numbers. Input: 3 1 2 Output: 1 2 3"] * 3,
-                            trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    raw.train_from_iterator(
+        ["Sort the numbers. Input: 3 1 2 Output: 1 2 3"] * 3,
+        trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
     prompts = ["Sort the numbers.\n\nInput: 3 1 2\nOutput:"] * 2
     head, rest = "Sort the numbers.", "\n\nInput: 3 1 2\nOutput:"

@@ -1,10 +1,12 @@
 """Tests for `ift eval` (ift.eval.evaluate, .generate, .tasks; the CLI glue in ift.cli) on a tiny random Llama
 saved as a local HF folder."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import types
 
@@ -21,14 +23,26 @@ from ift.eval.report import load_run
 
 WORDS = ["apple", "river", "green house", "table", "music box", "bread", "cloud", "stone wall", "light", "water"]
 DEFINITION = "Write the word backwards."
-POSITIVES = [{"input": "moon", "output": "noom", "explanation": "moon backwards is noom"},
-             {"input": "star", "output": "rats", "explanation": "star backwards is rats"}]
+POSITIVES = [
+    {"input": "moon", "output": "noom", "explanation": "moon backwards is noom"},
+    {"input": "star", "output": "rats", "explanation": "star backwards is rats"},
+]
 
 
 def sni_rows(words, outputs=None):
     outputs = outputs or [w[::-1] for w in words]
-    return [{"id": f"t{i}", "task": "rev", "definition": DEFINITION, "input": w, "output": o, "references": [o],
-             "category": "string"} for i, (w, o) in enumerate(zip(words, outputs))]
+    return [
+        {
+            "id": f"t{i}",
+            "task": "rev",
+            "definition": DEFINITION,
+            "input": w,
+            "output": o,
+            "references": [o],
+            "category": "string",
+        }
+        for i, (w, o) in enumerate(zip(words, outputs))
+    ]
 
 
 def write_jsonl(path, rows):
@@ -48,10 +62,19 @@ def model_dir(tmp_path_factory):
     texts = [f"{DEFINITION}\n\nInput: {w}\nOutput: {w[::-1]}" for w in WORDS] + ["Name a number. Add the two numbers."]
     tok = train_bpe_tokenizer(texts * 3, vocab_size=300)
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
-                         initializer_range=0.3, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(d)
     tok.save_pretrained(d)
@@ -62,11 +85,17 @@ def model_dir(tmp_path_factory):
 def task_dir(tmp_path):
     d = tmp_path / "tasks"
     write_jsonl(d / "rev.jsonl", sni_rows(WORDS[:6]))
-    (d / "rev.examples.json").write_text(json.dumps({"task": "rev", "definition": DEFINITION,
-                                                     "positive_examples": POSITIVES}))
+    (d / "rev.examples.json").write_text(
+        json.dumps({"task": "rev", "definition": DEFINITION, "positive_examples": POSITIVES})
+    )
     # alpaca schema, no .examples.json: few-shot exemplars come from the task itself
-    write_jsonl(d / "add.jsonl", [{"instruction": "Add the two numbers.", "input": f"{a} {b}", "output": str(a + b)}
-                                  for a, b in [(1, 2), (3, 4), (10, 5), (7, 7), (2, 9)]])
+    write_jsonl(
+        d / "add.jsonl",
+        [
+            {"instruction": "Add the two numbers.", "input": f"{a} {b}", "output": str(a + b)}
+            for a, b in [(1, 2), (3, 4), (10, 5), (7, 7), (2, 9)]
+        ],
+    )
     return d
 
 
@@ -88,8 +117,13 @@ def test_result_structure_files_and_determinism(model_dir, task_dir, tmp_path):
         for m in ("exact_match", "rougeL", "exact_match_cased"):
             assert 0.0 <= scores[m] <= 100.0
     assert res["mean"]["tasks"] == 2 and res["mean"]["n"] == 11
-    assert res["settings"] == {"shots": 0, "max_new_tokens": 6, "limit": None, "batch_size": 4,
-                               "tasks": str(task_dir / "*.jsonl")}
+    assert res["settings"] == {
+        "shots": 0,
+        "max_new_tokens": 6,
+        "limit": None,
+        "batch_size": 4,
+        "tasks": str(task_dir / "*.jsonl"),
+    }
     ex = res["examples"]
     assert [(e["task"], e["index"]) for e in ex] == [("add", i) for i in range(5)] + [("rev", i) for i in range(6)]
     assert all(isinstance(e["prediction"], str) for e in ex)
@@ -130,8 +164,9 @@ def test_scores_are_computed_from_the_predictions(model_dir, task_dir, tmp_path)
     # swapped case: SNI's lower-casing exact match still 100, the cased one is not
     cased = [i for i in keep if preds[i].swapcase() != preds[i]]
     assert cased, preds
-    write_jsonl(tmp_path / "swapped" / "rev.jsonl",
-                sni_rows([WORDS[i] for i in cased], [preds[i].swapcase() for i in cased]))
+    write_jsonl(
+        tmp_path / "swapped" / "rev.jsonl", sni_rows([WORDS[i] for i in cased], [preds[i].swapcase() for i in cased])
+    )
     res = run(model_dir, tmp_path, tmp_path / "swapped" / "rev.jsonl")
     assert res["tasks"]["rev"]["exact_match"] == 100.0
     assert res["tasks"]["rev"]["exact_match_cased"] == 0.0
@@ -145,8 +180,9 @@ def test_exact_match_cased():
 
 def test_left_padded_batches_equal_one_by_one(model_dir, task_dir, tmp_path):
     # inputs of different lengths, so batches are padded
-    write_jsonl(tmp_path / "mixed" / "rev.jsonl",
-                sni_rows(["a", "green house stone wall music box", "river", "cloud light"]))
+    write_jsonl(
+        tmp_path / "mixed" / "rev.jsonl", sni_rows(["a", "green house stone wall music box", "river", "cloud light"])
+    )
     one = run(model_dir, tmp_path, tmp_path / "mixed" / "rev.jsonl", batch_size=1, max_new_tokens=8)
     many = run(model_dir, tmp_path, tmp_path / "mixed" / "rev.jsonl", batch_size=4, max_new_tokens=8, name="b4")
     assert [e["prediction"] for e in many["examples"]] == [e["prediction"] for e in one["examples"]]
@@ -188,8 +224,10 @@ def test_chat_template_prompts(model_dir, task_dir, tmp_path):
 
     shutil.copytree(model_dir, chat_dir)
     tok = AutoTokenizer.from_pretrained(chat_dir)
-    tok.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     tok.save_pretrained(chat_dir)
     res = run(chat_dir, tmp_path, task_dir / "rev.jsonl", limit=2)
     assert res["chat"] is True
@@ -203,8 +241,14 @@ def test_builtin_and_yaml_task_specs(model_dir, task_dir, tmp_path):
     assert res["tasks"]["lowercase_word"]["n"] == 3
 
     cfg = tmp_path / "evalcfg.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"root": str(task_dir)},
-                                   "eval": {"tasks": [{"path": "add.jsonl"}], "limit": 2, "max_new_tokens": 3}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"root": str(task_dir)},
+                "eval": {"tasks": [{"path": "add.jsonl"}], "limit": 2, "max_new_tokens": 3},
+            }
+        )
+    )
     res = ev.evaluate(str(model_dir), tasks=str(cfg), out=str(tmp_path / "out"))
     assert res["name"] == "evalcfg_0shot" and list(res["tasks"]) == ["add"]
     # a model folder has no run config: the tasks config's eval section gives the defaults
@@ -236,16 +280,40 @@ def test_errors(model_dir, task_dir, tmp_path):
     no_eval.write_text("run: {name: x}\n")
     with pytest.raises(UserError, match="no eval.tasks"):
         ev.evaluate(src, tasks=str(no_eval), out=str(tmp_path / "o"))
-    with pytest.raises(UserError, match="--batch-size"):
-        ev.evaluate(src, tasks="builtin:heldout", out=str(tmp_path / "o"), batch_size=0)
+    # the flags are eval.* settings, checked by EvalConfig.check
+    for flag, message in (
+        ({"batch_size": 0}, "eval.batch_size: must be > 0, got 0"),
+        ({"shots": -1}, "eval.shots: must be >= 0, got -1"),
+        ({"limit": 0}, "eval.limit: must be > 0, got 0"),
+        ({"max_new_tokens": 0}, "eval.max_new_tokens: must be > 0, got 0"),
+    ):
+        with pytest.raises(UserError, match=re.escape(message)):
+            ev.evaluate(src, tasks="builtin:heldout", out=str(tmp_path / "o"), **flag)
     assert not (tmp_path / "o").exists()
 
 
 def test_cli_glue(model_dir, task_dir, tmp_path, capsys):
     p = argparse.ArgumentParser()
     cli.add_eval_args(p)
-    args = p.parse_args([str(model_dir), "--tasks", str(task_dir / "rev.jsonl"), "--shots", "2", "--limit", "2",
-                         "--max-new-tokens", "3", "--batch-size", "2", "--out", str(tmp_path / "o"), "--name", "x"])
+    args = p.parse_args(
+        [
+            str(model_dir),
+            "--tasks",
+            str(task_dir / "rev.jsonl"),
+            "--shots",
+            "2",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+            "--name",
+            "x",
+        ]
+    )
     res = cli.cmd_eval(args, [])
     out = capsys.readouterr().out
     assert "rev" in out and "mean" in out and str(tmp_path / "o" / "x.json") in out
@@ -286,13 +354,21 @@ def make_run_dir(tmp_path, task_dir, mode="offline"):
     ckpt = run_dir / "checkpoints" / step_name(7)
     ckpt.mkdir(parents=True)
     (ckpt / DONE_FILE).write_text("7\n")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({
-        "run": {"name": "r", "output_dir": str(tmp_path / "runs")},
-        "data": {"root": str(task_dir), "max_seq_len": 128},
-        "tracking": {"wandb": {"mode": mode, "project": "proj"}},
-        "eval": {"tasks": [{"path": "rev.jsonl"}, {"builtin": "lowercase_word", "n": 5}],
-                 "limit": 3, "max_new_tokens": 4, "batch_size": 2},
-    }))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "run": {"name": "r", "output_dir": str(tmp_path / "runs")},
+                "data": {"root": str(task_dir), "max_seq_len": 128},
+                "tracking": {"wandb": {"mode": mode, "project": "proj"}},
+                "eval": {
+                    "tasks": [{"path": "rev.jsonl"}, {"builtin": "lowercase_word", "n": 5}],
+                    "limit": 3,
+                    "max_new_tokens": 4,
+                    "batch_size": 2,
+                },
+            }
+        )
+    )
     (run_dir / "wandb_run_id").write_text("abc123\n")
     (run_dir / "mixture.json").write_text(json.dumps({"tasks": {"rev": {"rate": 1.0}}}))
     return run_dir, ckpt
@@ -316,7 +392,8 @@ def fake_consolidated(model_dir, monkeypatch):
 
 
 def test_run_dir_uses_its_config_writes_into_the_run_and_logs_to_its_wandb_run(
-        task_dir, tmp_path, fake_consolidated, monkeypatch):
+    task_dir, tmp_path, fake_consolidated, monkeypatch
+):
     wandb = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     run_dir, ckpt = make_run_dir(tmp_path, task_dir)
@@ -327,12 +404,18 @@ def test_run_dir_uses_its_config_writes_into_the_run_and_logs_to_its_wandb_run(
     assert os.path.isfile(run_dir / "eval" / "eval_0shot.md")
     assert list(res["tasks"]) == ["rev", "lowercase_word"]
     assert all(s["n"] == 3 for s in res["tasks"].values())  # eval.limit from the run config
-    assert res["settings"] == {"shots": 0, "max_new_tokens": 4, "limit": 3, "batch_size": 2,
-                               "tasks": ["rev.jsonl", "builtin:lowercase_word"]}
+    assert res["settings"] == {
+        "shots": 0,
+        "max_new_tokens": 4,
+        "limit": 3,
+        "batch_size": 2,
+        "tasks": ["rev.jsonl", "builtin:lowercase_word"],
+    }
     assert res["checkpoint"] == str(ckpt) and res["step"] == 7
 
-    assert wandb.inits == [{"id": "abc123", "resume": "allow", "mode": "offline", "dir": str(run_dir),
-                            "project": "proj", "entity": None}]
+    assert wandb.inits == [
+        {"id": "abc123", "resume": "allow", "mode": "offline", "dir": str(run_dir), "project": "proj", "entity": None}
+    ]
     assert wandb.finished == 1 and res["wandb"] is True
     (logged,) = wandb.logged
     assert logged["eval/step"] == 7
@@ -374,8 +457,16 @@ def test_plan_batches_and_padding_fraction():
 
 
 def test_bucketing_keeps_predictions_and_reports_speed(model_dir, tmp_path):
-    words = ["a", "green house stone wall music box", "river", "cloud light", "bread", "music box table water",
-             "stone", "apple river cloud"]
+    words = [
+        "a",
+        "green house stone wall music box",
+        "river",
+        "cloud light",
+        "bread",
+        "music box table water",
+        "stone",
+        "apple river cloud",
+    ]
     write_jsonl(tmp_path / "mixed" / "rev.jsonl", sni_rows(words))
     write_jsonl(tmp_path / "mixed" / "rev2.jsonl", sni_rows(list(reversed(words))))
     spec = tmp_path / "mixed" / "*.jsonl"
@@ -398,7 +489,7 @@ def test_vllm_backend_without_vllm_is_one_error(model_dir, task_dir, tmp_path, m
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (it never is on CPU)
     with pytest.raises(UserError, match=r"eval.backend vllm needs vLLM.*pip install vllm"):
         run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="vllm")
-    with pytest.raises(UserError, match="--backend must be one of hf, vllm"):
+    with pytest.raises(UserError, match="eval.backend: must be hf or vllm, got 'tgi'"):
         run(model_dir, tmp_path, task_dir / "rev.jsonl", backend="tgi")
 
 

@@ -1,5 +1,6 @@
 """`ift eval --harness`: lm-evaluation-harness on a tiny model with a local task (a YAML reading a
 local JSONL; no hub access), its numbers checked by hand and carried into `ift compare`'s report."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,12 @@ pytest.importorskip("lm_eval")  # the harness extra (the test extra installs it)
 from ift import cli  # noqa: E402
 from ift.eval.report import write_comparison  # noqa: E402
 
-ROWS = [{"question": "Which word is a color?", "choices": ["green", "table", "river"], "label": 0},
-        {"question": "Which is a number?", "choices": ["apple", "seven", "cloud"], "label": 1},
-        {"question": "Which is a fruit?", "choices": ["stone", "light", "apple"], "label": 2},
-        {"question": "Which is wet?", "choices": ["water", "bread", "stone"], "label": 0}]
+ROWS = [
+    {"question": "Which word is a color?", "choices": ["green", "table", "river"], "label": 0},
+    {"question": "Which is a number?", "choices": ["apple", "seven", "cloud"], "label": 1},
+    {"question": "Which is a fruit?", "choices": ["stone", "light", "apple"], "label": 2},
+    {"question": "Which is wet?", "choices": ["water", "bread", "stone"], "label": 0},
+]
 
 
 @pytest.fixture()
@@ -27,10 +30,19 @@ def model_dir(tmp_path):
     texts = [f"Question: {r['question']}\nAnswer: " + " ".join(r["choices"]) for r in ROWS]
     tok = train_bpe_tokenizer(texts * 3, vocab_size=300)
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
-                         initializer_range=0.5, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=256,
+        initializer_range=0.5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     d = tmp_path / "model"
     LlamaForCausalLM(config).save_pretrained(d)
     tok.save_pretrained(d)
@@ -81,11 +93,24 @@ def test_harness_on_a_local_task_reaches_the_report(model_dir, tmp_path, monkeyp
     run = tmp_path / "runs" / "r"  # a run directory for the report: its mixture and one ift evaluation
     (run / "eval").mkdir(parents=True)
     (run / "mixture.json").write_text(json.dumps({"tasks": {"rev": {"rate": 1.0}}}))
-    (run / "eval" / "eval_0shot.json").write_text(json.dumps(
-        {"name": "eval_0shot", "tasks": {"rev": {"rougeL": 50.0, "exact_match": 40.0, "n": 4}}}))
+    (run / "eval" / "eval_0shot.json").write_text(
+        json.dumps({"name": "eval_0shot", "tasks": {"rev": {"rougeL": 50.0, "exact_match": 40.0, "n": 4}}})
+    )
 
-    args = cli.build_parser().parse_args(["eval", str(model_dir), "--harness", "tiny_mc", "--harness-include",
-                                          str(tasks), "--out", str(run / "eval"), "--batch-size", "2"])
+    args = cli.build_parser().parse_args(
+        [
+            "eval",
+            str(model_dir),
+            "--harness",
+            "tiny_mc",
+            "--harness-include",
+            str(tasks),
+            "--out",
+            str(run / "eval"),
+            "--batch-size",
+            "2",
+        ]
+    )
     args.argv = []
     result = cli.cmd_eval(args)
     saved = json.loads((run / "eval" / "harness.json").read_text())

@@ -16,9 +16,18 @@ def make_run(root, dirname, name, trained, scores, eval_name="heldout", settings
     if name is not None:
         (d / "config.yaml").write_text(yaml.safe_dump({"run": {"name": name}}))
     tasks = {t: {"rougeL": r, "exact_match": e, "n": 100} for t, (r, e) in scores.items()}
-    (d / "eval" / f"{eval_name}.json").write_text(json.dumps({
-        "name": eval_name, "model": str(d), "settings": settings or {"shots": 2}, "tasks": tasks,
-        "mean": {}, "examples": []}))
+    (d / "eval" / f"{eval_name}.json").write_text(
+        json.dumps(
+            {
+                "name": eval_name,
+                "model": str(d),
+                "settings": settings or {"shots": 2},
+                "tasks": tasks,
+                "mean": {},
+                "examples": [],
+            }
+        )
+    )
     return str(d)
 
 
@@ -27,8 +36,10 @@ IFT = {"taskA": (70, 50), "taskB": (60, 40), "taskH1": (40, 20), "taskH2": (50, 
 
 
 def two_runs(tmp_path, ft=FT, ift=IFT):
-    return [make_run(tmp_path, "ft", "ft_run", ["taskA"], ft),
-            make_run(tmp_path, "ift", "ift_run", ["taskA", "taskB", "taskC"], ift)]
+    return [
+        make_run(tmp_path, "ft", "ft_run", ["taskA"], ft),
+        make_run(tmp_path, "ift", "ift_run", ["taskA", "taskB", "taskC"], ift),
+    ]
 
 
 def row(md, key, section="## Per task"):
@@ -152,11 +163,21 @@ def test_clear_errors(tmp_path):
 
 def test_adaptive_mixture_rates_and_losses_reach_the_report(tmp_path):
     ft, ift = two_runs(tmp_path)
-    lines = [{"step": 0, "mix/taskA": 0.5, "mix/taskB": 0.3, "mix/taskC": 0.2},
-             {"step": 5, "loss": 2.0, "loss/taskA": 1.0, "loss/taskB": 3.0, "loss/taskC": 2.0},
-             {"step": 5, "mix/taskA": 0.3, "mix/taskB": 0.5, "mix/taskC": 0.2},
-             {"step": 10, "loss": 1.5, "loss/taskA": 0.5, "loss/taskB": 2.5, "loss/taskC": 1.0,
-              "mix/taskA": 0.2, "mix/taskB": 0.6, "mix/taskC": 0.2}]
+    lines = [
+        {"step": 0, "mix/taskA": 0.5, "mix/taskB": 0.3, "mix/taskC": 0.2},
+        {"step": 5, "loss": 2.0, "loss/taskA": 1.0, "loss/taskB": 3.0, "loss/taskC": 2.0},
+        {"step": 5, "mix/taskA": 0.3, "mix/taskB": 0.5, "mix/taskC": 0.2},
+        {
+            "step": 10,
+            "loss": 1.5,
+            "loss/taskA": 0.5,
+            "loss/taskB": 2.5,
+            "loss/taskC": 1.0,
+            "mix/taskA": 0.2,
+            "mix/taskB": 0.6,
+            "mix/taskC": 0.2,
+        },
+    ]
     (tmp_path / "ift" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     out = tmp_path / "cmp"
     res = write_comparison([ft, ift], str(out))
@@ -174,12 +195,15 @@ def test_adaptive_mixture_rates_and_losses_reach_the_report(tmp_path):
 
 def test_heldout_generation_curve_and_harness_table_reach_the_report(tmp_path):
     ft, ift = two_runs(tmp_path)
-    lines = [{"step": 5, "loss": 2.0, "eval/rougeL": 25.0, "eval/rougeL/taskH1": 20.0, "eval/rougeL/taskH2": 30.0},
-             {"step": 10, "loss": 1.5, "eval/rougeL/taskH1": 40.0, "eval/rougeL/taskH2": 50.0},
-             {"step": 12, "eval/rougeL/taskH1": 45.0}]  # a step without every held-out task: left out
+    lines = [
+        {"step": 5, "loss": 2.0, "eval/rougeL": 25.0, "eval/rougeL/taskH1": 20.0, "eval/rougeL/taskH2": 30.0},
+        {"step": 10, "loss": 1.5, "eval/rougeL/taskH1": 40.0, "eval/rougeL/taskH2": 50.0},
+        {"step": 12, "eval/rougeL/taskH1": 45.0},
+    ]  # a step without every held-out task: left out
     (tmp_path / "ift" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
-    (tmp_path / "ft" / "eval" / "harness.json").write_text(json.dumps(
-        {"tasks": {"arc_easy": {"acc": 0.25, "acc_norm": 0.5}}}))
+    (tmp_path / "ft" / "eval" / "harness.json").write_text(
+        json.dumps({"tasks": {"arc_easy": {"acc": 0.25, "acc_norm": 0.5}}})
+    )
     (tmp_path / "ift" / "eval" / "harness.json").write_text(json.dumps({"tasks": {"arc_easy": {"acc": 0.375}}}))
     out = tmp_path / "cmp"
     res = write_comparison([ft, ift], str(out))

@@ -1,6 +1,7 @@
 """The adaptive mixture with the real DeepSpeed engine on CPU: 2 processes at ZeRO-2 move the rates
 deterministically, a kill -9 resumes bit-identically (rates, losses, the sample stream), a resume at
 another world size continues the same stream, and the held-out signal works end to end."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,21 @@ import pytest
 from helpers import TrainJob, read_metrics, run_train, write_config
 
 # two large easy tasks and two small hard ones
-TASKS = [{"builtin": "reverse_word", "n": 48}, {"builtin": "first_letter", "n": 48},
-         {"builtin": "add_numbers", "n": 12}, {"builtin": "sort_ascending", "n": 12}]
+TASKS = [
+    {"builtin": "reverse_word", "n": 48},
+    {"builtin": "first_letter", "n": 48},
+    {"builtin": "add_numbers", "n": 12},
+    {"builtin": "sort_ascending", "n": 12},
+]
 NAMES = ["reverse_word", "first_letter", "add_numbers", "sort_ascending"]
 ADAPT = {"rule": "excess_loss", "every": 3, "eta": 4.0, "smoothing": 0.1}
 
 
 def _config(tmp_path, name, micro=2, adapt=ADAPT, **sections):
     train = {"max_steps": 14, "micro_batch_size": micro, "save_every": 4, "lr": 3e-3, **sections.pop("train", {})}
-    return write_config(tmp_path, name, data={"tasks": TASKS, "pack_window": 16, "mixture": {"adapt": adapt}},
-                        train=train, **sections)
+    return write_config(
+        tmp_path, name, data={"tasks": TASKS, "pack_window": 16, "mixture": {"adapt": adapt}}, train=train, **sections
+    )
 
 
 def _by_step(run) -> dict[int, dict]:
@@ -36,9 +42,13 @@ def _mix(record) -> list[float]:
 @pytest.mark.slow
 def test_two_processes_adapt_deterministically_and_resume_exactly(tmp_path, monkeypatch):
     straight, cut = _config(tmp_path, "straight"), _config(tmp_path, "cut")
-    lp = _config(tmp_path, "heldout", micro=4,
-                 adapt={"rule": "learning_progress", "every": 4, "eta": 4.0, "signal": "heldout"},
-                 eval={"tasks": TASKS, "limit": 4, "batch_size": 4})
+    lp = _config(
+        tmp_path,
+        "heldout",
+        micro=4,
+        adapt={"rule": "learning_progress", "every": 4, "eta": 4.0, "signal": "heldout"},
+        eval={"tasks": TASKS, "limit": 4, "batch_size": 4},
+    )
     jobs = {"straight": TrainJob(straight, nproc=2), "heldout": TrainJob(lp)}
     monkeypatch.setenv("IFT_FAULT", "step@10")  # only the cut run's environment has it: SIGKILL after step 10
     jobs["cut"] = TrainJob(cut, nproc=2)
@@ -70,8 +80,9 @@ def test_two_processes_adapt_deterministically_and_resume_exactly(tmp_path, monk
     got = _by_step(cut_run)
     for step in range(9, 15):
         for key in ("loss", "grad_norm", "examples_drawn", *[f"loss/{n}" for n in NAMES]):
-            assert got[step].get(key) == want[step].get(key), f"step {step} {key}: {got[step].get(key)} != " \
-                                                             f"{want[step].get(key)}"
+            assert got[step].get(key) == want[step].get(key), (
+                f"step {step} {key}: {got[step].get(key)} != {want[step].get(key)}"
+            )
     for step in (9, 12):
         assert _mix(got[step]) == _mix(want[step]), step
 
@@ -97,9 +108,15 @@ def test_start_up_errors_name_the_field(tmp_path):
     r = run_train(one, check=False)
     assert r.returncode == 2
     assert "error: data.mixture.adapt.rule: an adaptive mixture needs at least 2 tasks" in r.stderr
-    held = write_config(tmp_path, "held", data={"tasks": TASKS, "mixture": {"adapt": {
-        "rule": "excess_loss", "signal": "heldout"}}}, eval={"tasks": TASKS[:2]})
+    held = write_config(
+        tmp_path,
+        "held",
+        data={"tasks": TASKS, "mixture": {"adapt": {"rule": "excess_loss", "signal": "heldout"}}},
+        eval={"tasks": TASKS[:2]},
+    )
     r = run_train(held, check=False)
     assert r.returncode == 2
-    assert "error: data.mixture.adapt.signal: heldout needs eval.tasks to hold every training task; missing " \
-           "['add_numbers', 'sort_ascending']" in r.stderr
+    assert (
+        "error: data.mixture.adapt.signal: heldout needs eval.tasks to hold every training task; missing "
+        "['add_numbers', 'sort_ascending']" in r.stderr
+    )

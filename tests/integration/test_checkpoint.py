@@ -1,5 +1,6 @@
 """Checkpoints with the real DeepSpeed engine on CPU: exact continuation after a kill, a kill in
 the middle of a save, retention, mismatch checks, another world size, export round trip."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ TASKS = [{"builtin": "reverse_word", "n": 24}, {"builtin": "add_numbers", "n": 4
 
 def _config(tmp_path, name, stage, **train):
     # Small tasks and a small packing window: 10 steps cross several windows and task epochs.
-    return write_config(tmp_path, name, data={"tasks": TASKS, "pack_window": 8},
-                        train={"max_steps": 10, "micro_batch_size": 2, "zero_stage": stage, **train})
+    return write_config(
+        tmp_path,
+        name,
+        data={"tasks": TASKS, "pack_window": 8},
+        train={"max_steps": 10, "micro_batch_size": 2, "zero_stage": stage, **train},
+    )
 
 
 def _losses(run) -> dict[int, float]:
@@ -56,12 +61,17 @@ def test_exact_continuation_after_kill_and_at_another_world_size(tmp_path, monke
     for step in range(7, 11):
         assert got[step] == want[step], f"step {step}: resumed {got[step]!r} != straight {want[step]!r}"
     final = _state(cut_run / "checkpoints" / "step_00000010")
-    assert final["loader"]["window_start"]["epoch"] != saved["loader"]["window_start"]["epoch"], \
+    assert final["loader"]["window_start"]["epoch"] != saved["loader"]["window_start"]["epoch"], (
         "the resumed stretch should cross a task-epoch boundary"
+    )
 
     # World size 2 -> 1 with the same global batch (micro-batch 2x2 -> 4x1): DeepSpeed's universal checkpoint.
-    other_cfg = write_config(other_world, "cut", data={"tasks": TASKS, "pack_window": 8},
-                             train={"max_steps": 10, "micro_batch_size": 4, "zero_stage": stage, "save_every": 3})
+    other_cfg = write_config(
+        other_world,
+        "cut",
+        data={"tasks": TASKS, "pack_window": 8},
+        train={"max_steps": 10, "micro_batch_size": 4, "zero_stage": stage, "save_every": 3},
+    )
     other = run_train(other_cfg, nproc=1)
     assert "universal" in other.stderr
     moved = _losses(other_world / "runs" / "cut")
@@ -106,9 +116,10 @@ def test_resume_checks_model_and_mixture(tmp_path):
     assert wider.returncode == 2
     assert "different model" in wider.stderr and "resume_allow_mismatch" in wider.stderr
 
-    more_tasks = ["train.max_steps=4",
-                  "data.tasks=[{builtin: reverse_word, n: 24}, {builtin: add_numbers, n: 40}, "
-                  "{builtin: sentiment, n: 30}]"]
+    more_tasks = [
+        "train.max_steps=4",
+        "data.tasks=[{builtin: reverse_word, n: 24}, {builtin: add_numbers, n: 40}, {builtin: sentiment, n: 30}]",
+    ]
     refused = run_train(cfg, *more_tasks, check=False)
     assert refused.returncode == 2 and "different mixture" in refused.stderr
     allowed = run_train(cfg, *more_tasks, "train.resume_allow_mismatch=[mixture]")
@@ -131,8 +142,9 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     assert (tmp_path / "hf" / "model.safetensors").exists() and (tmp_path / "hf" / "generation_config.json").exists()
     # At ZeRO-2 DeepSpeed stores the training module's full fp32 weights beside the shards.
     # (DeepSpeed trains ift.model.CausalLMLoss, which holds the causal LM as `lm`.)
-    module = torch.load(run.run_dir / "checkpoints" / "step_00000003" / "mp_rank_00_model_states.pt",
-                        weights_only=False)["module"]
+    module = torch.load(
+        run.run_dir / "checkpoints" / "step_00000003" / "mp_rank_00_model_states.pt", weights_only=False
+    )["module"]
     module = {k.removeprefix("lm."): v for k, v in module.items()}
     exported = model.state_dict()
     assert set(module) == set(exported)
@@ -149,8 +161,9 @@ def test_export_round_trip_matches_the_training_weights(tmp_path):
     ids = torch.randint(0, 300, (2, 17))
     with torch.no_grad():
         assert torch.equal(model(ids).logits, trained(ids).logits)
-        assert not torch.equal(module["model.embed_tokens.weight"],
-                               torch.zeros_like(module["model.embed_tokens.weight"]))
+        assert not torch.equal(
+            module["model.embed_tokens.weight"], torch.zeros_like(module["model.embed_tokens.weight"])
+        )
 
 
 @pytest.mark.slow
@@ -161,8 +174,12 @@ def test_resume_one_process_checkpoint_with_two(tmp_path):
     jobs = [TrainJob(straight), TrainJob(cut)]
     for job in jobs:
         job.wait()
-    grown = write_config(tmp_path, "cut", data={"tasks": TASKS, "pack_window": 8},
-                         train={"max_steps": 6, "micro_batch_size": 2, "zero_stage": 3})
+    grown = write_config(
+        tmp_path,
+        "cut",
+        data={"tasks": TASKS, "pack_window": 8},
+        train={"max_steps": 6, "micro_batch_size": 2, "zero_stage": 3},
+    )
     resumed = run_train(grown, nproc=2)
     assert "universal" in resumed.stderr
     want, got = _losses(jobs[0].run_dir), _losses(jobs[1].run_dir)

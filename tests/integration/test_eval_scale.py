@@ -1,6 +1,7 @@
 """Evaluation at scale with the real engine on CPU: `ift eval --nproc-per-node 2` equals one process
 (predictions and per-task scores), and the held-out generation during training (eval.generate_every,
 2 processes at ZeRO-3, parameters sharded) logs the scores `ift eval` gives the same checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ def _eval(run, *args, nproc=1):
     if nproc > 1:
         cmd += ["--nproc-per-node", str(nproc)]
     # its own session, so that a timeout ends torchrun's workers too, not torchrun alone
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=str(REPO),
+        env=train_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
@@ -35,8 +43,13 @@ def _eval(run, *args, nproc=1):
 @pytest.mark.slow
 def test_sharded_eval_equals_one_process_and_generation_during_training(tmp_path):
     # a model that writes something other than EOS: wide initial weights, small steps
-    config = write_config(tmp_path, "gen", model={"config": {"initializer_range": 0.3}}, eval=EVAL,
-                          train={"max_steps": 6, "zero_stage": 3, "lr": 1e-5, "export_final": True})
+    config = write_config(
+        tmp_path,
+        "gen",
+        model={"config": {"initializer_range": 0.3}},
+        eval=EVAL,
+        train={"max_steps": 6, "zero_stage": 3, "lr": 1e-5, "export_final": True},
+    )
     run_train(config, nproc=2)
     run = tmp_path / "runs" / "gen"
 
@@ -46,8 +59,9 @@ def test_sharded_eval_equals_one_process_and_generation_during_training(tmp_path
     assert two.stdout.count("examples/s") == 1  # rank 0 alone reports
     a, b = (json.loads((run / "eval" / f"{n}.json").read_text()) for n in ("one", "two"))
     assert a["speed"]["processes"] == 1 and b["speed"]["processes"] == 2
-    assert [(e["task"], e["index"], e["prediction"]) for e in b["examples"]] == \
-        [(e["task"], e["index"], e["prediction"]) for e in a["examples"]]
+    assert [(e["task"], e["index"], e["prediction"]) for e in b["examples"]] == [
+        (e["task"], e["index"], e["prediction"]) for e in a["examples"]
+    ]
     assert b["tasks"] == a["tasks"] and len(a["tasks"]) == 10
     assert len({e["prediction"] for e in a["examples"]}) > 3  # the model does read its prompts
 

@@ -9,6 +9,7 @@
   with the uninterrupted run's losses.
 
 The kills come from ift/faults.py (IFT_FAULT), the only place fault hooks live."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,12 @@ def _losses(run: Path) -> dict[int, float]:
 
 
 def _config(tmp, name, **train):
-    return write_config(tmp, name, data={"tasks": TASKS, "pack_window": 8},
-                        train={"max_steps": 16, "micro_batch_size": 2, "zero_stage": 2, "save_every": 2,
-                               "keep_last": 2, **train})
+    return write_config(
+        tmp,
+        name,
+        data={"tasks": TASKS, "pack_window": 8},
+        train={"max_steps": 16, "micro_batch_size": 2, "zero_stage": 2, "save_every": 2, "keep_last": 2, **train},
+    )
 
 
 def kill_plan(seed: int, n: int, max_steps: int, save_every: int) -> list[tuple[str, int, str]]:
@@ -119,9 +123,12 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         run = tmp_path / name / "runs" / "base"
         shutil.copytree(first.run_dir, run)
         broken = damage(run / "checkpoints" / "step_00000004")
-        cfg = write_config(tmp_path / name, "base", data={"tasks": TASKS, "pack_window": 8},
-                           train={"max_steps": 6, "micro_batch_size": 2, "zero_stage": 2, "save_every": 2,
-                                  "keep_last": 2})
+        cfg = write_config(
+            tmp_path / name,
+            "base",
+            data={"tasks": TASKS, "pack_window": 8},
+            train={"max_steps": 6, "micro_batch_size": 2, "zero_stage": 2, "save_every": 2, "keep_last": 2},
+        )
         jobs[name] = (TrainJob(cfg), run, broken)
     straight.wait()
     want = _losses(straight.run_dir)
@@ -158,5 +165,4 @@ def test_rank_0_slower_than_the_collective_timeout_does_not_fail_the_run(tmp_pat
     cfg = _config(tmp_path, "slow", max_steps=4, save_every=0, dist_timeout_min=0.1)  # 6 s
     done = TrainJob(cfg, nproc=2).wait()
     assert done.returncode == 0
-    assert [m["step"] for m in map(json.loads, (tmp_path / "runs" / "slow" / "metrics.jsonl").open())] == \
-        [1, 2, 3, 4]
+    assert [m["step"] for m in map(json.loads, (tmp_path / "runs" / "slow" / "metrics.jsonl").open())] == [1, 2, 3, 4]

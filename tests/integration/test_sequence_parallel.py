@@ -11,6 +11,7 @@ all-to-all, fp32, a tiny Llama with 4 attention heads and 2 key/value heads.
   process resumes at SP=2 on two (1 -> 2, universal) with the SP=1 run's losses.       (slow)
 - Start-up checks name the field.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,28 @@ from helpers import (
     write_config,
 )
 
-DATA = {"tasks": [{"builtin": "reverse_word", "n": 32}, {"builtin": "sort_ascending", "n": 32},
-                  {"builtin": "sentiment", "n": 32}],
-        "template": {"zero_shot": 0.5, "few_shot": 0.5}, "pack_window": 16, "max_seq_len": 64}
+DATA = {
+    "tasks": [
+        {"builtin": "reverse_word", "n": 32},
+        {"builtin": "sort_ascending", "n": 32},
+        {"builtin": "sentiment", "n": 32},
+    ],
+    "template": {"zero_shot": 0.5, "few_shot": 0.5},
+    "pack_window": 16,
+    "max_seq_len": 64,
+}
 # No clipping (it would hide a wrong gradient scale), a constant lr small enough that Adam's
 # amplified float noise stays far under the tolerance.
-TRAIN = {"max_steps": 6, "grad_clip": 0.0, "lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0,
-         "log_every": 1, "micro_batch_size": 2, "save_every": 3}
+TRAIN = {
+    "max_steps": 6,
+    "grad_clip": 0.0,
+    "lr": 1e-4,
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "log_every": 1,
+    "micro_batch_size": 2,
+    "save_every": 3,
+}
 
 
 # The held-out loss at steps 3 and 6: the model in eval mode bypasses SP, every rank scores whole rows.
@@ -46,14 +62,26 @@ MODEL = {"config": {**TINY_MODEL, "num_attention_heads": 4, "num_key_value_heads
 
 # variant: (ZeRO stage, overrides). "ckpt_tiled": gradient checkpointing (attention's all-to-alls and
 # the shared mask recomputed in backward) and tiled MLPs on rows of 128 (64 tokens per rank: 2 tiles).
-VARIANTS = {"z1": (1, {}), "z2": (2, {}), "z3": (3, {}),
-            "ckpt_tiled": (2, {"model": {"gradient_checkpointing": True}, "data": {"max_seq_len": 128},
-                               "train": {"tiled_mlp": True}})}
+VARIANTS = {
+    "z1": (1, {}),
+    "z2": (2, {}),
+    "z3": (3, {}),
+    "ckpt_tiled": (
+        2,
+        {"model": {"gradient_checkpointing": True}, "data": {"max_seq_len": 128}, "train": {"tiled_mlp": True}},
+    ),
+}
 
 
 def _config(tmp, name, stage, sp, model=None, data=None, train=None):
-    return write_config(tmp, name, model={**MODEL, **(model or {})}, data={**DATA, **(data or {})}, eval=EVAL,
-                        train={**TRAIN, "zero_stage": stage, "sequence_parallel": sp, **(train or {})})
+    return write_config(
+        tmp,
+        name,
+        model={**MODEL, **(model or {})},
+        data={**DATA, **(data or {})},
+        eval=EVAL,
+        train={**TRAIN, "zero_stage": stage, "sequence_parallel": sp, **(train or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +115,18 @@ def _crossing_targets(run) -> int:
     cfg = load_config(str(run / "config.yaml"))
     seq = cfg.data.max_seq_len
     _, tokenizer, tokenized, rates = prepare_data(cfg)
-    loader = PackedLoader(tokenized, rates, seed=cfg.run.seed, seq_len=seq, window=cfg.data.pack_window,
-                          packing=True, micro_batch_size=TRAIN["micro_batch_size"], grad_accum=1,
-                          train_on_prompt=False, pad_id=tokenizer.pad_token_id)
+    loader = PackedLoader(
+        tokenized,
+        rates,
+        seed=cfg.run.seed,
+        seq_len=seq,
+        window=cfg.data.pack_window,
+        packing=True,
+        micro_batch_size=TRAIN["micro_batch_size"],
+        grad_accum=1,
+        train_on_prompt=False,
+        pad_id=tokenizer.pad_token_id,
+    )
     at = torch.arange(seq)
     crossing = 0
     for _ in range(5):
@@ -106,8 +143,10 @@ def test_sp2_on_two_processes_trains_exactly_like_sp1_on_one(sp_runs, variant):
     stage = VARIANTS[variant][0]
     one, two = jobs[("sp1", variant)].wait(), jobs[("sp2", variant)].wait()
     ref, got = read_metrics(jobs[("sp1", variant)].run_dir), read_metrics(jobs[("sp2", variant)].run_dir)
-    assert [m["step"] for m in got] == [m["step"] for m in ref] == list(range(1, 7)), (one.stderr[-2000:],
-                                                                                       two.stderr[-2000:])
+    assert [m["step"] for m in got] == [m["step"] for m in ref] == list(range(1, 7)), (
+        one.stderr[-2000:],
+        two.stderr[-2000:],
+    )
     for a, b in zip(ref[:5], got[:5]):
         where = f"{variant} (ZeRO-{stage}) step {a['step']}"
         assert b["examples_drawn"] == a["examples_drawn"], where
@@ -147,8 +186,9 @@ def test_kill_at_sp2_resumes_exactly_and_at_other_sp_sizes(sp_runs):
     # and the other way: the uninterrupted SP=1 run's step-3 checkpoint resumed at SP=2 on 2 processes
     into = tmp / "into_sp2"
     shutil.copytree(jobs[("sp1", "z2")].run_dir.parent, into / "runs")
-    sp2_cfg = _config(into, "sp1_z2", 2, 2, train={"resume": str(into / "runs" / "sp1_z2" / "checkpoints" /
-                                                                  "step_00000003")})
+    sp2_cfg = _config(
+        into, "sp1_z2", 2, 2, train={"resume": str(into / "runs" / "sp1_z2" / "checkpoints" / "step_00000003")}
+    )
     again = TrainJob(cut.config_path, nproc=2)  # train.resume: auto
     at_sp1 = TrainJob(sp1_cfg, nproc=1)
     at_sp2 = TrainJob(sp2_cfg, nproc=2)
@@ -179,17 +219,32 @@ def test_kill_at_sp2_resumes_exactly_and_at_other_sp_sizes(sp_runs):
         assert sp2[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=1e-5, abs=0), step
 
 
-@pytest.mark.parametrize("model, override, nproc, message", [
-    ({}, ["train.sequence_parallel=2"], 1, "train.sequence_parallel=2: the world size 1 is not divisible by it"),
-    ({}, ["train.sequence_parallel=2", "data.max_seq_len=63"], 2, "data.max_seq_len=63: must be divisible by"),
-    ({"num_attention_heads": 1, "num_key_value_heads": 1}, ["train.sequence_parallel=2"], 2,
-     "train.sequence_parallel=2: the model's 1 attention heads are not divisible by it"),
-    ({}, ["train.sequence_parallel=2", "model.attn_implementation=eager"], 2, "model.attn_implementation=eager"),
-    ({}, ["train.tiled_mlp=true", "data.packing=false"], 1, "train.tiled_mlp: needs data.packing=true"),
-    ({}, ["train.sequence_parallel=2", "train.zero_stage=0"], 2, "train.zero_stage=0: sequence parallelism"),
-    ({}, ["train.sequence_parallel=2", "train.zero_stage=3", "deepspeed.extra.zero_optimization.reduce_scatter=false"],
-     2, "deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1"),
-])
+@pytest.mark.parametrize(
+    "model, override, nproc, message",
+    [
+        ({}, ["train.sequence_parallel=2"], 1, "train.sequence_parallel=2: the world size 1 is not divisible by it"),
+        ({}, ["train.sequence_parallel=2", "data.max_seq_len=63"], 2, "data.max_seq_len=63: must be divisible by"),
+        (
+            {"num_attention_heads": 1, "num_key_value_heads": 1},
+            ["train.sequence_parallel=2"],
+            2,
+            "train.sequence_parallel=2: the model's 1 attention heads are not divisible by it",
+        ),
+        ({}, ["train.sequence_parallel=2", "model.attn_implementation=eager"], 2, "model.attn_implementation=eager"),
+        ({}, ["train.tiled_mlp=true", "data.packing=false"], 1, "train.tiled_mlp: needs data.packing=true"),
+        ({}, ["train.sequence_parallel=2", "train.zero_stage=0"], 2, "train.zero_stage=0: sequence parallelism"),
+        (
+            {},
+            [
+                "train.sequence_parallel=2",
+                "train.zero_stage=3",
+                "deepspeed.extra.zero_optimization.reduce_scatter=false",
+            ],
+            2,
+            "deepspeed: zero_optimization.reduce_scatter=false with train.sequence_parallel > 1",
+        ),
+    ],
+)
 def test_sequence_parallel_start_up_checks_name_the_field(tmp_path, model, override, nproc, message):
     cfg = write_config(tmp_path, "bad", model={"config": {**TINY_MODEL, **model}}, train={"max_steps": 1})
     result = run_train(cfg, *override, nproc=nproc, check=False, timeout=300)

@@ -6,6 +6,7 @@ an uninterrupted `ift submit` run is the reference; a submitted job signalled mi
 Slurm before a time limit) and an sbatch job signalled the same way must checkpoint on all ranks,
 requeue, resume and end with exactly the same fp32 loss.
 """
+
 from __future__ import annotations
 
 import glob
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, read_metrics, train_env, write_config
+from helpers import REPO, dry_run, read_metrics, submit_cmd, submit_main, train_env, write_config
 
 from ift.launch import job as slurm_job
 from ift.launch import requeue as cq
@@ -27,38 +28,62 @@ from ift.launch import submit
 STEPS = 60  # long enough that a signal sent at step 3 lands mid-run
 SIGNAL_AT = 3
 START_TIMEOUT = 480  # one job start: imports + DeepSpeed init (+ a first JIT op build) on 2 busy cores
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 CPU_JOB = ["--nodes", "2", "--gpus-per-node", "1", "--cpu", "--time", "15", "slurm.cpus_per_task=1"]
-
-
-def submit_cmd() -> list[str]:
-    return [sys.executable, "-m", "ift", "submit"]
-
-
-def submit_main(argv: list[str]) -> subprocess.CompletedProcess:
-    """`ift submit ...` in a subprocess, as a user runs it."""
-    return subprocess.run([*submit_cmd(), *argv], capture_output=True, text=True, env=train_env(), timeout=120)
 
 
 # --------------------------------------------------------------------------- no cluster needed
 
 
-def _dry_run(*argv) -> str:
-    done = submit_main([*argv, "--dry-run"])
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
     cfg = write_config(tmp_path, "big")
-    out = _dry_run(str(cfg), "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--time", "120",
-                   "--account", "proj", "--qos", "high", "slurm.mem_gb=200", "slurm.constraint=a100",
-                   "slurm.extra_sbatch=[--exclusive, --mail-type=END]", "slurm.setup=[module load cuda]")
+    out = dry_run(
+        str(cfg),
+        "--nodes",
+        "4",
+        "--gpus-per-node",
+        "8",
+        "--partition",
+        "gpu",
+        "--time",
+        "120",
+        "--account",
+        "proj",
+        "--qos",
+        "high",
+        "slurm.mem_gb=200",
+        "slurm.constraint=a100",
+        "slurm.extra_sbatch=[--exclusive, --mail-type=END]",
+        "slurm.setup=[module load cuda]",
+    )
     lines = set(out.splitlines())
-    for want in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=8", "--partition=gpu",
-                 "--time=120", "--account=proj", "--qos=high", "--mem=200GB", "--constraint=a100", "--exclusive",
-                 "--mail-type=END", "--signal=USR2@180", "--job-name=big", "--open-mode=append"):
+    for want in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=8",
+        "--partition=gpu",
+        "--time=120",
+        "--account=proj",
+        "--qos=high",
+        "--mem=200GB",
+        "--constraint=a100",
+        "--exclusive",
+        "--mail-type=END",
+        "--signal=USR2@180",
+        "--job-name=big",
+        "--open-mode=append",
+    ):
         assert f"#SBATCH {want}" in lines, f"missing #SBATCH {want} in:\n{out}"
     # srun gets the CPUs per task itself (Slurm 22.05-23.02 do not pass them on) and the GPU binding
     (srun,) = [x for x in out.splitlines() if x.startswith("srun ")]
@@ -72,7 +97,7 @@ def test_dry_run_prints_the_sbatch_script(tmp_path, capsys):
 
 def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
     for flags in (["--gpus-per-node", "2", "--cpu"], ["slurm.gpus_per_node=2", "slurm.gres=false"]):
-        out = _dry_run(str(write_config(tmp_path, "cpu")), *flags)
+        out = dry_run(str(write_config(tmp_path, "cpu")), *flags)
         sbatch = [x for x in out.splitlines() if x.startswith("#SBATCH")]
         assert "#SBATCH --ntasks-per-node=2" in sbatch, out
         assert not [x for x in sbatch if "gpu" in x or "gres" in x], out
@@ -81,23 +106,26 @@ def test_dry_run_cpu_requests_no_gres(tmp_path, capsys):
 
 
 def test_dry_run_sweep_is_one_array_with_a_run_per_value(tmp_path, capsys):
-    out = _dry_run(str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
+    out = dry_run(str(write_config(tmp_path, "sw")), "--sweep", "train.lr=1e-5,2e-5")
     assert "#SBATCH --array=0-1%2" in out and "#SBATCH --job-name=sw" in out
     assert "%A_%a_0_log.out" in out
     runs = re.findall(r"array task (\d): (\S+): run dir (\S+)", out)
-    assert runs == [("0", "train.lr=1e-5", str(tmp_path / "runs" / "sw-lr1e-5")),
-                    ("1", "train.lr=2e-5", str(tmp_path / "runs" / "sw-lr2e-5"))]
+    assert runs == [
+        ("0", "train.lr=1e-5", str(tmp_path / "runs" / "sw-lr1e-5")),
+        ("1", "train.lr=2e-5", str(tmp_path / "runs" / "sw-lr2e-5")),
+    ]
 
 
 def test_sweep_grid_configs(tmp_path):
-    class Args:
-        sweep = ["train.lr=1e-5,2e-5", "train.warmup_steps=0,5"]
-        only_task = None
-    base, jobs = submit.plan_jobs(str(write_config(tmp_path, "g")), [], Args)
+    sweeps = ["train.lr=1e-5,2e-5", "train.warmup_steps=0,5"]
+    base, jobs = submit.plan_jobs(str(write_config(tmp_path, "g")), [], sweeps)
     assert base == "g" and len(jobs) == 4
     assert [(c.run.name, c.train.lr, c.train.warmup_steps) for c, _ in jobs] == [
-        ("g-lr1e-5-warmup_steps0", 1e-5, 0), ("g-lr1e-5-warmup_steps5", 1e-5, 5),
-        ("g-lr2e-5-warmup_steps0", 2e-5, 0), ("g-lr2e-5-warmup_steps5", 2e-5, 5)]
+        ("g-lr1e-5-warmup_steps0", 1e-5, 0),
+        ("g-lr1e-5-warmup_steps5", 1e-5, 5),
+        ("g-lr2e-5-warmup_steps0", 2e-5, 0),
+        ("g-lr2e-5-warmup_steps5", 2e-5, 5),
+    ]
 
 
 def test_submit_validates_before_submitting(tmp_path, capsys):
@@ -111,8 +139,10 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
         ([cfg, f"run.output_dir={blocker}"], "not writable"),
         ([cfg, "slurm.extra_sbatch=[-x]"], "slurm.extra_sbatch"),
         ([cfg, "slurm.signal_delay_s=4000"], "slurm.signal_delay_s"),
-        ([cfg, "train.sequence_parallel=3", "--nodes", "2", "--gpus-per-node", "4"],
-         "train.sequence_parallel=3: the world size 8 is not divisible by it"),
+        (
+            [cfg, "train.sequence_parallel=3", "--nodes", "2", "--gpus-per-node", "4"],
+            "train.sequence_parallel=3: the world size 8 is not divisible by it",
+        ),
     ):
         done = submit_main(argv)
         assert done.returncode == 2, argv
@@ -134,8 +164,14 @@ def test_torch_env_from_slurm_vars(monkeypatch):
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     dist = slurm_job.export_dist_env()
     env = {k: os.environ[k] for k in slurm_job.TORCH_ENV}
-    assert env == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
-                   "MASTER_ADDR": "gpu07", "MASTER_PORT": str(dist["master_port"])}
+    assert env == {
+        "RANK": "9",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "8",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": str(dist["master_port"]),
+    }
     # below the ephemeral ports, where no connection's local port can be holding it
     assert 20000 <= dist["master_port"] < 32768 and os.environ["OMP_NUM_THREADS"] == "6"
     monkeypatch.delenv("MASTER_PORT")
@@ -165,40 +201,54 @@ def test_job_pickles_without_runtime_state(tmp_path):
 
 
 def test_dry_run_requeues_crashes_in_the_teardown(tmp_path):
-    out = _dry_run(str(write_config(tmp_path, "cr")), "slurm.max_failures=5", "--sweep", "train.lr=1e-5,2e-5")
+    out = dry_run(str(write_config(tmp_path, "cr")), "slurm.max_failures=5", "--sweep", "train.lr=1e-5,2e-5")
     lines = out.splitlines()
     srun = next(x for x in lines if x.startswith("srun "))
     assert "--kill-on-bad-exit=1" in srun.split()  # the first failed task ends the step
-    teardown = lines[lines.index("# teardown") + 1:]
+    teardown = lines[lines.index("# teardown") + 1 :]
     assert teardown[0].startswith("ift_rc=$?") and teardown[2] == "exit $?", out
     cmd = teardown[1]
-    assert "-m ift.crash_requeue --exit-code \"$ift_rc\" --max-failures 5" in cmd
+    assert '-m ift.crash_requeue --exit-code "$ift_rc" --max-failures 5' in cmd
     assert f"--run-dir {tmp_path / 'runs' / 'cr-lr1e-5'} --run-dir {tmp_path / 'runs' / 'cr-lr2e-5'}" in cmd
     assert f"'{tmp_path / 'runs' / 'cr.sweep' / 'slurm'}/{{job}}_{{rank}}_log.err'" in cmd
 
 
 # What srun writes when tasks fail (Slurm 22-24), as the batch log holds it.
-SRUN_KILLED = ["0: 12:00:01 ift.train: step 6",
-               "killed:  12%|█▏   | 7/60 [00:00<00:02]srun: error: n2: task 1: Killed",
-               "srun: launch/slurm: _step_signal: Terminating StepId=7.0",
-               "0: slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***",
-               "srun: error: n1: task 0: Terminated", "srun: Force Terminated StepId=7.0"]
+SRUN_KILLED = [
+    "0: 12:00:01 ift.train: step 6",
+    "killed:  12%|█▏   | 7/60 [00:00<00:02]srun: error: n2: task 1: Killed",
+    "srun: launch/slurm: _step_signal: Terminating StepId=7.0",
+    "0: slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***",
+    "srun: error: n1: task 0: Terminated",
+    "srun: Force Terminated StepId=7.0",
+]
 
 
 def test_crash_requeue_reads_the_first_failed_task_and_its_exception():
     assert cq.first_failed_task(SRUN_KILLED) == {"rank": 1, "node": "n2", "how": "Killed"}
     assert cq.first_failed_task(["srun: error: gpu07: tasks 4-7: Exited with exit code 1"]) == {
-        "rank": 4, "node": "gpu07", "how": "Exited with exit code 1"}
+        "rank": 4,
+        "node": "gpu07",
+        "how": "Exited with exit code 1",
+    }
     assert cq.first_failed_task(["srun: error: Unable to create step"]) is None
     assert cq.rank_lines(0, None, SRUN_KILLED) == [
-        "12:00:01 ift.train: step 6", "slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***"]
-    tb = ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
-          "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "12:00:02 submitit: done"]
+        "12:00:01 ift.train: step 6",
+        "slurmstepd-n1: error: *** STEP 7.0 ON n1 CANCELLED AT 2026-12-03T12:28:46 ***",
+    ]
+    tb = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "12:00:02 submitit: done",
+    ]
     assert cq.last_exception(tb) == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert cq.last_exception(["ift.config.UserError: train.resume: /x is not a complete checkpoint"]) == (
-        "UserError: train.resume: /x is not a complete checkpoint")
+        "UserError: train.resume: /x is not a complete checkpoint"
+    )
     assert cq.last_exception(["[rank0]: RuntimeError: boom", "slurmstepd-n1: error: *** STEP 13.0 CANCELLED"]) == (
-        "RuntimeError: boom")  # torch prefixes an uncaught exception's lines with the rank
+        "RuntimeError: boom"
+    )  # torch prefixes an uncaught exception's lines with the rank
     assert cq.last_exception(["all good"]) is None
 
 
@@ -231,8 +281,9 @@ def test_crash_requeue_never_retries_user_errors_and_stops_at_max_failures(tmp_p
 
 
 def job_state(job_id: str) -> str:
-    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"], capture_output=True,
-                         text=True, timeout=30).stdout.split("\n")
+    out = subprocess.run(
+        ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"], capture_output=True, text=True, timeout=30
+    ).stdout.split("\n")
     states = [s.split()[0] for s in out if s.strip()]
     return states[-1] if states else "UNKNOWN"
 
@@ -254,8 +305,10 @@ def wait_for(cond, timeout: float, what: str, job_id: str, logs) -> None:
             return
         time.sleep(0.2)
     subprocess.run(["scancel", job_id], capture_output=True)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (job {job_id}, state "
-                         f"{job_state(job_id)})\n{log_tails(logs)}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what} (job {job_id}, state "
+        f"{job_state(job_id)})\n{log_tails(logs)}"
+    )
 
 
 def wait_done(job_id: str, timeout: float, logs) -> None:
@@ -358,9 +411,21 @@ def sbatch_job(workdir, name: str, *overrides: str) -> tuple[str, Path, Path]:
     """`sbatch slurm/train.sbatch CONFIG run.name=NAME ...`: 2 tasks on one node, CPU only."""
     root = workdir["root"]
     out = root / f"sbatch-{name}-%j.out"
-    cmd = ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
-           "--time=15", f"--output={out}", f"--export=ALL,IFT_PYTHON={sys.executable}",
-           "slurm/train.sbatch", str(workdir["config"]), f"run.name={name}", *overrides]
+    cmd = [
+        "sbatch",
+        "--parsable",
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        "--gpus-per-node=0",
+        "--cpus-per-task=1",
+        "--time=15",
+        f"--output={out}",
+        f"--export=ALL,IFT_PYTHON={sys.executable}",
+        "slurm/train.sbatch",
+        str(workdir["config"]),
+        f"run.name={name}",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip().split(";")[0]
@@ -444,8 +509,9 @@ def test_sbatch_job_with_a_failing_rank_is_requeued_and_resumes_exactly(referenc
 
     rec = crash_record(run)
     assert rec["requeued"] and rec["failed_rank"] == 0 and rec["node"] == "n1", rec
-    assert rec["reason"] == ("rank 0 on n1: Exited with exit code 1: RuntimeError: IFT_FAULT=step@7@rank0@raise: "
-                             "injected failure on rank 0"), rec
+    assert rec["reason"] == (
+        "rank 0 on n1: Exited with exit code 1: RuntimeError: IFT_FAULT=step@7@rank0@raise: injected failure on rank 0"
+    ), rec
     assert rec["checkpoint_step"] == CRASH_SAVE_EVERY
     text = log.read_text(errors="replace")  # srun --label may split a UTF-8 progress bar
     assert "ift: requeueing job" in text and "restart 1" in text
@@ -468,8 +534,9 @@ def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir,
     assert "UserError: train.resume: /nonexistent/step_00000001" in rec["reason"], rec
     rec = crash_record(crash_run)
     assert not rec["user_error"] and not rec["requeued"] and rec["reason"] == "rank 1 on n1: Killed", rec
-    assert ("ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)"
-            in crash_log.read_text(errors="replace"))
+    assert "ift: not requeueing: 0 crash requeue(s) already (slurm.max_failures=0)" in crash_log.read_text(
+        errors="replace"
+    )
 
 
 @pytest.mark.slurm
@@ -485,25 +552,69 @@ def test_eval_inside_a_slurm_job_shards_over_its_tasks(slurm_cluster, tmp_path):
     model = tmp_path / "model"
     tok = train_bpe_tokenizer(["Tell me the animal. Input: bat peach cocoa Output: bat"] * 5, vocab_size=300)
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=2, vocab_size=len(tok), initializer_range=0.3,
-                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tok),
+            initializer_range=0.3,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    ).save_pretrained(model)
     tok.save_pretrained(model)
-    args = ["--tasks", "builtin:heldout", "--limit", "3", "--max-new-tokens", "4", "--batch-size", "2",
-            "--out", str(tmp_path / "eval"), "--no-wandb"]
+    args = [
+        "--tasks",
+        "builtin:heldout",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path / "eval"),
+        "--no-wandb",
+    ]
     out = tmp_path / "eval-%j.out"
     wrap = " ".join([f"srun {sys.executable} -m ift eval {model}", *args, "--name two"])
-    proc = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
-                           "--time=10", f"--output={out}", "--wrap", wrap],
-                          cwd=str(REPO), env=train_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--time=10",
+            f"--output={out}",
+            "--wrap",
+            wrap,
+        ],
+        cwd=str(REPO),
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     wait_for(lambda: job_state(job_id) in TERMINAL, 300, "the eval job to end", job_id, [tmp_path / "eval-*.out"])
     assert job_state(job_id) == "COMPLETED", log_tails([tmp_path / "eval-*.out"])
     two = json.loads((tmp_path / "eval" / "two.json").read_text())
-    one = evaluate(str(model), tasks="builtin:heldout", limit=3, max_new_tokens=4, batch_size=2,
-                   out=str(tmp_path / "eval"), name="one", wandb=False)
+    one = evaluate(
+        str(model),
+        tasks="builtin:heldout",
+        limit=3,
+        max_new_tokens=4,
+        batch_size=2,
+        out=str(tmp_path / "eval"),
+        name="one",
+        wandb=False,
+    )
     assert two["speed"]["processes"] == 2 and one["speed"]["processes"] == 1
     assert [e["prediction"] for e in two["examples"]] == [e["prediction"] for e in one["examples"]]
     assert two["tasks"] == one["tasks"]

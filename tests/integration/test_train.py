@@ -11,6 +11,7 @@ is started at once by a module fixture and the tests then check the finished run
 - A local `from_pretrained` folder trains; DeepSpeed config-file conflicts and shipped configs;
   a non-finite loss stops the run naming the step (exit 1: a failure of the run, not of its input).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ from helpers import (
 
 LEARN = dict(
     data={"tasks": [{"builtin": "reverse_word", "n": 64}, {"builtin": "uppercase_word", "n": 64}]},
-    train={"max_steps": 20, "lr": 1e-2, "warmup_steps": 2, "lr_schedule": "cosine", "log_every": 5,
-           "micro_batch_size": 4},
+    train={
+        "max_steps": 20,
+        "lr": 1e-2,
+        "warmup_steps": 2,
+        "lr_schedule": "cosine",
+        "log_every": 5,
+        "micro_batch_size": 4,
+    },
     tracking={"wandb": {"mode": "offline"}},
 )
 TASKS = ("reverse_word", "uppercase_word")
@@ -46,8 +53,9 @@ def zero_runs(tmp_path_factory):
     """ZeRO-2 on the two-task mixture; ZeRO-3 as a single-task baseline (--only-task reverse_word)."""
     tmp = tmp_path_factory.mktemp("zero")
     z2 = write_config(tmp, "z2", **LEARN)
-    z3 = write_config(tmp, "z3", data=LEARN["data"], tracking=LEARN["tracking"],
-                      train={**LEARN["train"], "zero_stage": 3})
+    z3 = write_config(
+        tmp, "z3", data=LEARN["data"], tracking=LEARN["tracking"], train={**LEARN["train"], "zero_stage": 3}
+    )
     return run_concurrently({2: (z2, {"nproc": 2}), 3: (z3, {"nproc": 2, "only_task": "reverse_word"})})
 
 
@@ -97,20 +105,34 @@ def test_deepspeed_two_processes_learns_and_writes_the_run(zero_runs, stage):
 
 EQUIV_DATA = {
     # different tasks and templates: examples of very different lengths and target counts
-    "tasks": [{"builtin": "reverse_word", "n": 32}, {"builtin": "sort_ascending", "n": 32},
-              {"builtin": "sentiment", "n": 32}],
+    "tasks": [
+        {"builtin": "reverse_word", "n": 32},
+        {"builtin": "sort_ascending", "n": 32},
+        {"builtin": "sentiment", "n": 32},
+    ],
     "template": {"zero_shot": 0.5, "few_shot": 0.5},
     "pack_window": 16,
 }
 # No clipping (it would hide a wrong gradient scale), constant moderate lr. Adam amplifies float
 # noise in elements whose gradient is ~eps; at lr 1e-4 that stays well under 1e-6, while a
 # per-micro-batch normalization moves most weights by ~1e-4.
-EQUIV_TRAIN = {"max_steps": 4, "grad_clip": 0.0, "lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0,
-               "log_every": 1, "zero_stage": 2}
+EQUIV_TRAIN = {
+    "max_steps": 4,
+    "grad_clip": 0.0,
+    "lr": 1e-4,
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "log_every": 1,
+    "zero_stage": 2,
+}
 # The held-out loss at steps 2 and 4: 5 batches, so at 2 ranks one rank scores 3 and the other
 # 2 (+ one uncounted forward, which ZeRO-3's collective parameter gathering needs).
-EQUIV_EVAL = {"every": 2, "limit": 5, "batch_size": 2,
-              "tasks": [{"builtin": "uppercase_word", "n": 8}, {"builtin": "add_numbers", "n": 8}]}
+EQUIV_EVAL = {
+    "every": 2,
+    "limit": 5,
+    "batch_size": 2,
+    "tasks": [{"builtin": "uppercase_word", "n": 8}, {"builtin": "add_numbers", "n": 8}],
+}
 LAYOUTS = {  # name: (train overrides, processes); every layout has 4 rows per optimizer step
     "mb4": ({"micro_batch_size": 4, "grad_accum": 1}, 1),
     "ga4": ({"micro_batch_size": 1, "grad_accum": 4}, 1),
@@ -132,8 +154,9 @@ def equivalence_runs(tmp_path_factory):
     for packing in (False, True):
         for name, (_, nproc) in LAYOUTS.items():
             tag = f"{'packed' if packing else 'padded'}_{name}"
-            path = write_config(tmp, tag, data={**EQUIV_DATA, "packing": packing},
-                                train=_layout_train(packing, name), eval=EQUIV_EVAL)
+            path = write_config(
+                tmp, tag, data={**EQUIV_DATA, "packing": packing}, train=_layout_train(packing, name), eval=EQUIV_EVAL
+            )
             jobs[(packing, name)] = (path, {"nproc": nproc})
     return run_concurrently(jobs)
 
@@ -186,8 +209,9 @@ def solo_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("solo")
     folder = tmp / "pretrained"
     vocab, tok_size = pretrained_folder(folder)
-    pre = write_config(tmp, "pre", model={"config": None, "name_or_path": str(folder)},
-                       train={"max_steps": 3, "lr": 1e-2})
+    pre = write_config(
+        tmp, "pre", model={"config": None, "name_or_path": str(folder)}, train={"max_steps": 3, "lr": 1e-2}
+    )
     ds_file = tmp / "ds_conflict.json"
     ds_file.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": 2}}))
     conflict = write_config(tmp, "conflict", deepspeed={"config_file": str(ds_file)}, train={"micro_batch_size": 4})
@@ -211,8 +235,10 @@ def test_local_from_pretrained_folder_trains(solo_runs):
     # the folder's tokenizer is the run's tokenizer (not a BPE retrained on the data)
     from transformers import AutoTokenizer
 
-    assert AutoTokenizer.from_pretrained(run / "tokenizer").get_vocab() == \
-        AutoTokenizer.from_pretrained(info["folder"]).get_vocab()
+    assert (
+        AutoTokenizer.from_pretrained(run / "tokenizer").get_vocab()
+        == AutoTokenizer.from_pretrained(info["folder"]).get_vocab()
+    )
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["name_or_path"] == str(info["folder"]) and saved["model"]["config"] is None
     state = consolidated_state(run)
@@ -253,24 +279,31 @@ def _cfg(*overrides):
     return load_config(None, list(overrides))
 
 
-@pytest.mark.parametrize("entry, train, message", [
-    ({"train_micro_batch_size_per_gpu": 8}, [], ("train_micro_batch_size_per_gpu=8", "train.micro_batch_size=4")),
-    ({"gradient_accumulation_steps": 3}, ["train.grad_accum=2"],
-     ("gradient_accumulation_steps=3", "train.grad_accum=2")),
-    ({"gradient_clipping": 0.5}, [], ("gradient_clipping=0.5", "train.grad_clip=1.0")),
-    ({"zero_optimization": {"stage": 3}}, [], ("zero_optimization.stage=3", "train.zero_stage=2")),
-    ({"optimizer": {"type": "AdamW"}}, [], ("remove 'optimizer'",)),
-    ({"scheduler": {"type": "WarmupLR"}}, [], ("remove 'scheduler'",)),
-])
+@pytest.mark.parametrize(
+    "entry, train, message",
+    [
+        ({"train_micro_batch_size_per_gpu": 8}, [], ("train_micro_batch_size_per_gpu=8", "train.micro_batch_size=4")),
+        (
+            {"gradient_accumulation_steps": 3},
+            ["train.grad_accum=2"],
+            ("gradient_accumulation_steps=3", "train.grad_accum=2"),
+        ),
+        ({"gradient_clipping": 0.5}, [], ("gradient_clipping=0.5", "train.grad_clip=1.0")),
+        ({"zero_optimization": {"stage": 3}}, [], ("zero_optimization.stage=3", "train.zero_stage=2")),
+        ({"optimizer": {"type": "AdamW"}}, [], ("remove 'optimizer'",)),
+        ({"scheduler": {"type": "WarmupLR"}}, [], ("remove 'scheduler'",)),
+        ({"bf16": {"enabled": True}}, ["model.dtype=fp32"], ("bf16.enabled=True", "model.dtype=fp32")),
+        ({"fp16": {"enabled": False}}, ["model.dtype=fp16"], ("fp16.enabled=False", "model.dtype=fp16")),
+    ],
+)
 def test_deepspeed_config_file_conflicts_name_both_fields(tmp_path, entry, train, message):
-    from ift.engine import deepspeed_config
-    from ift.errors import UserError
+    """Checked with the config, at load: before any launcher or rank starts."""
+    from ift.config import ConfigError
 
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}, **entry}))
-    cfg = _cfg(f"deepspeed.config_file={path}", *train)
-    with pytest.raises(UserError) as err:
-        deepspeed_config(cfg, 2)
+    with pytest.raises(ConfigError) as err:
+        _cfg(f"deepspeed.config_file={path}", *train)
     for part in message:
         assert part in str(err.value)
 
@@ -279,8 +312,16 @@ def test_deepspeed_config_file_auto_and_agreeing_values(tmp_path):
     from ift.engine import deepspeed_config
 
     path = tmp_path / "ds.json"
-    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 2,
-                                "gradient_clipping": "auto", "zero_optimization": {"stage": 2, "overlap_comm": True}}))
+    path.write_text(
+        json.dumps(
+            {
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": 2,
+                "gradient_clipping": "auto",
+                "zero_optimization": {"stage": 2, "overlap_comm": True},
+            }
+        )
+    )
     ds = deepspeed_config(_cfg(f"deepspeed.config_file={path}", "train.grad_accum=2", "train.micro_batch_size=3"), 2)
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == 12 and ds["gradient_clipping"] == 1.0
@@ -288,20 +329,25 @@ def test_deepspeed_config_file_auto_and_agreeing_values(tmp_path):
 
 
 def test_deepspeed_config_bad_json_names_the_line(tmp_path):
-    from ift.engine import deepspeed_config
-    from ift.errors import UserError
+    from ift.config import ConfigError
 
     path = tmp_path / "ds.json"
     path.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}\n')
-    with pytest.raises(UserError, match=r"ds\.json:3: invalid JSON"):
-        deepspeed_config(_cfg(f"deepspeed.config_file={path}"), 1)
+    with pytest.raises(ConfigError, match=r"ds\.json:3: invalid JSON"):
+        _cfg(f"deepspeed.config_file={path}")
+    with pytest.raises(ConfigError, match=r"deepspeed.config_file: must be an existing JSON file"):
+        _cfg(f"deepspeed.config_file={tmp_path / 'missing.json'}")
 
 
 SHIPPED = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
 
 
-@pytest.mark.parametrize("path", SHIPPED or [pytest.param(None, marks=pytest.mark.skip(
-    reason="no configs/deepspeed/*.json in the repository yet"))], ids=lambda p: p.name if p else "none")
+@pytest.mark.parametrize(
+    "path",
+    SHIPPED
+    or [pytest.param(None, marks=pytest.mark.skip(reason="no configs/deepspeed/*.json in the repository yet"))],
+    ids=lambda p: p.name if p else "none",
+)
 def test_shipped_deepspeed_configs_load(path, monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     from deepspeed.runtime.config import DeepSpeedConfig
@@ -314,8 +360,11 @@ def test_shipped_deepspeed_configs_load(path, monkeypatch):
     for dtype in ("bf16", "fp16"):
         if raw.get(dtype, {}).get("enabled") is True:
             overrides.append(f"model.dtype={dtype}")
-    for key, field in (("train_micro_batch_size_per_gpu", "micro_batch_size"),
-                       ("gradient_accumulation_steps", "grad_accum"), ("gradient_clipping", "grad_clip")):
+    for key, field in (
+        ("train_micro_batch_size_per_gpu", "micro_batch_size"),
+        ("gradient_accumulation_steps", "grad_accum"),
+        ("gradient_clipping", "grad_clip"),
+    ):
         if raw.get(key, "auto") != "auto":
             overrides.append(f"train.{field}={raw[key]}")
     ds = deepspeed_config(_cfg(*overrides), 1)

@@ -6,6 +6,7 @@ The model is built under deepspeed.zero.Init by transformers itself, after the m
 imported (an import inside zero.Init broke with a transformers release: see ift.model.build_model).
 The from_pretrained folder's lm_head is all zeros, so a run that really loaded the partitioned
 weights starts at loss ln(vocab) exactly."""
+
 from __future__ import annotations
 
 import math
@@ -28,18 +29,25 @@ def zero3_cli_runs(tmp_path_factory):
     train = {"max_steps": 4, "lr": 1e-2, "zero_stage": 2}  # the config says 2: the command line says 3
     configs = {
         "inline": write_config(tmp, "inline", train=train),
-        "pretrained": write_config(tmp, "pretrained", model={"config": None, "name_or_path": str(folder)},
-                                   train=train),
+        "pretrained": write_config(
+            tmp, "pretrained", model={"config": None, "name_or_path": str(folder)}, train=train
+        ),
     }
     procs = {}
-    for (name, path) in configs.items():
+    for name, path in configs.items():
         for nproc in (1, 2):
             cmd = [IFT, "train", str(path), "train.zero_stage=3", f"run.name={name}-{nproc}"]
             if nproc > 1:
                 cmd += ["--nproc-per-node", str(nproc)]
             err = tempfile.TemporaryFile("w+")
-            procs[name, nproc] = (cmd, subprocess.Popen(cmd, cwd=str(REPO), env=train_env(), stdout=subprocess.DEVNULL,
-                                                        stderr=err, text=True), err, tmp / "runs" / f"{name}-{nproc}")
+            procs[name, nproc] = (
+                cmd,
+                subprocess.Popen(
+                    cmd, cwd=str(REPO), env=train_env(), stdout=subprocess.DEVNULL, stderr=err, text=True
+                ),
+                err,
+                tmp / "runs" / f"{name}-{nproc}",
+            )
     done = {}
     for key, (cmd, proc, err, run) in procs.items():
         proc.wait(timeout=900)
