@@ -140,7 +140,8 @@ def test_submit_validates_before_submitting(tmp_path, capsys):
         ([cfg, "slurm.extra_sbatch=[-x]"], "slurm.extra_sbatch"),
         ([cfg, "slurm.signal_delay_s=4000"], "slurm.signal_delay_s"),
         (
-            [cfg, "train.sequence_parallel=3", "--nodes", "2", "--gpus-per-node", "4"],
+            # max_seq_len divisible by 3: the config's own rule (checked at load, first) holds
+            [cfg, "train.sequence_parallel=3", "data.max_seq_len=96", "--nodes", "2", "--gpus-per-node", "4"],
             "train.sequence_parallel=3: the world size 8 is not divisible by it",
         ),
     ):
