@@ -31,6 +31,32 @@ TINY_MODEL = {
 }
 
 
+def save_tiny_llama(folder, texts: list[str], *, initializer_range: float, **config) -> Path:
+    """A random TINY_MODEL-shaped Llama (seed 0) and a byte-level BPE trained on `texts`, saved as a
+    plain Hugging Face folder: what `ift eval` and the harness read."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ift.model import train_bpe_tokenizer
+
+    folder = Path(folder)
+    tok = train_bpe_tokenizer(texts, vocab_size=300)
+    shape = {k: v for k, v in TINY_MODEL.items() if k not in ("model_type", "vocab_size", "max_position_embeddings")}
+    torch.manual_seed(0)
+    lm_config = LlamaConfig(
+        **shape,
+        **config,
+        vocab_size=len(tok),
+        initializer_range=initializer_range,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(lm_config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def _merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():

@@ -250,8 +250,11 @@ def build_prompts(
 def score(task_list, items: list[dict], preds: list[str], truncated: dict[str, int]) -> tuple[dict, list[dict]]:
     """(per-task scores, per-example records) of the predictions for `items`."""
     result_tasks, examples = {}, []
+    by_task: dict[str, list[tuple[dict, str]]] = {}
+    for it, p in zip(items, preds):
+        by_task.setdefault(it["task"], []).append((it, p))
     for task in task_list:
-        mine = [(it, p) for it, p in zip(items, preds) if it["task"] == task.name]
+        mine = by_task.get(task.name)
         if not mine:
             continue
         refs = [it["references"] for it, _ in mine]

@@ -11,8 +11,8 @@ import sys
 import types
 
 import pytest
-import torch
 import yaml
+from helpers import save_tiny_llama
 
 from ift import cli
 from ift.errors import UserError
@@ -54,31 +54,10 @@ def write_jsonl(path, rows):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random Llama + byte-level BPE tokenizer in a plain HF folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ift.model import train_bpe_tokenizer
-
-    d = tmp_path_factory.mktemp("tiny_model")
     texts = [f"{DEFINITION}\n\nInput: {w}\nOutput: {w[::-1]}" for w in WORDS] + ["Name a number. Add the two numbers."]
-    tok = train_bpe_tokenizer(texts * 3, vocab_size=300)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=len(tok),
-        max_position_embeddings=256,
-        initializer_range=0.3,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("tiny_model"), texts * 3, initializer_range=0.3, max_position_embeddings=256
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 @pytest.fixture()

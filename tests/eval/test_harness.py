@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("lm_eval")  # the harness extra (the test extra installs it)
 
+from helpers import save_tiny_llama  # noqa: E402
+
 from ift import cli  # noqa: E402
 from ift.eval.report import write_comparison  # noqa: E402
 
@@ -23,30 +25,8 @@ ROWS = [
 
 @pytest.fixture()
 def model_dir(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ift.model import train_bpe_tokenizer
-
     texts = [f"Question: {r['question']}\nAnswer: " + " ".join(r["choices"]) for r in ROWS]
-    tok = train_bpe_tokenizer(texts * 3, vocab_size=300)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=len(tok),
-        max_position_embeddings=256,
-        initializer_range=0.5,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    d = tmp_path / "model"
-    LlamaForCausalLM(config).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_llama(tmp_path / "model", texts * 3, initializer_range=0.5, max_position_embeddings=256)
 
 
 def write_task(folder):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, dry_run, read_metrics, submit_cmd, submit_main, train_env, write_config
+from helpers import REPO, dry_run, read_metrics, save_tiny_llama, submit_cmd, submit_main, train_env, write_config
 
 from ift.launch import job as slurm_job
 from ift.launch import requeue as cq
@@ -544,30 +544,12 @@ def test_user_errors_and_spent_failures_are_not_requeued(slurm_cluster, workdir,
 def test_eval_inside_a_slurm_job_shards_over_its_tasks(slurm_cluster, tmp_path):
     """`srun ift eval` with 2 tasks: one rank per task (SLURM_* -> the torch world), the same
     predictions as one process."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from ift.eval.evaluate import evaluate
-    from ift.model import train_bpe_tokenizer
 
-    model = tmp_path / "model"
-    tok = train_bpe_tokenizer(["Tell me the animal. Input: bat peach cocoa Output: bat"] * 5, vocab_size=300)
-    torch.manual_seed(0)
-    LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            vocab_size=len(tok),
-            initializer_range=0.3,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    ).save_pretrained(model)
-    tok.save_pretrained(model)
+    model = save_tiny_llama(
+        tmp_path / "model", ["Tell me the animal. Input: bat peach cocoa Output: bat"] * 5, initializer_range=0.3
+    )
     args = [
         "--tasks",
         "builtin:heldout",
