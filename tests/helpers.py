@@ -31,6 +31,19 @@ TINY_MODEL = {
 }
 
 
+# Different tasks and templates: examples of very different lengths and target counts, for the runs
+# whose losses must agree across layouts (packing, micro-batches, ranks, sequence parallelism).
+MIXED_DATA = {
+    "tasks": [
+        {"builtin": "reverse_word", "n": 32},
+        {"builtin": "sort_ascending", "n": 32},
+        {"builtin": "sentiment", "n": 32},
+    ],
+    "template": {"zero_shot": 0.5, "few_shot": 0.5},
+    "pack_window": 16,
+}
+
+
 def save_tiny_llama(folder, texts: list[str], *, initializer_range: float, **config) -> Path:
     """A random TINY_MODEL-shaped Llama (seed 0) and a byte-level BPE trained on `texts`, saved as a
     plain Hugging Face folder: what `ift eval` and the harness read."""

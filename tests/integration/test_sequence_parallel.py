@@ -19,6 +19,7 @@ import shutil
 
 import pytest
 from helpers import (
+    MIXED_DATA,
     TINY_MODEL,
     TrainJob,
     consolidated_state,
@@ -28,16 +29,7 @@ from helpers import (
     write_config,
 )
 
-DATA = {
-    "tasks": [
-        {"builtin": "reverse_word", "n": 32},
-        {"builtin": "sort_ascending", "n": 32},
-        {"builtin": "sentiment", "n": 32},
-    ],
-    "template": {"zero_shot": 0.5, "few_shot": 0.5},
-    "pack_window": 16,
-    "max_seq_len": 64,
-}
+DATA = {**MIXED_DATA, "max_seq_len": 64}
 # No clipping (it would hide a wrong gradient scale), a constant lr small enough that Adam's
 # amplified float noise stays far under the tolerance.
 TRAIN = {

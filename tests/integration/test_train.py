@@ -21,6 +21,7 @@ import re
 import pytest
 import yaml
 from helpers import (
+    MIXED_DATA,
     REPO,
     TINY_MODEL,
     consolidated_state,
@@ -103,16 +104,7 @@ def test_deepspeed_two_processes_learns_and_writes_the_run(zero_runs, stage):
 
 # --------------------------------------------------------------------------- 2. loss normalization
 
-EQUIV_DATA = {
-    # different tasks and templates: examples of very different lengths and target counts
-    "tasks": [
-        {"builtin": "reverse_word", "n": 32},
-        {"builtin": "sort_ascending", "n": 32},
-        {"builtin": "sentiment", "n": 32},
-    ],
-    "template": {"zero_shot": 0.5, "few_shot": 0.5},
-    "pack_window": 16,
-}
+EQUIV_DATA = MIXED_DATA
 # No clipping (it would hide a wrong gradient scale), constant moderate lr. Adam amplifies float
 # noise in elements whose gradient is ~eps; at lr 1e-4 that stays well under 1e-6, while a
 # per-micro-batch normalization moves most weights by ~1e-4.
