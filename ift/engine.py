@@ -12,7 +12,7 @@ import torch
 
 from ift.config import Config
 from ift.config_loader import deep_merge
-from ift.distributed import accelerator_available
+from ift.distributed import accelerator_available, resolve_dtype
 from ift.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ def deepspeed_config(cfg: Config, world_size: int, hidden_size: int | None = Non
     generated (with zero_comm's settings for a model of width `hidden_size`; deepspeed.extra
     overrides any of them). The optimizer and schedule are ours (see build_optimizer), so
     "optimizer" and "scheduler" entries are refused to keep one source of truth."""
-    from ift.model import resolve_dtype
-
     t, d = cfg.train, cfg.deepspeed
     dtype_name = resolve_dtype(cfg.model.dtype)
     expected = {

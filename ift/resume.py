@@ -19,6 +19,7 @@ from ift.atomic import replacing
 from ift.checkpoint import DONE_FILE, STATE_FILE, is_complete, set_rng_state
 from ift.config import Config
 from ift.errors import RunError, UserError
+from ift.hashing import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ class Resume:
     @property
     def step(self) -> int:
         return self.saved_state["step"]
+
+
+def fingerprints(lm, tokenizer, mixture: dict) -> dict:
+    """What a checkpoint must agree with to be continued (check_match): the model's config, the
+    tokenizer's vocabulary and the mixture's definition."""
+    return {
+        "model": fingerprint(lm.config.to_dict(), 16),
+        "tokenizer": fingerprint(tokenizer.get_vocab(), 16),
+        "mixture": fingerprint(mixture, 16),
+    }
 
 
 def plan_resume(cfg: Config, run: rundir.RunDir, world: int, fingerprints: dict) -> Resume | None:

@@ -20,11 +20,10 @@ from ift.data.adapt import build_adapter
 from ift.data.heldout import heldout_batches
 from ift.data.loader import PackedLoader, Prefetcher, Step, training_loader
 from ift.data.prepare import mixture_definition, mixture_report, prepare_data
-from ift.distributed import StopVote, init_distributed, main_process_first, setup_environment
+from ift.distributed import StopVote, init_distributed, main_process_first, resolve_dtype, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.flops import device_peak_tflops
-from ift.hashing import fingerprint
-from ift.resume import Resume, load, plan_resume
+from ift.resume import Resume, fingerprints, load, plan_resume
 from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, nonfinite_steps, peak_memory_gb
 from ift.tracking import Tracker, continue_run
 
@@ -32,16 +31,14 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    resumed_at: float | None  # when loading a checkpoint began, until the first step after it
-
     """Set-up in __init__, then `train()`: the loop, one `train_step` per optimizer step,
     `log_metrics` every train.log_every steps; the checkpointer saves when its policy says so."""
+
+    resumed_at: float | None  # when loading a checkpoint began, until the first step after it
 
     def __init__(self, cfg: Config):
         setup_environment()
         from accelerate.utils import set_seed
-
-        from ift.model import resolve_dtype
 
         cfg.model.dtype = resolve_dtype(cfg.model.dtype)  # the saved config says what ran
         self.rank, self.world, _ = init_distributed(cfg.train.dist_timeout_min, cfg.train.host_timeout_min)
@@ -64,7 +61,10 @@ class Trainer:
         held = self.heldout[0] if self.heldout else None
         self.adapter = build_adapter(cfg.data.mixture, self.tokenized, self.rates, held) if adapt.rule else None
         self.step, self.resumed_at = 0, None
-        resume = self._build_engine()
+        lm, ds_config = self._build_model()
+        self.fingerprints = fingerprints(lm, self.tokenizer, mixture_definition(cfg, self.rates))
+        resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
+        self._build_engine(lm, ds_config, resume)
         self.data = Prefetcher(self._resume(resume) if resume else self._make_loader(cfg.run.seed), pin_batch)
         self.checkpointer = Checkpointer(self.engine, self.run.checkpoints, cfg.train, self.checkpoint_state)
         self.tracker = Tracker(cfg, self.run_dir, enabled=self.main)
@@ -149,23 +149,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _build_engine(self) -> Resume | None:
-        """The model, the resume plan (which needs the model's fingerprint) and the engine (which
-        needs the plan: a checkpoint from another world size loads in its universal form)."""
-        from ift.flops import flop_counter
-        from ift.model import CausalLMLoss, build_model, count_parameters, model_config
+    def _build_model(self):
+        """The model (sharded at build under ZeRO-3) and the DeepSpeed config it was built for."""
+        from ift.model import build_model, model_config
 
         cfg = self.cfg
         width = model_config(cfg.model, self.tokenizer)
         sequence_parallel.check(cfg, self.world, width)
         ds_config = deepspeed_config(cfg, self.world, getattr(width.get_text_config(), "hidden_size", None))
-        lm = build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed)
-        self.fingerprints = {
-            "model": fingerprint(lm.config.to_dict(), 16),
-            "tokenizer": fingerprint(self.tokenizer.get_vocab(), 16),
-            "mixture": fingerprint(mixture_definition(cfg, self.rates), 16),
-        }
-        resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
+        return build_model(cfg.model, self.tokenizer, ds_config, cfg.run.seed), ds_config
+
+    def _build_engine(self, lm, ds_config: dict, resume: Resume | None) -> None:
+        """The DeepSpeed engine around the model; a checkpoint from another world size is loaded in
+        its universal form, which the engine must know when it starts."""
+        from ift.flops import flop_counter
+        from ift.model import CausalLMLoss, count_parameters
+
+        cfg = self.cfg
         if resume and resume.universal:
             ds_config["checkpoint"] = {"load_universal": True}
         self.n_params = count_parameters(lm)
@@ -177,7 +177,6 @@ class Trainer:
 
             with main_process_first(local=True):  # as the held-out batches: local rank 0 fills the caches first
                 self.lm, self.generation = lm, generation_prompts(cfg, self.tokenizer, lm)
-        return resume
 
     def _make_loader(self, seed: int) -> PackedLoader:
         pad = self.tokenizer.pad_token_id
