@@ -133,7 +133,12 @@ def _repair_stage3_universal_optimizer(engine, universal: str) -> None:
     for state in base.state.values():
         if torch.is_tensor(state.get("step")):
             state["step"] = state["step"].clone()
-    saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=False)
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    # DeepSpeed's file holds its loss scaler and stage enum beside the tensors: allow those, nothing else
+    with torch.serialization.safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum]):
+        saved = torch.load(os.path.join(universal, "zero", "optimizer_state.pt"), weights_only=True)
     saved_groups = saved["optimizer_state_dict"]["param_groups"]
     if len(saved_groups) != len(base.param_groups):
         raise RunError(
