@@ -40,7 +40,7 @@ class Resume:
         return self.saved_state["step"]
 
 
-def fingerprints(lm, tokenizer, mixture: dict) -> dict:
+def run_fingerprints(lm, tokenizer, mixture: dict) -> dict:
     """What a checkpoint must agree with to be continued (check_match): the model's config, the
     tokenizer's vocabulary and the mixture's definition."""
     return {

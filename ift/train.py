@@ -23,7 +23,7 @@ from ift.data.prepare import mixture_definition, mixture_report, prepare_data
 from ift.distributed import StopVote, init_distributed, main_process_first, resolve_dtype, setup_environment
 from ift.engine import deepspeed_config, initialize, model_inputs, pin_batch
 from ift.flops import device_peak_tflops
-from ift.resume import Resume, fingerprints, load, plan_resume
+from ift.resume import Resume, load, plan_resume, run_fingerprints
 from ift.step_metrics import LossTally, Window, grad_norm, heldout_loss, nonfinite_steps, peak_memory_gb
 from ift.tracking import Tracker, continue_run
 
@@ -62,7 +62,7 @@ class Trainer:
         self.adapter = build_adapter(cfg.data.mixture, self.tokenized, self.rates, held) if adapt.rule else None
         self.step, self.resumed_at = 0, None
         lm, ds_config = self._build_model()
-        self.fingerprints = fingerprints(lm, self.tokenizer, mixture_definition(cfg, self.rates))
+        self.fingerprints = run_fingerprints(lm, self.tokenizer, mixture_definition(cfg, self.rates))
         resume = plan_resume(cfg, self.run, self.world, self.fingerprints)
         self._build_engine(lm, ds_config, resume)
         self.data = Prefetcher(self._resume(resume) if resume else self._make_loader(cfg.run.seed), pin_batch)
