@@ -44,28 +44,33 @@ MIXED_DATA = {
 }
 
 
-def save_tiny_llama(folder, texts: list[str], *, initializer_range: float, **config) -> Path:
-    """A random TINY_MODEL-shaped Llama (seed 0) and a byte-level BPE trained on `texts`, saved as a
-    plain Hugging Face folder: what `ift eval` and the harness read."""
+def tiny_llama(texts: list[str], *, seed: int = 0, **config):
+    """(model, tokenizer): a random TINY_MODEL-shaped Llama seeded with `seed` (`config` overrides
+    LlamaConfig fields) and a byte-level BPE trained on `texts`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from ift.model import train_bpe_tokenizer
 
-    folder = Path(folder)
     tok = train_bpe_tokenizer(texts, vocab_size=300)
     shape = {k: v for k, v in TINY_MODEL.items() if k not in ("model_type", "vocab_size", "max_position_embeddings")}
-    torch.manual_seed(0)
     lm_config = LlamaConfig(
         **shape,
         **config,
         vocab_size=len(tok),
-        initializer_range=initializer_range,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    LlamaForCausalLM(lm_config).save_pretrained(folder)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(lm_config), tok
+
+
+def save_tiny_llama(folder, texts: list[str], **config) -> Path:
+    """tiny_llama saved as a plain Hugging Face folder: what `ift eval` and the harness read."""
+    folder = Path(folder)
+    model, tok = tiny_llama(texts, **config)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -242,30 +247,19 @@ def pretrained_folder(path: Path) -> tuple[int, int]:
     """A tiny Llama + BPE tokenizer saved with save_pretrained. lm_head is all zeros, so a model
     that really loaded these weights starts at loss ln(vocab_size) exactly (uniform logits)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from ift.data import builtin
-    from ift.model import train_bpe_tokenizer
 
     texts = [
         f"{e['instruction']}\nInput: {e['input']}\nOutput: {e['output']}" for e in builtin.examples("reverse_word", 64)
     ]
-    tok = train_bpe_tokenizer(texts, 300)
-    spec = {k: v for k, v in TINY_MODEL.items() if k != "model_type"}
-    config = LlamaConfig(
-        **{**spec, "vocab_size": len(tok)},
-        tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(1)
-    model = LlamaForCausalLM(config)
+    max_positions = TINY_MODEL["max_position_embeddings"]
+    model, tok = tiny_llama(texts, seed=1, tie_word_embeddings=False, max_position_embeddings=max_positions)
     with torch.no_grad():
         model.lm_head.weight.zero_()
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    return config.vocab_size, len(tok.get_vocab())
+    return model.config.vocab_size, len(tok.get_vocab())
 
 
 def submit_cmd() -> list[str]:
